@@ -1,0 +1,96 @@
+"""The encoder interface every model in the package shares.
+
+An :class:`Encoder` bundles a pure apply function with its parameters and the facts that
+the rest of the package needs (layer count, width, sample rate, frame rate and offset).
+
+Hidden-state convention (one place): ``hidden_states[0]`` is the transformer input (after
+the feature projection and positional convolution), ``hidden_states[l]`` for ``l`` in
+``1..L`` is the output of transformer layer ``l``; for pre-LN ("stable layer norm")
+models the last one includes the encoder's final LayerNorm (the s3prl / transformers-4
+convention). Padding never changes a real frame's features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@flax.struct.dataclass
+class EncoderOutput:
+    """What an encoder returns for a batch.
+
+    Attributes:
+      hidden_states: [L + 1, B, T, D]; index 0 = transformer input, l = layer l output.
+      mask: [B, T] bool, True on real frames.
+    """
+
+    hidden_states: jax.Array
+    mask: jax.Array
+
+
+# (params, waveforms [B, S] float32, lengths [B] int32) -> EncoderOutput
+ApplyFn = Callable[[Any, jax.Array, jax.Array], EncoderOutput]
+
+
+@dataclasses.dataclass
+class Encoder:
+    """A pretrained (or random-init, or fixed) encoder with its parameters.
+
+    Call it as ``enc(waveforms [B, S] float32, lengths [B] int) -> EncoderOutput``; the call
+    is jitted (one compilation per input shape: batch it with :func:`bucket_length`).
+    ``apply_fn(params, waveforms, lengths)`` is the pure function, for users who want to
+    jit/vmap/shard it themselves.
+    """
+
+    name: str
+    apply_fn: ApplyFn
+    params: Any
+    num_layers: int
+    hidden_size: int
+    sample_rate: int
+    frame_rate: float
+    frame_offset_s: float
+    # lengths in samples (numpy int array) -> number of real frames (numpy int array)
+    num_frames_fn: Callable[[np.ndarray], np.ndarray]
+    config: Any = None
+    dtype: Any = jnp.float32
+    _jitted: Optional[Callable] = dataclasses.field(default=None, repr=False)
+
+    def __call__(self, waveforms, lengths) -> EncoderOutput:
+        if self._jitted is None:
+            self._jitted = jax.jit(self.apply_fn)
+        waveforms = jnp.asarray(waveforms, jnp.float32)
+        lengths = jnp.asarray(lengths, jnp.int32)
+        if waveforms.ndim != 2 or lengths.shape != waveforms.shape[:1]:
+            raise ValueError(
+                f"{self.name}: expected waveforms [B, S] and lengths [B], got "
+                f"{tuple(waveforms.shape)} and {tuple(lengths.shape)}")
+        return self._jitted(self.params, waveforms, lengths)
+
+    def num_frames(self, lengths) -> np.ndarray:
+        """Number of real frames for each length in samples."""
+        return np.asarray(self.num_frames_fn(np.asarray(lengths, dtype=np.int64)), dtype=np.int64)
+
+
+def bucket_length(num_samples: int, sample_rate: int = 16000, min_seconds: float = 1.0,
+                  growth: float = 1.25) -> int:
+    """Padded length (samples) for a batch whose longest item has ``num_samples``.
+
+    Buckets grow geometrically from ``min_seconds`` by ``growth`` (1 s, 1.25 s, 1.5625 s,
+    ...) and are rounded up to a multiple of 320 samples (one wav2vec 2.0 frame at 16 kHz),
+    so a corpus of 1-30 s utterances compiles ~16 shapes and pads by at most 25 %.
+    """
+    base = int(round(min_seconds * sample_rate))
+    if num_samples <= base:
+        n = base
+    else:
+        k = math.ceil(math.log(num_samples / base, growth) - 1e-9)
+        n = int(math.ceil(base * growth**k))
+    return int(math.ceil(n / 320) * 320)
