@@ -1,0 +1,302 @@
+"""The results schema: one record per (encoder, layer, measure), plus run metadata.
+
+A record (see ``docs/results_schema.md``)::
+
+    {"encoder": "whisper_tiny_en", "layer": 3, "measure": "phone_mi", "value": 2.91,
+     "ci": [2.85, 2.97], "unit": "bits", "extra": {"ceiling": 4.87, "accuracy": 0.61}}
+
+``layer`` indexes ``hidden_states`` (0 = the transformer's input; a single-layer baseline
+such as log-mel has only layer 0). ``ci`` is the confidence interval ``[lo, hi]`` (95 % unless
+``metadata["ci_level"]`` says otherwise). A measure's unit is fixed by :data:`MEASURES`; a
+pipeline that adds a measure registers it with :func:`register_measure` first.
+
+Files: ``results.json`` (``{"schema", "metadata", "records"}``) holds everything;
+``results.csv`` holds the records as a flat table (``extra`` as a JSON string), for
+spreadsheets. :func:`read_results` reads either back.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import operator
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+SCHEMA = "speechmi_jax.results/1"
+UNITS = ("bits", "fraction", "percent")
+CSV_COLUMNS = ("encoder", "layer", "measure", "value", "ci_lo", "ci_hi", "unit", "extra")
+
+
+class ResultsError(ValueError):
+    """A record, a results file or a metadata entry that does not follow the schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """What a measure name means.
+
+    kind: ``"supervised"`` (needs labels: probes, PER) or ``"label_free"`` (InfoNCE).
+    higher_is_better: False for error rates; used to pick best layers and expected signs.
+    """
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    kind: str
+    description: str
+
+
+MEASURES: dict[str, Measure] = {}
+
+
+def register_measure(name: str, unit: str, *, higher_is_better: bool, kind: str,
+                     description: str) -> Measure:
+    """Adds a measure to :data:`MEASURES` (idempotent for an identical definition)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ResultsError(f"measure name {name!r}: expected lower_snake_case")
+    if unit not in UNITS:
+        raise ResultsError(f"measure {name!r}: unit {unit!r} is not one of {UNITS}")
+    if kind not in ("supervised", "label_free"):
+        raise ResultsError(f"measure {name!r}: kind {kind!r} is not 'supervised' or 'label_free'")
+    m = Measure(name, unit, bool(higher_is_better), kind, description)
+    if name in MEASURES and MEASURES[name] != m:
+        raise ResultsError(f"measure {name!r} is already registered as {MEASURES[name]}")
+    MEASURES[name] = m
+    return m
+
+
+for _args in (
+    ("phone_mi", "bits", True, "supervised", "phone MI lower bound H(Y) - CE of a linear probe"),
+    ("speaker_mi", "bits", True, "supervised",
+     "speaker MI lower bound H(Y) - CE of a linear probe on mean-pooled utterances"),
+    ("phone_acc", "fraction", True, "supervised", "frame phone accuracy of the linear probe"),
+    ("speaker_acc", "fraction", True, "supervised", "speaker accuracy of the linear probe"),
+    ("infonce_next_k", "bits", True, "label_free",
+     "InfoNCE MI bound between the layer's frame t and frame t+k"),
+    ("infonce_input", "bits", True, "label_free",
+     "InfoNCE MI bound between the layer's frame and the input features at the same time"),
+    ("ctc_per", "percent", False, "supervised",
+     "phone error rate of a linear CTC head, greedy decoding"),
+):
+    register_measure(_args[0], _args[1], higher_is_better=_args[2], kind=_args[3],
+                     description=_args[4])
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    encoder: str
+    layer: int
+    measure: str
+    value: float
+    ci: tuple[float, float]
+    unit: str
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"encoder": self.encoder, "layer": self.layer, "measure": self.measure,
+                "value": self.value, "ci": [self.ci[0], self.ci[1]], "unit": self.unit,
+                "extra": dict(self.extra)}
+
+
+def _json_safe(obj, where):
+    try:
+        json.dumps(obj, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ResultsError(f"{where}: not JSON-serializable without NaN/inf ({e})") from None
+
+
+def _number(x, where) -> float:
+    if isinstance(x, bool):
+        raise ResultsError(f"{where}: expected a number, got {x!r}")
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ResultsError(f"{where}: expected a number, got {x!r}") from None
+    if not math.isfinite(v):
+        raise ResultsError(f"{where}: expected a finite number, got {v}")
+    return v
+
+
+def make_record(rec: Record | Mapping[str, Any], where: str = "record") -> Record:
+    """Validates one record (a :class:`Record` or a dict in the schema) -> :class:`Record`.
+
+    The unit may be left out of a dict; it then comes from :data:`MEASURES`.
+    """
+    if isinstance(rec, Record):
+        rec = rec.to_dict()
+    if not isinstance(rec, Mapping):
+        raise ResultsError(f"{where}: expected a dict, got {type(rec).__name__}")
+    allowed = {"encoder", "layer", "measure", "value", "ci", "unit", "extra"}
+    unknown = set(rec) - allowed
+    if unknown:
+        raise ResultsError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)} "
+                           f"(put anything else into 'extra')")
+    for key in ("encoder", "layer", "measure", "value", "ci"):
+        if key not in rec:
+            raise ResultsError(f"{where}: missing key {key!r}")
+    encoder = rec["encoder"]
+    if not isinstance(encoder, str) or not encoder:
+        raise ResultsError(f"{where}: 'encoder' must be a non-empty string, got {encoder!r}")
+    try:   # Python or numpy integers; not bools, not floats
+        layer = None if isinstance(rec["layer"], bool) else operator.index(rec["layer"])
+    except TypeError:
+        layer = None
+    if layer is None or layer < 0:
+        raise ResultsError(f"{where}: 'layer' must be an integer >= 0, got {rec['layer']!r}")
+    measure = rec["measure"]
+    if measure not in MEASURES:
+        raise ResultsError(f"{where}: unknown measure {measure!r}; known: {sorted(MEASURES)} "
+                           f"(add one with register_measure)")
+    unit = rec.get("unit", MEASURES[measure].unit)
+    if unit != MEASURES[measure].unit:
+        raise ResultsError(f"{where}: measure {measure!r} is in {MEASURES[measure].unit!r}, "
+                           f"got unit {unit!r}")
+    value = _number(rec["value"], f"{where}: 'value'")
+    ci = rec["ci"]
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        raise ResultsError(f"{where}: 'ci' must be [lo, hi], got {ci!r}")
+    lo, hi = _number(ci[0], f"{where}: 'ci'[0]"), _number(ci[1], f"{where}: 'ci'[1]")
+    if lo > hi:
+        raise ResultsError(f"{where}: 'ci' lower end {lo} exceeds upper end {hi}")
+    extra = rec.get("extra") or {}
+    if not isinstance(extra, Mapping):
+        raise ResultsError(f"{where}: 'extra' must be a dict, got {type(extra).__name__}")
+    extra = {str(k): v for k, v in extra.items()}
+    _json_safe(extra, f"{where}: 'extra'")
+    return Record(encoder, layer, measure, value, (lo, hi), unit, extra)
+
+
+def validate_records(records: Iterable) -> list[Record]:
+    """Validates every record and that each (encoder, layer, measure) occurs once."""
+    out, seen = [], {}
+    for i, rec in enumerate(records):
+        r = make_record(rec, where=f"record {i}")
+        key = (r.encoder, r.layer, r.measure)
+        if key in seen:
+            raise ResultsError(f"record {i}: duplicate of record {seen[key]} for encoder "
+                               f"{r.encoder!r}, layer {r.layer}, measure {r.measure!r} (summarize "
+                               f"seeds into one record; keep per-seed values in 'extra')")
+        seen[key] = i
+        out.append(r)
+    return out
+
+
+@dataclasses.dataclass
+class Results:
+    """Validated records plus run metadata (config, corpus, encoders, ci_level, ...)."""
+
+    records: list[Record]
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.records = validate_records(self.records)
+        if not isinstance(self.metadata, Mapping):
+            raise ResultsError(f"metadata must be a dict, got {type(self.metadata).__name__}")
+        self.metadata = dict(self.metadata)
+        _json_safe(self.metadata, "metadata")
+        self._index = {(r.encoder, r.layer, r.measure): r for r in self.records}
+
+    @property
+    def ci_level(self) -> float:
+        return float(self.metadata.get("ci_level", 0.95))
+
+    def encoders(self) -> list[str]:
+        """Encoder names in order of first appearance."""
+        return list(dict.fromkeys(r.encoder for r in self.records))
+
+    def measures(self) -> list[str]:
+        """Measures present, in :data:`MEASURES` order."""
+        present = {r.measure for r in self.records}
+        return [m for m in MEASURES if m in present]
+
+    def layers(self, encoder: str, measure: Optional[str] = None) -> list[int]:
+        return sorted({r.layer for r in self.records if r.encoder == encoder
+                       and (measure is None or r.measure == measure)})
+
+    def get(self, encoder: str, layer: int, measure: str) -> Optional[Record]:
+        return self._index.get((encoder, layer, measure))
+
+    def series(self, encoder: str, measure: str) -> list[Record]:
+        """The encoder's records of one measure, by layer."""
+        return [self._index[(encoder, l, measure)] for l in self.layers(encoder, measure)]
+
+
+def as_results(results: Results | Sequence, metadata: Optional[Mapping] = None) -> Results:
+    """A :class:`Results`, from one or from a list of records (+ metadata)."""
+    if isinstance(results, Results):
+        if metadata:
+            return Results(results.records, {**results.metadata, **metadata})
+        return results
+    return Results(list(results), dict(metadata or {}))
+
+
+def write_results(out_dir: str | Path, results: Results | Sequence,
+                  metadata: Optional[Mapping] = None) -> tuple[Path, Path]:
+    """Writes ``results.json`` and ``results.csv`` into ``out_dir`` -> their paths."""
+    res = as_results(results, metadata)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": SCHEMA, "metadata": res.metadata,
+           "records": [r.to_dict() for r in res.records]}
+    json_path, csv_path = out / "results.json", out / "results.csv"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(json_path)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in res.records:
+        w.writerow([r.encoder, r.layer, r.measure, repr(r.value), repr(r.ci[0]), repr(r.ci[1]),
+                    r.unit, json.dumps(dict(r.extra), sort_keys=True)])
+    csv_path.write_text(buf.getvalue(), encoding="utf-8")
+    return json_path, csv_path
+
+
+def read_results(path: str | Path) -> Results:
+    """Reads ``results.json`` (or a run directory holding it, or a ``results.csv``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise ResultsError(f"{path}: no such results file")
+    if path.suffix == ".csv":
+        return _read_csv(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise ResultsError(f"{path}: expected schema {SCHEMA!r}, got {got!r}")
+    if not isinstance(doc.get("records"), list):
+        raise ResultsError(f"{path}: 'records' must be a list")
+    try:
+        return Results(doc["records"], doc.get("metadata") or {})
+    except ResultsError as e:
+        raise ResultsError(f"{path}: {e}") from None
+
+
+def _read_csv(path: Path) -> Results:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+            raise ResultsError(f"{path}: expected columns {CSV_COLUMNS}, got {reader.fieldnames}")
+        records = []
+        for i, row in enumerate(reader, start=2):
+            try:
+                records.append({
+                    "encoder": row["encoder"], "layer": int(row["layer"]),
+                    "measure": row["measure"], "value": float(row["value"]),
+                    "ci": [float(row["ci_lo"]), float(row["ci_hi"])], "unit": row["unit"],
+                    "extra": json.loads(row["extra"]) if row["extra"] else {}})
+            except (ValueError, json.JSONDecodeError) as e:
+                raise ResultsError(f"{path}: line {i}: {e}") from None
+    try:
+        return Results(records, {})
+    except ResultsError as e:
+        raise ResultsError(f"{path}: {e}") from None
