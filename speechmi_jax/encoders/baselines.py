@@ -1,0 +1,56 @@
+"""Classic features as single-layer "encoders": the floor every learned layer must beat.
+
+* ``logmel``: Whisper's normalised 80-band log-mel at 100 Hz (the exact input of the Whisper
+  encoder, so "layer 0 of Whisper vs its input" compares like with like), D = 80.
+* ``mfcc``: 13 MFCCs (DCT-II of the natural-log 80-band mel power, c0 included) with
+  regression deltas and delta-deltas (width 2), D = 39.
+
+Both share :mod:`speechmi_jax.encoders.audio_features` with the Whisper front end. They have
+``num_layers = 0``: ``hidden_states`` is [1, B, T, D]. Frame ``i`` is centred at ``i * 10 ms``
+(centred STFT: ``frame_rate = 100``, ``frame_offset_s = 0``); an utterance of ``n`` samples has
+``ceil(n / 160)`` real frames. Samples past an utterance's length are zeroed and the right
+edge is zero-padded, so an utterance's frames are the same alone and in a padded batch
+(the log-mel's 80 dB floor uses the utterance's own maximum, which padding never raises).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from speechmi_jax.encoders import audio_features as af
+from speechmi_jax.encoders.base import Encoder, EncoderOutput
+
+BASELINE_DIMS = {"logmel": af.N_MELS, "mfcc": 39}
+
+
+def _features(name: str):
+    if name == "logmel":
+        return lambda w, n: af.whisper_log_mel(w, n)
+    if name == "mfcc":
+        return lambda w, n: af.mfcc(w, n)
+    raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINE_DIMS)}")
+
+
+def load_baseline(name: str) -> Encoder:
+    """``"logmel"`` or ``"mfcc"`` as an :class:`Encoder` with one hidden state [1, B, T, D]."""
+    feats = _features(name)
+
+    def apply_fn(params, waveforms, lengths) -> EncoderOutput:
+        del params
+        lengths = lengths.astype(jnp.int32)
+        x = feats(waveforms, lengths)  # [B, T, D]
+        mask = af.frame_mask(lengths, x.shape[1])
+        return EncoderOutput(hidden_states=jnp.where(mask[:, :, None], x, 0.0)[None], mask=mask)
+
+    return Encoder(
+        name=name,
+        apply_fn=apply_fn,
+        params={},
+        num_layers=0,
+        hidden_size=BASELINE_DIMS[name],
+        sample_rate=af.SAMPLE_RATE,
+        frame_rate=af.SAMPLE_RATE / af.HOP,
+        frame_offset_s=0.0,
+        num_frames_fn=af.num_frames,
+        config={"features": name},
+    )
