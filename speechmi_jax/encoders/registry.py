@@ -57,13 +57,15 @@ def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
 
     from speechmi_jax.encoders import checkpoint
     path = checkpoint.resolve(name)
-    if (path / "model.bin").exists() and not (path / "config.json").exists():
+    config_path = path / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    # CTranslate2 directories hold model.bin and a config.json without model_type.
+    if (path / "model.bin").exists() and "model_type" not in config:
         from speechmi_jax.encoders import whisper
         return whisper.load_whisper_ct2(path, dtype=dtype)
-    config_path = path / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{path}: no config.json (expected a Hugging Face model directory)")
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    model_type = config.get("model_type")
     if model_type == "whisper":
         from speechmi_jax.encoders import whisper
         return whisper.load_whisper_hf(path, dtype=dtype, allow_pickle=allow_pickle)
