@@ -190,7 +190,8 @@ def correlate(x, y, method: str = "spearman", *, x_ci=None, y_ci=None, propagate
 # ----------------------------------------------------------------------------------------------
 # Levels over a results table.
 
-def _points(res: Results, mx: str, my: str, encoders=None):
+def common_points(res: Results, mx: str, my: str, encoders=None) -> list[tuple]:
+    """(encoder, layer, record of mx, record of my) for every point that has both measures."""
     pts = []
     for enc in encoders or res.encoders():
         for layer in res.layers(enc, mx):
@@ -216,7 +217,7 @@ def within_encoder(res: Results, mx: str, my: str, method: str = "spearman",
     """Across the layers of each encoder that has ``min_points`` layers with both measures."""
     out = {}
     for enc in res.encoders():
-        pts = _points(res, mx, my, [enc])
+        pts = common_points(res, mx, my, [enc])
         if len(pts) >= max(min_points, 3):
             out[enc] = _run([p[2] for p in pts], [p[3] for p in pts], method, res, kwargs)
     return out
@@ -225,7 +226,7 @@ def within_encoder(res: Results, mx: str, my: str, method: str = "spearman",
 def pooled(res: Results, mx: str, my: str, method: str = "spearman",
            **kwargs) -> Optional[Correlation]:
     """Over every (encoder, layer) point that has both measures (None under 3 points)."""
-    pts = _points(res, mx, my)
+    pts = common_points(res, mx, my)
     if len(pts) < 3:
         return None
     return _run([p[2] for p in pts], [p[3] for p in pts], method, res, kwargs)

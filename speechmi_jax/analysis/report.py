@@ -1,0 +1,337 @@
+"""``report.md`` and PNG plots of a results table; every sentence is computed from the numbers.
+
+The report answers the paper's question (Liu, Yeh & Glass, ICASSP 2024): does a label-free MI
+measure rank layers and models as the supervised measures (probe MI, probe accuracy) and the
+linear-CTC phone error rate do? For each label-free measure x supervised measure it gives
+Spearman, Kendall tau-b and Pearson correlations with bootstrap CIs (points resampled, each
+point's value redrawn within its own CI) and permutation p-values, at three levels: within each
+encoder across its layers, pooled over all (encoder, layer) points, and across encoders (each
+encoder's best layer). The verdict of a comparison uses Spearman:
+
+* **agrees** - the correlation has the expected sign, its CI excludes 0 and the permutation
+  p <= 1 - ci_level (expected sign: + when both measures are "higher is better", - against
+  an error rate);
+* **disagrees** - the opposite sign, under the same two conditions;
+* **inconclusive** - otherwise (often: too few points; with 4 encoders the exact p cannot go
+  below 2/24).
+
+Propagating each point's own CI attenuates the resampled coefficients, so the interval of a
+perfect ranking (ρ = 1) can end below 1: it is deliberately conservative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+from speechmi_jax.analysis import correlation as corr
+from speechmi_jax.analysis import plots
+from speechmi_jax.analysis.results import MEASURES, Results, as_results
+
+_DIGITS = {"bits": 3, "fraction": 3, "percent": 1}
+_PRIMARY = "spearman"
+_SYMBOL = {"spearman": "ρ", "kendall": "τ_b", "pearson": "r"}
+
+
+def fmt(value: float, unit: str) -> str:
+    return f"{value:.{_DIGITS[unit]}f}"
+
+
+def fmt_ci(rec) -> str:
+    return f"{fmt(rec.value, rec.unit)} [{fmt(rec.ci[0], rec.unit)}, {fmt(rec.ci[1], rec.unit)}]"
+
+
+def fmt_corr(c: Optional[corr.Correlation]) -> str:
+    if c is None:
+        return "–"
+    if c.r != c.r:   # NaN: a constant measure
+        return "undefined (constant)"
+    ci = "CI n/a" if c.ci[0] != c.ci[0] else f"[{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
+    return f"{c.r:+.2f} {ci} {fmt_p(c.p_value)}"
+
+
+def fmt_p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+@dataclasses.dataclass
+class Comparison:
+    """One label-free vs supervised comparison at one level."""
+
+    label_free: str
+    reference: str
+    level: str                      # "within", "pooled", "across"
+    encoder: Optional[str]          # for "within"
+    coefs: dict                     # method -> Correlation
+    expected_sign: int
+
+    @property
+    def primary(self) -> corr.Correlation:
+        return self.coefs[_PRIMARY]
+
+    @property
+    def verdict(self) -> str:
+        c = self.primary
+        if c.r != c.r or not c.excludes_zero() or c.p_value > 1.0 - c.ci_level:
+            return "inconclusive"
+        return "agrees" if (c.r > 0) == (self.expected_sign > 0) else "disagrees"
+
+    def where(self) -> str:
+        return {"within": f"across the layers of {self.encoder}",
+                "pooled": "pooled over all (encoder, layer) points",
+                "across": "across encoders (best layer of each)"}[self.level]
+
+
+def _kinds(res: Results) -> tuple[list[str], list[str]]:
+    """(label-free measures, supervised measures) present in the results."""
+    ms = res.measures()
+    return ([m for m in ms if MEASURES[m].kind == "label_free"],
+            [m for m in ms if MEASURES[m].kind == "supervised"])
+
+
+def _expected_sign(a: str, b: str) -> int:
+    return 1 if MEASURES[a].higher_is_better == MEASURES[b].higher_is_better else -1
+
+
+def compare(res: Results, label_free: str, reference: str, *, num_bootstrap: int = 2000,
+            num_permutations: int = 10000, seed: int = 0) -> list[Comparison]:
+    """All levels of one label-free vs reference comparison (levels without 3 points skipped)."""
+    kw = dict(num_bootstrap=num_bootstrap, num_permutations=num_permutations, seed=seed)
+    sign = _expected_sign(label_free, reference)
+    out = []
+    within = {m: corr.within_encoder(res, label_free, reference, m, **kw) for m in corr.METHODS}
+    for enc in within[_PRIMARY]:
+        out.append(Comparison(label_free, reference, "within", enc,
+                              {m: within[m][enc] for m in corr.METHODS}, sign))
+    for level, fn in (("pooled", corr.pooled), ("across", corr.across_encoders)):
+        coefs = {m: fn(res, label_free, reference, m, **kw) for m in corr.METHODS}
+        if coefs[_PRIMARY] is not None:
+            out.append(Comparison(label_free, reference, level, None, coefs, sign))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections.
+
+def _metadata_section(res: Results) -> list[str]:
+    lines = ["## Run", ""]
+    meta = res.metadata
+    if not meta:
+        return lines + ["(no run metadata recorded)", ""]
+    for key, value in meta.items():
+        text = value if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True)
+        if len(str(text)) > 300:
+            text = str(text)[:300] + " …"
+        lines.append(f"- **{key}**: {text}")
+    return lines + [""]
+
+
+def _measures_section(res: Results) -> list[str]:
+    lines = ["## Measures", "", "| measure | unit | kind | better | meaning |", "|---|---|---|---|---|"]
+    for m in res.measures():
+        d = MEASURES[m]
+        better = "higher" if d.higher_is_better else "lower"
+        lines.append(f"| `{m}` | {d.unit} | {d.kind.replace('_', '-')} | {better} | "
+                     f"{d.description} |")
+    return lines + [""]
+
+
+def _runner_up_note(res: Results, enc: str, measure: str, best) -> str:
+    others = [r for r in res.series(enc, measure) if r.layer != best.layer]
+    if not others:
+        return ""
+    ties = [r.layer for r in others if r.ci[1] >= best.ci[0] and r.ci[0] <= best.ci[1]]
+    if ties:
+        return f"; CI overlaps layer{'s' if len(ties) > 1 else ''} {', '.join(map(str, ties))}"
+    return "; CI clear of every other layer"
+
+
+def _best_layer_section(res: Results) -> list[str]:
+    lines = ["## Best layer per measure", "",
+             "Best = highest value (lowest for error rates); CIs that overlap another layer's "
+             "mean the ranking of those layers is not settled by this run.", ""]
+    for measure in res.measures():
+        lines.append(f"- `{measure}`:")
+        for enc in res.encoders():
+            best = corr.best_layer(res, enc, measure)
+            if best is None:
+                continue
+            n = len(res.series(enc, measure))
+            if n == 1:
+                lines.append(f"  - {enc} (single layer): {fmt_ci(best)} {best.unit}")
+            else:
+                lines.append(f"  - {enc}: layer {best.layer} of 0–{max(res.layers(enc, measure))},"
+                             f" {fmt_ci(best)} {best.unit}"
+                             f"{_runner_up_note(res, enc, measure, best)}")
+    return lines + [""]
+
+
+def _agreement_section(comparisons: list[Comparison], res: Results) -> list[str]:
+    lines = ["## Does the label-free measure rank layers and models like the supervised ones?", "",
+             f"Correlation (value [{100 * res.ci_level:.0f}% bootstrap CI] permutation p). "
+             "The CI resamples the points and redraws each point within its own CI (which "
+             "attenuates the coefficient: conservative); p is exact (all permutations) for up "
+             "to 7 points. Verdict from Spearman ρ: agrees / disagrees when its sign is the "
+             "expected one / the opposite (+ for two higher-is-better measures, − against an "
+             f"error rate), its CI excludes 0 and p <= {1 - res.ci_level:.2g}; else "
+             "inconclusive.", ""]
+    by_pair: dict = {}
+    for c in comparisons:
+        by_pair.setdefault((c.label_free, c.reference), []).append(c)
+    for (lf, ref), comps in by_pair.items():
+        sign = "+" if comps[0].expected_sign > 0 else "−"
+        lines += [f"### `{lf}` vs `{ref}` (expected sign {sign})", "",
+                  "| level | n | Spearman ρ | Kendall τ_b | Pearson r | verdict |",
+                  "|---|---|---|---|---|---|"]
+        for c in comps:
+            level = f"within {c.encoder}" if c.level == "within" else c.where()
+            lines.append(f"| {level} | {c.primary.n} | {fmt_corr(c.coefs['spearman'])} | "
+                         f"{fmt_corr(c.coefs['kendall'])} | {fmt_corr(c.coefs['pearson'])} | "
+                         f"{c.verdict} |")
+        lines.append("")
+    return lines
+
+
+def _best_layer_agreement(res: Results, lf: str, ref: str) -> list[tuple[str, bool]]:
+    """Per encoder with >= 2 common layers: does ``lf``'s best layer serve ``ref`` as well?"""
+    out = []
+    for enc in res.encoders():
+        common = [l for l in res.layers(enc, lf) if res.get(enc, l, ref) is not None]
+        if len(common) < 2:
+            continue
+        b_lf, b_ref = corr.best_layer(res, enc, lf), corr.best_layer(res, enc, ref)
+        picked = res.get(enc, b_lf.layer, ref)
+        same = b_lf.layer == b_ref.layer
+        within = b_ref.ci[0] <= picked.value <= b_ref.ci[1]
+        if same:
+            text = (f"in {enc}, `{lf}` and `{ref}` peak at the same layer ({b_lf.layer}).")
+        else:
+            text = (f"in {enc}, `{lf}` peaks at layer {b_lf.layer} but `{ref}` at layer "
+                    f"{b_ref.layer}; choosing layer {b_lf.layer} by `{lf}` gives `{ref}` = "
+                    f"{fmt_ci(picked)} vs the best {fmt_ci(b_ref)} {b_ref.unit} "
+                    f"({'inside' if within else 'outside'} the best layer's CI).")
+        out.append((text, same or within))
+    return out
+
+
+def _conclusions_section(comparisons: list[Comparison], res: Results) -> list[str]:
+    lines = ["## What holds and what does not", ""]
+    lfs, refs = _kinds(res)
+    if not lfs or not refs:
+        missing = "label-free" if not lfs else "supervised"
+        return lines + [f"No {missing} measure in these results: the claim cannot be checked.", ""]
+    lines += ["Claim checked: a label-free MI measure ranks layers and models as the supervised "
+              "measures and the CTC phone error rate do.", ""]
+    groups = {"agrees": [], "disagrees": [], "inconclusive": []}
+    for c in comparisons:
+        p = c.primary
+        ci = "n/a" if p.ci[0] != p.ci[0] else f"[{p.ci[0]:+.2f}, {p.ci[1]:+.2f}]"
+        groups[c.verdict].append(
+            f"`{c.label_free}` vs `{c.reference}` {c.where()}: ρ = {p.r:+.2f} {ci}, "
+            f"{fmt_p(p.p_value)}, n = {p.n}.")
+    best_holds, best_fails = [], []
+    for lf in lfs:
+        for ref in refs:
+            for text, ok in _best_layer_agreement(res, lf, ref):
+                (best_holds if ok else best_fails).append(text[0].upper() + text[1:])
+    n = len(comparisons)
+    lines.append(f"Of {n} rank comparisons (Spearman), {len(groups['agrees'])} agree, "
+                 f"{len(groups['disagrees'])} disagree and {len(groups['inconclusive'])} are "
+                 f"inconclusive.")
+    lines.append("")
+    alpha = f"{1 - res.ci_level:.2g}"
+    for title, items in (
+            (f"Holds (expected sign, CI excludes 0, p <= {alpha})", groups["agrees"]),
+            (f"Does not hold (opposite sign, CI excludes 0, p <= {alpha})", groups["disagrees"]),
+            (f"Not established (CI includes 0 or p > {alpha})", groups["inconclusive"]),
+                         ("Best layer chosen by the label-free measure is as good as the best "
+                          "(same layer, or within its CI)", best_holds),
+                         ("Best layer chosen by the label-free measure falls short", best_fails)):
+        lines.append(f"**{title}:**" + (" none." if not items else ""))
+        lines += [f"- {t}" for t in items]
+        lines.append("")
+    return lines
+
+
+def _tables_section(res: Results) -> list[str]:
+    lines = ["## Tables", "",
+             f"Value [{100 * res.ci_level:.0f}% CI] per encoder (columns) and layer (rows); "
+             "**bold** = the encoder's best layer.", ""]
+    encoders = res.encoders()
+    for measure in res.measures():
+        d = MEASURES[measure]
+        cols = [e for e in encoders if res.series(e, measure)]
+        layers = sorted({l for e in cols for l in res.layers(e, measure)})
+        lines += [f"### `{measure}` ({d.unit})", "", "| layer | " + " | ".join(cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        best = {e: corr.best_layer(res, e, measure).layer for e in cols}
+        for l in layers:
+            cells = []
+            for e in cols:
+                r = res.get(e, l, measure)
+                cell = "" if r is None else fmt_ci(r)
+                cells.append(f"**{cell}**" if r is not None and best[e] == l
+                             and len(res.series(e, measure)) > 1 else cell)
+            lines.append(f"| {l} | " + " | ".join(cells) + " |")
+        ceilings = {e: r.extra["ceiling"] for e in cols for r in res.series(e, measure)[:1]
+                    if isinstance(r.extra.get("ceiling"), (int, float))}
+        if ceilings:
+            lines += ["", "Ceiling (`extra.ceiling`): " + ", ".join(
+                f"{e} {fmt(v, d.unit)} {d.unit}" for e, v in ceilings.items()) + "."]
+        lines.append("")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+
+def write_report(results, out_dir: str | Path, *, num_bootstrap: int = 2000,
+                 num_permutations: int = 10000, seed: int = 0) -> Path:
+    """Writes ``report.md``, ``layers.png`` and ``scatter_<label-free measure>.png`` -> report path.
+
+    ``results``: a :class:`~speechmi_jax.analysis.results.Results` or a list of records.
+    """
+    res = as_results(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lfs, refs = _kinds(res)
+    comparisons = comparisons_for(res, num_bootstrap=num_bootstrap,
+                                  num_permutations=num_permutations, seed=seed)
+
+    figures = []
+    if res.records:
+        figures.append(("Per-layer measures", plots.plot_layer_curves(res, out / "layers.png")))
+    for lf in lfs:
+        ys = [r for r in refs if corr.common_points(res, lf, r)]
+        if ys:
+            titles = {c.reference: f"pooled ρ = {fmt_corr(c.primary)}"
+                      for c in comparisons if c.label_free == lf and c.level == "pooled"}
+            figures.append((f"`{lf}` vs supervised measures",
+                            plots.plot_scatter(res, lf, ys, out / f"scatter_{lf}.png", titles)))
+
+    lines = ["# speechmi_jax report", "",
+             f"{len(res.records)} records: {len(res.encoders())} encoders "
+             f"({', '.join(res.encoders())}), measures {', '.join(res.measures())}.", ""]
+    lines += _metadata_section(res)
+    lines += _conclusions_section(comparisons, res)
+    lines += _best_layer_section(res)
+    if comparisons:
+        lines += _agreement_section(comparisons, res)
+    lines += _tables_section(res)
+    if figures:
+        lines += ["## Plots", ""]
+        for title, path in figures:
+            lines += [f"{title}:", "", f"![{path.stem}]({path.name})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def comparisons_for(results, label_free: Sequence[str] = (), references: Sequence[str] = (),
+                    **kwargs) -> list[Comparison]:
+    """All comparisons the report makes (or those of the given measures), for programmatic use."""
+    res = as_results(results)
+    lfs, refs = _kinds(res)
+    lfs, refs = list(label_free) or lfs, list(references) or refs
+    return [c for lf in lfs for ref in refs for c in compare(res, lf, ref, **kwargs)]

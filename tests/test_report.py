@@ -1,0 +1,118 @@
+"""report.md and the PNG plots, built from realistic synthetic records."""
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from speechmi_jax.analysis import correlation as corr
+from speechmi_jax.analysis import report, results
+
+LAYERS = 5   # Whisper tiny.en: input + 4 blocks
+
+
+def _synthetic_results():
+    """A trained encoder whose phone measures peak at layer 3 and whose speaker MI falls with
+    depth, its random-init control (flat, low), and two single-layer baselines."""
+    rng = np.random.default_rng(0)
+    recs = []
+
+    def add(enc, layer, measure, value, half, **extra):
+        recs.append({"encoder": enc, "layer": layer, "measure": measure, "value": float(value),
+                     "ci": [float(value - half), float(value + half)],
+                     "unit": results.MEASURES[measure].unit, "extra": extra})
+
+    shape = np.array([0.0, 0.45, 0.8, 1.0, 0.9])               # phone content per layer
+    for enc, scale in (("whisper_tiny_en", 1.0), ("whisper_tiny_en_random", 0.15)):
+        for l in range(LAYERS):
+            s = scale * shape[l] + 0.01 * rng.normal()
+            add(enc, l, "phone_mi", 1.2 + 2.2 * s, 0.05, ceiling=4.87, accuracy=0.2 + 0.5 * s)
+            add(enc, l, "phone_acc", 0.2 + 0.5 * s, 0.01)
+            add(enc, l, "ctc_per", 95.0 - 60.0 * s, 2.0)
+            add(enc, l, "infonce_next_k", 0.8 + 1.5 * s, 0.04, ceiling=9.0, k=2)
+            add(enc, l, "infonce_input", 3.0 - 0.3 * l + 0.02 * rng.normal(), 0.05, ceiling=9.0)
+            add(enc, l, "speaker_mi", 3.5 - 0.5 * l * scale, 0.2, ceiling=4.0)
+    for enc, s in (("logmel", 0.05), ("mfcc", 0.08)):
+        add(enc, 0, "phone_mi", 1.2 + 2.2 * s, 0.05, ceiling=4.87)
+        add(enc, 0, "phone_acc", 0.2 + 0.5 * s, 0.01)
+        add(enc, 0, "ctc_per", 95.0 - 60.0 * s, 2.0)
+        add(enc, 0, "infonce_next_k", 0.8 + 1.5 * s, 0.04, ceiling=9.0, k=2)
+        add(enc, 0, "speaker_mi", 3.4, 0.2, ceiling=4.0)
+    return results.Results(recs, {"corpus": "bundled", "ci_level": 0.95,
+                                  "encoders": {"logmel": {"frame_rate": 100}}})
+
+
+KW = dict(num_bootstrap=400, num_permutations=2000)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    res = _synthetic_results()
+    results.write_results(out, res)
+    path = report.write_report(results.read_results(out), out, **KW)
+    return res, out, path.read_text()
+
+
+def test_files_exist_and_pngs_are_sane_images(written):
+    _, out, _ = written
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["layers.png", "scatter_infonce_input.png", "scatter_infonce_next_k.png"]
+    for name in pngs:
+        raw = (out / name).read_bytes()
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+        img = mpimg.imread(out / name)
+        assert img.ndim == 3 and 300 <= img.shape[0] <= 2500 and 400 <= img.shape[1] <= 3000
+        assert img[..., :3].std() > 0.05     # not a blank canvas
+    for f in ("results.json", "results.csv", "report.md"):
+        assert (out / f).is_file()
+
+
+def test_tables_hold_the_record_values(written):
+    res, _, md = written
+    for enc, layer, measure in (("whisper_tiny_en", 3, "phone_mi"), ("logmel", 0, "ctc_per"),
+                                ("whisper_tiny_en_random", 1, "infonce_input"),
+                                ("mfcc", 0, "speaker_mi")):
+        assert report.fmt_ci(res.get(enc, layer, measure)) in md
+    # The trained encoder's best phone-MI layer is bold in its table, and named in words.
+    best = res.get("whisper_tiny_en", 3, "phone_mi")
+    assert f"**{report.fmt_ci(best)}**" in md
+    assert f"whisper_tiny_en: layer 3 of 0–4, {report.fmt_ci(best)} bits" in md
+    best_per = corr.best_layer(res, "whisper_tiny_en", "ctc_per")
+    assert best_per.layer == 3 and f"layer 3 of 0–4, {report.fmt_ci(best_per)} percent" in md
+    assert "Ceiling (`extra.ceiling`): whisper_tiny_en 4.870 bits" in md
+    assert "- **corpus**: bundled" in md
+
+
+def test_verdicts_and_correlations_come_from_the_numbers(written):
+    res, _, md = written
+    comps = report.comparisons_for(res, **KW)
+    by = {(c.label_free, c.reference, c.level, c.encoder): c for c in comps}
+    # infonce_next_k follows phone content: + with phone MI, - with PER, within the trained
+    # encoder and pooled; speaker MI falls with depth, so the within-encoder sign is wrong.
+    pooled = by[("infonce_next_k", "phone_mi", "pooled", None)]
+    assert pooled.verdict == "agrees" and pooled.primary.n == 12
+    assert pooled.primary.r == pytest.approx(
+        corr.spearman(*[[p[i].value for p in corr.common_points(res, "infonce_next_k",
+                                                                "phone_mi")] for i in (2, 3)]))
+    assert by[("infonce_next_k", "ctc_per", "pooled", None)].verdict == "agrees"
+    assert by[("infonce_next_k", "ctc_per", "pooled", None)].primary.r < -0.9
+    spk = by[("infonce_next_k", "speaker_mi", "within", "whisper_tiny_en")]
+    assert spk.primary.r < 0 and spk.verdict in ("disagrees", "inconclusive")
+    within = by[("infonce_next_k", "phone_mi", "within", "whisper_tiny_en")]
+    assert within.primary.r == pytest.approx(1.0) and within.primary.p_value == pytest.approx(2 / 120)
+    # The words in the report carry those numbers.
+    assert f"`infonce_next_k` vs `phone_mi` pooled over all (encoder, layer) points: ρ = " \
+           f"{pooled.primary.r:+.2f} [{pooled.primary.ci[0]:+.2f}, {pooled.primary.ci[1]:+.2f}]" in md
+    n_agree = sum(c.verdict == "agrees" for c in comps)
+    assert f"Of {len(comps)} rank comparisons (Spearman), {n_agree} agree" in md
+    # Single-layer baselines never get a within-encoder row.
+    assert ("infonce_next_k", "phone_mi", "within", "logmel") not in by
+    assert "within logmel" not in md
+
+
+def test_report_without_label_free_measures_says_so(tmp_path):
+    res = _synthetic_results()
+    sup = [r for r in res.records if results.MEASURES[r.measure].kind == "supervised"]
+    md = report.write_report(sup, tmp_path, **KW).read_text()
+    assert "No label-free measure in these results: the claim cannot be checked." in md
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["layers.png"]
