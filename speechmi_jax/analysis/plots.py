@@ -31,6 +31,14 @@ def _colors(encoders):
     return {enc: cmap(i % 10) for i, enc in enumerate(encoders)}
 
 
+def _grid(num_panels: int, panel_size: tuple[float, float]):
+    """Up to 3 panels a row -> (figure, axes [rows, cols])."""
+    ncols = min(3, num_panels)
+    nrows = math.ceil(num_panels / ncols)
+    return plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+                        squeeze=False, dpi=110)
+
+
 def plot_layer_curves(res: Results, path: str | Path,
                       measures: Optional[Sequence[str]] = None) -> Path:
     """Layer-wise curves with CI bands, one panel per measure -> the PNG's path."""
@@ -39,10 +47,7 @@ def plot_layer_curves(res: Results, path: str | Path,
         raise ValueError("plot_layer_curves: the results hold no records")
     encoders = res.encoders()
     colors = _colors(encoders)
-    ncols = min(3, len(measures))
-    nrows = math.ceil(len(measures) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False,
-                             dpi=110)
+    fig, axes = _grid(len(measures), (5.2, 3.8))
     max_layer = max((max(res.layers(e)) for e in encoders if res.layers(e)), default=0)
     for ax, measure in zip(axes.flat, measures):
         for enc in encoders:
@@ -80,10 +85,7 @@ def plot_scatter(res: Results, x_measure: str, y_measures: Sequence[str], path: 
         raise ValueError("plot_scatter: no y measures")
     encoders = res.encoders()
     colors = _colors(encoders)
-    ncols = min(3, len(y_measures))
-    nrows = math.ceil(len(y_measures) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 4.2 * nrows), squeeze=False,
-                             dpi=110)
+    fig, axes = _grid(len(y_measures), (4.8, 4.2))
     for ax, ym in zip(axes.flat, y_measures):
         for enc in encoders:
             pts = [(r, res.get(enc, r.layer, ym)) for r in res.series(enc, x_measure)]
