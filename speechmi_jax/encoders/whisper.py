@@ -23,7 +23,8 @@ Windows. Whisper was trained on 30 s windows only: every input is the log-mel of
 zero-padded to 30 s (3000 frames), and the encoder attends to the padded part as well (it
 has no attention mask). We follow the field (``transformers``, openai-whisper, faster-whisper,
 and the layer-wise probing literature that uses Whisper): by default each utterance is
-zero-padded to a ``window_seconds = 30`` window, the whole window is encoded, and hidden
+zero-padded to the model's native window (``window_seconds=None``: ``max_positions / 50``
+= 30 s), the whole window is encoded, and hidden
 states are cropped to the utterance's frames. Longer utterances are cut into consecutive
 non-overlapping windows (Whisper's long-form chunking) whose frames are concatenated.
 Results are then independent of batch padding: an utterance gets the same hidden states
@@ -194,7 +195,14 @@ class WhisperEncoderConfig:
     source: str
 
 
-def _window_samples(arch: WhisperArch, window_seconds: float) -> int:
+def native_window_seconds(arch: WhisperArch) -> float:
+    """The window the model was trained on: ``max_positions / 50`` s (30 s for Whisper)."""
+    return arch.max_positions / FRAME_RATE
+
+
+def _window_samples(arch: WhisperArch, window_seconds: Optional[float]) -> int:
+    if window_seconds is None:
+        return arch.max_positions * HOP_SAMPLES
     samples = int(round(window_seconds * SAMPLE_RATE))
     if samples <= 0 or samples % HOP_SAMPLES or abs(samples - window_seconds * SAMPLE_RATE) > 1e-6:
         raise ValueError(f"window_seconds={window_seconds} must be a positive multiple of "
@@ -206,7 +214,7 @@ def _window_samples(arch: WhisperArch, window_seconds: float) -> int:
     return samples
 
 
-def make_apply_fn(arch: WhisperArch, dtype=jnp.float32, window_seconds: float = 30.0):
+def make_apply_fn(arch: WhisperArch, dtype=jnp.float32, window_seconds: Optional[float] = None):
     """The pure ``(params, waveforms [B, S], lengths [B]) -> EncoderOutput`` of an encoder.
 
     Each row is cut into ``C = ceil(S / W)`` windows of ``W`` samples (zero past its length),
@@ -246,11 +254,14 @@ def arch_name(arch: WhisperArch) -> str:
 
 
 def make_encoder(name: str, arch: WhisperArch, params, *, dtype=jnp.float32,
-                 window_seconds: float = 30.0, source: str = "") -> Encoder:
+                 window_seconds: Optional[float] = None, source: str = "") -> Encoder:
     """Wraps Flax ``params`` of a :class:`WhisperEncoder` into an :class:`Encoder`."""
     params = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params)
+    native = native_window_seconds(arch)
+    window = native if window_seconds is None else float(window_seconds)
+    _window_samples(arch, window)
     return Encoder(
-        name=name if window_seconds == 30.0 else f"{name}@{window_seconds:g}s",
+        name=name if window == native else f"{name}@{window:g}s",
         apply_fn=make_apply_fn(arch, dtype, window_seconds),
         params=params,
         num_layers=arch.num_layers,
@@ -259,13 +270,13 @@ def make_encoder(name: str, arch: WhisperArch, params, *, dtype=jnp.float32,
         frame_rate=FRAME_RATE,
         frame_offset_s=FRAME_OFFSET_S,
         num_frames_fn=num_frames,
-        config=WhisperEncoderConfig(arch, float(window_seconds), source),
+        config=WhisperEncoderConfig(arch, window, source),
         dtype=dtype,
     )
 
 
-def with_window(encoder: Encoder, window_seconds: float) -> Encoder:
-    """The same Whisper encoder (same parameters) with another analysis window."""
+def with_window(encoder: Encoder, window_seconds: Optional[float]) -> Encoder:
+    """The same Whisper encoder (same parameters) with another analysis window (None: native)."""
     cfg = encoder.config
     if not isinstance(cfg, WhisperEncoderConfig):
         raise TypeError(f"{encoder.name}: not a Whisper encoder built by speechmi_jax.encoders.whisper")
@@ -278,7 +289,7 @@ def with_window(encoder: Encoder, window_seconds: float) -> Encoder:
 
 
 def random_whisper(arch: str, *, seed: int = 0, dtype=jnp.float32,
-                   window_seconds: float = 30.0) -> Encoder:
+                   window_seconds: Optional[float] = None) -> Encoder:
     """Random-init control of a Whisper architecture (``transformers``' init: weights
     N(0, 0.02), biases 0, LayerNorm 1/0, sinusoidal positions). ``arch``: a key of ARCHS."""
     if arch not in ARCHS:
@@ -378,7 +389,7 @@ _HF_PREFIXES = ("model.encoder.", "encoder.", "")
 
 
 def load_whisper_hf(path: str | os.PathLike, *, dtype=jnp.float32, allow_pickle: bool = False,
-                    window_seconds: float = 30.0) -> Encoder:
+                    window_seconds: Optional[float] = None) -> Encoder:
     """Whisper encoder from a Hugging Face directory (``config.json`` + ``model.safetensors``).
 
     Reads ``WhisperForConditionalGeneration`` (``model.encoder.*``), ``WhisperModel`` /
@@ -467,7 +478,8 @@ def params_from_ct2(variables: dict[str, np.ndarray], source: str) -> tuple[Whis
     return arch, params
 
 
-def _load_ct2_parts(parts: Sequence[Path], name: Optional[str], dtype, window_seconds: float) -> Encoder:
+def _load_ct2_parts(parts: Sequence[Path], name: Optional[str], dtype,
+                    window_seconds: Optional[float]) -> Encoder:
     from speechmi_jax.encoders import ct2
 
     source = " + ".join(os.fspath(p) for p in parts)
@@ -479,7 +491,8 @@ def _load_ct2_parts(parts: Sequence[Path], name: Optional[str], dtype, window_se
                         window_seconds=window_seconds, source=source)
 
 
-def load_whisper_ct2(path: str | os.PathLike, *, dtype=jnp.float32, window_seconds: float = 30.0) -> Encoder:
+def load_whisper_ct2(path: str | os.PathLike, *, dtype=jnp.float32,
+                     window_seconds: Optional[float] = None) -> Encoder:
     """Whisper encoder from a CTranslate2 model directory (``model.bin``) or ``model.bin`` file."""
     path = Path(path)
     file = path / "model.bin" if path.is_dir() else path
@@ -507,6 +520,7 @@ def builtin_paths(name: str) -> list[Path]:
     return out
 
 
-def load_whisper_builtin(name: str, *, dtype=jnp.float32, window_seconds: float = 30.0) -> Encoder:
+def load_whisper_builtin(name: str, *, dtype=jnp.float32,
+                         window_seconds: Optional[float] = None) -> Encoder:
     """Real Whisper weights shipped by installed packages (see BUILTINS)."""
     return _load_ct2_parts(builtin_paths(name), name, dtype, window_seconds)
