@@ -1,0 +1,315 @@
+"""All-layer features of a corpus, extracted once and cached on disk.
+
+``extract_features(enc, corpus, cache_dir)`` runs the encoder over the corpus in
+length-bucketed, padded batches (one forward pass per batch yields every layer), keeps each
+utterance's real frames (``enc.num_frames``) and streams them into a float16 ``.npy`` array
+``hidden [L+1, N, D]`` (N = real frames of all utterances, utterances in corpus order,
+grouped by split), with per-frame phone labels (the phone under the frame centre,
+:func:`speechmi_jax.frames.segments_to_frame_labels`; ``IGNORE`` = -1 where none) and
+per-utterance ids, speakers and splits.
+
+Cache: ``<cache_dir>/<key>/`` where ``key`` hashes the encoder's name, a fingerprint of its
+parameters and facts, the corpus' fingerprint (ids, speakers, splits, phones, audio files'
+sizes and times) and the options. Extraction writes into ``<key>.partial/`` and renames it
+when done, so an interrupted run never leaves a cache that looks complete; the next run
+resumes from the batches already written (``done.npy`` marks them). Memory stays bounded:
+batches are written with ``os.pwrite`` (page cache, not the process' heap) and the result is
+opened memory-mapped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from speechmi_jax import frames as frames_lib
+from speechmi_jax.encoders.base import Encoder, bucket_length
+
+log = logging.getLogger("speechmi_jax.features")
+
+FORMAT_VERSION = 1
+DEFAULT_CACHE = Path(os.environ.get("SPEECHMI_CACHE", Path.home() / ".cache" / "speechmi_jax"))
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """All-layer frame features of a corpus (or of one of its splits).
+
+    Attributes:
+      hidden: [L+1, N, D] float16, memory-mapped; frames of all utterances concatenated.
+      phone: int32 [N], index into ``phone_set``; -1 (``frames.IGNORE``) = unlabelled.
+      utt_index: int32 [N], the utterance (row of ``utt_ids``) of each frame.
+      utt_offsets: int64 [U+1]; utterance u owns frames ``utt_offsets[u]:utt_offsets[u+1]``.
+      utt_ids, speakers, splits: per-utterance strings [U].
+      speaker: int32 [U], index into ``speaker_set``.
+      phone_set, speaker_set: label names.
+      encoder: facts of the encoder (name, num_layers, hidden_size, frame_rate,
+        frame_offset_s, sample_rate).
+      path: cache folder (None for an in-memory subset).
+    """
+
+    hidden: np.ndarray
+    phone: np.ndarray
+    utt_index: np.ndarray
+    utt_offsets: np.ndarray
+    utt_ids: list[str]
+    speakers: list[str]
+    splits: list[str]
+    speaker: np.ndarray
+    phone_set: tuple[str, ...]
+    speaker_set: tuple[str, ...]
+    encoder: dict
+    path: Optional[Path] = None
+
+    @property
+    def num_layers(self) -> int:
+        """L + 1 (hidden states, the transformer input included)."""
+        return int(self.hidden.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.hidden.shape[1])
+
+    @property
+    def num_utterances(self) -> int:
+        return len(self.utt_ids)
+
+    def layer(self, l: int) -> np.ndarray:
+        """[N, D] features of hidden state ``l`` (a memory-mapped view)."""
+        return self.hidden[l]
+
+    def labelled(self) -> np.ndarray:
+        """Frame indices [M] with a phone label."""
+        return np.flatnonzero(self.phone >= 0)
+
+    def pooled(self, layers: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Mean over each utterance's frames -> float32 [len(layers), U, D]."""
+        layers = range(self.num_layers) if layers is None else layers
+        starts = self.utt_offsets[:-1] - self.utt_offsets[0]
+        counts = np.diff(self.utt_offsets).astype(np.float32)
+        if np.any(counts == 0):
+            raise ValueError(f"utterances with no frames: "
+                             f"{[self.utt_ids[i] for i in np.flatnonzero(counts == 0)][:5]}")
+        return np.stack([np.add.reduceat(self.hidden[l], starts, axis=0, dtype=np.float32)
+                         / counts[:, None] for l in layers])
+
+    def split(self, name: str) -> "FeatureSet":
+        """The utterances of one split (a contiguous view: extraction groups splits)."""
+        rows = [i for i, s in enumerate(self.splits) if s == name]
+        if not rows:
+            raise KeyError(f"no split {name!r}; splits are {sorted(set(self.splits))}")
+        a, b = rows[0], rows[-1] + 1
+        if b - a != len(rows):
+            raise ValueError(f"split {name!r} is not contiguous in this feature set")
+        f0, f1 = int(self.utt_offsets[a]), int(self.utt_offsets[b])
+        return dataclasses.replace(
+            self, hidden=self.hidden[:, f0:f1], phone=self.phone[f0:f1],
+            utt_index=self.utt_index[f0:f1] - a, utt_offsets=self.utt_offsets[a:b + 1] - f0,
+            utt_ids=self.utt_ids[a:b], speakers=self.speakers[a:b], splits=self.splits[a:b],
+            speaker=self.speaker[a:b])
+
+
+def params_fingerprint(params) -> str:
+    """sha256 over every parameter's path, shape, dtype and bytes."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        arr = np.asarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}|{arr.shape}|{arr.dtype}".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:20]
+
+
+def encoder_facts(enc: Encoder) -> dict:
+    return dict(name=enc.name, num_layers=int(enc.num_layers), hidden_size=int(enc.hidden_size),
+                frame_rate=float(enc.frame_rate), frame_offset_s=float(enc.frame_offset_s),
+                sample_rate=int(enc.sample_rate), dtype=str(jnp.dtype(enc.dtype)))
+
+
+def cache_key(enc: Encoder, corpus, options: dict) -> str:
+    payload = json.dumps(dict(version=FORMAT_VERSION, encoder=encoder_facts(enc),
+                              params=params_fingerprint(enc.params),
+                              corpus=corpus.fingerprint(), options=options), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _order_by_split(corpus) -> list:
+    """Utterances grouped by split (splits in order of first appearance), stable inside."""
+    first: dict[str, int] = {}
+    for i, u in enumerate(corpus):
+        first.setdefault(u.split, i)
+    return sorted(corpus, key=lambda u: first[u.split])
+
+
+def _batches(lengths: np.ndarray, batch_size: int, max_batch_samples: int, sample_rate: int):
+    """Length-sorted batches of utterance indices; each padded to one bucket length."""
+    order = np.argsort(lengths, kind="stable")
+    batch: list[int] = []
+    for i in order:
+        cand = batch + [int(i)]
+        padded = bucket_length(int(lengths[cand[-1]]), sample_rate)
+        if batch and (len(cand) > batch_size or len(cand) * padded > max_batch_samples):
+            yield batch
+            cand = [int(i)]
+        batch = cand
+    if batch:
+        yield batch
+
+
+def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None = None, *,
+                     batch_size: int = 16, max_batch_seconds: float = 240.0,
+                     dtype=np.float16, progress: bool = True) -> FeatureSet:
+    """Features of every layer for every utterance of ``corpus``, cached (see module doc).
+
+    Args:
+      enc: the encoder; ``corpus.sample_rate`` must equal ``enc.sample_rate`` (load the
+        corpus with ``sample_rate=enc.sample_rate``).
+      corpus: a :class:`speechmi_jax.data.corpus.Corpus`.
+      cache_dir: where caches live (default ``$SPEECHMI_CACHE`` or ~/.cache/speechmi_jax).
+      batch_size: most utterances per forward pass.
+      max_batch_seconds: most padded audio per forward pass (bounds memory).
+      dtype: storage dtype (float16 halves the disk; values beyond its range raise).
+      progress: show a tqdm bar.
+    """
+    from tqdm.auto import tqdm
+
+    if corpus.sample_rate != enc.sample_rate:
+        raise ValueError(f"corpus {corpus.name!r} is at {corpus.sample_rate} Hz but encoder "
+                         f"{enc.name!r} expects {enc.sample_rate} Hz; load the corpus with "
+                         f"sample_rate={enc.sample_rate}")
+    if len(corpus) == 0:
+        raise ValueError(f"corpus {corpus.name!r} has no utterances")
+    dtype = np.dtype(dtype)
+    options = dict(dtype=dtype.name, label="frame-centre")
+    cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+    key = cache_key(enc, corpus, options)
+    final, partial = cache_dir / key, cache_dir / f"{key}.partial"
+    if (final / "meta.json").exists():
+        log.info("reusing cached features %s", final)
+        return load_features(final)
+
+    utts = _order_by_split(corpus)
+    lengths = np.asarray([u.num_samples for u in utts], dtype=np.int64)
+    nframes = enc.num_frames(lengths)
+    if np.any(nframes <= 0):
+        bad = [utts[i].id for i in np.flatnonzero(nframes <= 0)]
+        raise ValueError(f"utterances too short for one {enc.name} frame: {bad[:5]}")
+    offsets = np.concatenate([[0], np.cumsum(nframes)]).astype(np.int64)
+    n_total, n_hidden, width = int(offsets[-1]), enc.num_layers + 1, enc.hidden_size
+    speaker_set = tuple(sorted({u.speaker for u in utts}))
+    phone_set = tuple(corpus.phone_set)
+    label_to_id = {p: i for i, p in enumerate(phone_set)}
+    phone = np.concatenate([
+        frames_lib.segments_to_frame_labels(u.phones or (), int(n), enc.frame_rate,
+                                            enc.frame_offset_s, label_to_id)
+        for u, n in zip(utts, nframes)]).astype(np.int32)
+    utt_index = np.repeat(np.arange(len(utts), dtype=np.int32), nframes)
+    meta = dict(version=FORMAT_VERSION, key=key, encoder=encoder_facts(enc), corpus=corpus.name,
+                shape=[n_hidden, n_total, width], dtype=dtype.name,
+                utt_ids=[u.id for u in utts], speakers=[u.speaker for u in utts],
+                splits=[u.split for u in utts], speaker_set=list(speaker_set),
+                phone_set=list(phone_set))
+
+    hidden_path = partial / "hidden.npy"
+    done_path = partial / "done.npy"
+    resume = (partial / "meta.json").exists() and json.loads(
+        (partial / "meta.json").read_text()) == meta and done_path.exists()
+    if resume:
+        done = np.load(done_path)
+        log.info("resuming %s: %d of %d utterances already extracted", partial,
+                 int(done.sum()), len(utts))
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        blank = np.lib.format.open_memmap(hidden_path, mode="w+", dtype=dtype,
+                                          shape=(n_hidden, n_total, width))  # sparse file
+        del blank
+        done = np.zeros(len(utts), dtype=bool)
+        np.save(partial / "phone.npy", phone)
+        np.save(partial / "utt_index.npy", utt_index)
+        np.save(partial / "utt_offsets.npy", offsets)
+        (partial / "meta.json").write_text(json.dumps(meta))
+    header = _npy_header_size(hidden_path)
+    row_bytes = width * dtype.itemsize
+
+    batches = [b for b in _batches(lengths, batch_size, int(max_batch_seconds * enc.sample_rate),
+                                   enc.sample_rate) if not done[b].all()]
+    fd = os.open(hidden_path, os.O_RDWR)
+    try:
+        for batch in tqdm(batches, desc=f"features {enc.name}", unit="batch",
+                          disable=not progress):
+            padded = bucket_length(int(lengths[batch].max()), enc.sample_rate)
+            wav = np.zeros((len(batch), padded), dtype=np.float32)
+            for j, i in enumerate(batch):
+                audio = utts[i].audio
+                if audio.shape[0] != lengths[i]:
+                    raise ValueError(f"{utts[i].audio_path}: decoded {audio.shape[0]} samples, "
+                                     f"header said {lengths[i]}")
+                wav[j, :lengths[i]] = audio
+            out = enc(wav, lengths[batch])
+            hs = np.asarray(out.hidden_states.astype(jnp.float32))  # [L+1, B, T, D]
+            mask = np.asarray(out.mask)
+            if hs.shape[0] != n_hidden or hs.shape[3] != width:
+                raise ValueError(f"{enc.name}: hidden_states {hs.shape}, expected "
+                                 f"[{n_hidden}, B, T, {width}]")
+            for j, i in enumerate(batch):
+                n = int(nframes[i])
+                if int(mask[j].sum()) != n or hs.shape[2] < n:
+                    raise ValueError(f"{enc.name}: {int(mask[j].sum())} real frames for "
+                                     f"{utts[i].id}, num_frames says {n}")
+                block = hs[:, j, :n].astype(dtype)
+                if not np.all(np.isfinite(block)):
+                    raise FloatingPointError(
+                        f"{enc.name}: features of {utts[i].id} overflow {dtype.name} (or are "
+                        f"NaN); extract with dtype=np.float32")
+                for l in range(n_hidden):
+                    pos = header + (l * n_total + int(offsets[i])) * row_bytes
+                    os.pwrite(fd, np.ascontiguousarray(block[l]).tobytes(), pos)
+            del hs, out
+            done[batch] = True
+            os.fsync(fd)
+            np.save(done_path, done)
+    finally:
+        os.close(fd)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+    return load_features(final)
+
+
+def _npy_header_size(path: Path) -> int:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(f)
+        else:
+            np.lib.format.read_array_header_2_0(f)
+        return f.tell()
+
+
+def load_features(path: str | os.PathLike) -> FeatureSet:
+    """Opens a finished cache folder (memory-mapped, read-only)."""
+    path = Path(path)
+    meta_path = path / "meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{path}: not a finished feature cache (no meta.json)")
+    meta = json.loads(meta_path.read_text())
+    hidden = np.load(path / "hidden.npy", mmap_mode="r")
+    if list(hidden.shape) != meta["shape"]:
+        raise ValueError(f"{path}/hidden.npy has shape {hidden.shape}, meta says {meta['shape']}")
+    spk_id = {s: i for i, s in enumerate(meta["speaker_set"])}
+    return FeatureSet(
+        hidden=hidden, phone=np.load(path / "phone.npy"),
+        utt_index=np.load(path / "utt_index.npy"), utt_offsets=np.load(path / "utt_offsets.npy"),
+        utt_ids=meta["utt_ids"], speakers=meta["speakers"], splits=meta["splits"],
+        speaker=np.asarray([spk_id[s] for s in meta["speakers"]], dtype=np.int32),
+        phone_set=tuple(meta["phone_set"]), speaker_set=tuple(meta["speaker_set"]),
+        encoder=meta["encoder"], path=path)
