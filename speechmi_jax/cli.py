@@ -1,0 +1,115 @@
+"""The ``speechmi`` command.
+
+    speechmi demo [--out DIR] [--smoke]        the README's main job, on the bundled corpus
+    speechmi run CONFIG.py [--out DIR] [--set key=value ...]
+    speechmi report RUN_DIR                    rewrite report.md and plots from results.json
+
+A run directory holds ``results.json``, ``results.csv``, ``report.md``, PNG plots, the
+feature cache and estimator checkpoints; running the same command again resumes where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used."""
+
+
+def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
+    """Imports ``get_config(arg)`` from a Python config file and applies ``key=value`` overrides.
+
+    ``arg`` is the big_vision-style config argument (``"smoke"`` selects the config's small
+    settings).
+    Values are parsed as Python literals when possible (``estimators.steps=200``,
+    ``encoders="['logmel']"``), else kept as strings. Unknown keys are an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    spec = importlib.util.spec_from_file_location(f"speechmi_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # a broken config file: say which
+        raise ConfigError(f"{path}: failed to import: {type(e).__name__}: {e}") from e
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: defines no get_config()")
+    config = module.get_config(arg)
+    apply_overrides(config, overrides, source=str(path))
+    return config
+
+
+def apply_overrides(config, overrides, source="config"):
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            if p not in node:
+                raise ConfigError(f"override {item!r}: {source} has no key {key!r}")
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"override {item!r}: {source} has no key {key!r}")
+        node[leaf] = value
+    return config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="speechmi", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_demo = sub.add_parser("demo", help="all measures for every layer on the bundled corpus")
+    p_demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    p_demo.add_argument("--smoke", action="store_true",
+                        help="tiny settings for a quick check (minutes -> seconds)")
+    p_demo.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value")
+
+    p_run = sub.add_parser("run", help="run an experiment config (a Python file with get_config())")
+    p_run.add_argument("config")
+    p_run.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
+    p_run.add_argument("--smoke", action="store_true", help="the config's small settings")
+    p_run.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config value")
+
+    p_rep = sub.add_parser("report", help="rewrite report.md and plots from a run's results.json")
+    p_rep.add_argument("run_dir")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "report":
+            from speechmi_jax.analysis import report, results
+            run_dir = Path(args.run_dir)
+            recs = results.read_results(run_dir / "results.json")
+            report.write_report(recs, run_dir)
+            print(f"wrote {run_dir / 'report.md'}")
+            return 0
+        from speechmi_jax import pipeline
+        from speechmi_jax.configs import demo
+        config_path = demo.__file__ if args.command == "demo" else args.config
+        config = load_config(config_path, args.overrides, arg="smoke" if args.smoke else "")
+        out = Path(args.out or Path("runs") / Path(config_path).stem)
+        pipeline.run_experiment(config, out)
+        print(f"results in {out}/ (report.md, results.json, results.csv, *.png)")
+        return 0
+    except ConfigError as e:
+        print(f"speechmi: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
