@@ -130,28 +130,34 @@ class SelfAttention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x):  # [B, T, D]
+    def __call__(self, x, num_queries: Optional[int] = None):  # [B, T, D] -> [B, Tq, D]
         b, t, d = x.shape
+        tq = t if num_queries is None else num_queries
         hd = d // self.num_heads
-        q = _dense(d, "q_proj", self.dtype)(x).reshape(b, t, self.num_heads, hd)
+        q = _dense(d, "q_proj", self.dtype)(x[:, :tq]).reshape(b, tq, self.num_heads, hd)
         k = _dense(d, "k_proj", self.dtype, use_bias=False)(x).reshape(b, t, self.num_heads, hd)
         v = _dense(d, "v_proj", self.dtype)(x).reshape(b, t, self.num_heads, hd)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * (hd ** -0.5)
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, d)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, tq, d)
         return _dense(d, "out_proj", self.dtype)(out)
 
 
 class EncoderLayer(nn.Module):
-    """Pre-LN block: ``x + MHA(LN(x))``, then ``x + fc2(gelu(fc1(LN(x))))``."""
+    """Pre-LN block: ``x + MHA(LN(x))``, then ``x + fc2(gelu(fc1(LN(x))))``.
+
+    ``num_queries``: compute only the first frames' outputs (keys/values still span all
+    frames); rows are independent after attention, so those frames are unchanged.
+    """
 
     arch: WhisperArch
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, num_queries: Optional[int] = None):
         h = _layer_norm("self_attn_layer_norm", self.dtype)(x)
-        x = x + SelfAttention(self.arch.num_heads, self.dtype, name="self_attn")(h)
+        x = x[:, :num_queries] + SelfAttention(self.arch.num_heads, self.dtype, name="self_attn")(
+            h, num_queries)
         h = _layer_norm("final_layer_norm", self.dtype)(x)
         h = _dense(self.arch.ffn_dim, "fc1", self.dtype)(h)
         h = _dense(self.arch.d_model, "fc2", self.dtype)(_gelu(h))
@@ -159,13 +165,18 @@ class EncoderLayer(nn.Module):
 
 
 class WhisperEncoder(nn.Module):
-    """Log-mel [B, T_mel, n_mels] -> all hidden states [L + 1, B, ceil(T_mel / 2), D]."""
+    """Log-mel [B, T_mel, n_mels] -> all hidden states [L + 1, B, T_out, D].
+
+    ``T_out = ceil(T_mel / 2)``, or ``num_out_frames`` when given: every block still sees all
+    frames, but the last block only computes the frames that are returned (exactly the same
+    values, about 1/L less work when most of the window is padding).
+    """
 
     arch: WhisperArch
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, mel):
+    def __call__(self, mel, num_out_frames: Optional[int] = None):
         a = self.arch
         conv = dict(dtype=self.dtype, param_dtype=jnp.float32, padding=[(1, 1)],
                     kernel_init=nn.initializers.normal(INIT_STD))
@@ -178,10 +189,12 @@ class WhisperEncoder(nn.Module):
                          lambda key, shape: jnp.asarray(sinusoids(*shape)),
                          (a.max_positions, a.d_model))
         x = x + pos[:t].astype(self.dtype)
-        states = [x]
+        n = t if num_out_frames is None else min(num_out_frames, t)
+        states = [x[:, :n]]
         for i in range(a.num_layers):
-            x = EncoderLayer(a, self.dtype, name=f"layers_{i}")(x)
-            states.append(x)
+            last = i == a.num_layers - 1
+            x = EncoderLayer(a, self.dtype, name=f"layers_{i}")(x, n if last else None)
+            states.append(x[:, :n])
         states[-1] = _layer_norm("layer_norm", self.dtype)(x)
         return jnp.stack(states)
 
@@ -232,9 +245,10 @@ def make_apply_fn(arch: WhisperArch, dtype=jnp.float32, window_seconds: Optional
         chunk_len = jnp.clip(lengths[:, None] - w * jnp.arange(c)[None, :], 0, w).reshape(b * c)
         mel = audio_features.whisper_log_mel(x, chunk_len, num_mels=arch.num_mel_bins,
                                              right_pad="reflect")
-        hs = module.apply({"params": params}, mel)  # [L+1, B*C, W/320, D]
         t_out = -(-s // HOP_SAMPLES)
-        hs = hs.reshape(arch.num_layers + 1, b, c * (w // HOP_SAMPLES), arch.d_model)[:, :, :t_out]
+        # One window: its last block computes only the t_out returned frames.
+        hs = module.apply({"params": params}, mel, t_out if c == 1 else None)  # [L+1, B*C, T', D]
+        hs = hs.reshape(arch.num_layers + 1, b, c * hs.shape[2], arch.d_model)[:, :, :t_out]
         mask = jnp.arange(t_out)[None, :] * HOP_SAMPLES < lengths[:, None]
         return EncoderOutput(hidden_states=hs, mask=mask)
 
