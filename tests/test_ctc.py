@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from speechmi_jax.analysis import results
 from speechmi_jax.estimators import ctc
 
 NUM_PHONES = 6   # ids 0..4 phones, 5 = silence
@@ -124,24 +125,28 @@ def test_bank_per_is_near_zero_on_phone_layers_and_near_100_on_noise(bank):
         assert r.per == pytest.approx(100.0 * r.utt_edits.sum() / r.num_test_phones)
         assert r.learning_rate in KW["learning_rates"]
         assert r.dev_per == min(r.dev_per_by_lr.values())
+    rec = results.make_record(good.record("synthetic"))
+    assert (rec.measure, rec.unit, rec.layer, rec.value) == ("ctc_per", "percent", 1, good.per)
 
 
 def test_bank_equals_each_layer_trained_alone(splits, bank, tmp_path):
-    # Layer 2 alone reads a float16 np.memmap, as a feature cache stores it. Zero init, elementwise Adam and a shared minibatch order make the members independent;
-    # only float summation order differs, so PERs agree to within 0.5 points (one or two
-    # edits out of ~170 test phones) -- in practice exactly.
+    # layer_chunk=1 trains each layer alone, one after another; here from a float16 np.memmap,
+    # as a feature cache stores it. Zero init, elementwise Adam and a shared minibatch order
+    # make the bank's members independent; only float summation order differs, so PERs agree
+    # to within 0.5 points (one or two edits of ~170 test phones) -- in practice exactly.
     hidden = splits[0].hidden
     mm = np.memmap(tmp_path / "hidden.f16", np.float16, "w+", shape=hidden.shape)
     mm[:] = hidden
     mm.flush()
     mm = np.memmap(tmp_path / "hidden.f16", np.float16, "r", shape=hidden.shape)
-    for layer, cache in ((0, hidden), (2, mm)):
-        split = [ctc.CTCSplit(cache, s.utt_offsets, s.targets, s.utts, s.name) for s in splits]
-        alone, = ctc.ctc_per_bank(*split, layers=[layer], **KW)
-        assert alone.layer == layer
-        assert alone.per == pytest.approx(bank[layer].per, abs=0.5)
+    split = [ctc.CTCSplit(mm, s.utt_offsets, s.targets, s.utts, s.name) for s in splits]
+    alone = ctc.ctc_per_bank(*split, layers=[2, 0, 1], layer_chunk=1, **KW)
+    assert [r.layer for r in alone] == [2, 0, 1]
+    for r in alone:
+        assert r.per == pytest.approx(bank[r.layer].per, abs=0.5)
+        assert r.ci == pytest.approx(bank[r.layer].ci, abs=1.0)
         for lr in KW["learning_rates"]:
-            assert alone.dev_per_by_lr[lr] == pytest.approx(bank[layer].dev_per_by_lr[lr], abs=0.5)
+            assert r.dev_per_by_lr[lr] == pytest.approx(bank[r.layer].dev_per_by_lr[lr], abs=0.5)
 
 
 def test_too_short_utterance_is_an_error_naming_it():
@@ -151,3 +156,21 @@ def test_too_short_utterance_is_an_error_naming_it():
     s = ctc.CTCSplit(hidden, offsets, targets, name="train")
     with pytest.raises(ValueError, match="train: utterance 0 has 2 frames"):
         ctc.ctc_per_bank(s, s, s, num_phones=3, batch_size=1)
+
+
+def test_splits_from_a_feature_cache_layout():
+    # The layout of features.FeatureSet: one [L+1, N, D] array, utt_offsets, a split per utt.
+    class FS:
+        hidden = np.zeros((2, 12, 3), np.float16)
+        utt_offsets = np.array([0, 3, 6, 9, 12])
+        splits = ["train", "train", "train", "test"]
+        phone = np.array([5, 1, 1, 2, 2, 3, 0, 5, 0, 4, 4, 4])
+        phone_set = ("a", "b", "c", "d", "e", "sil")
+        path = None
+    tr, dv, te = ctc.splits_from_features(FS, dev=0.34, seed=0)
+    assert (tr.name, dv.name, te.name) == ("train", "dev", "test")
+    assert len(tr.utts) == 2 and len(dv.utts) == 1 and set(tr.utts) | set(dv.utts) == {0, 1, 2}
+    np.testing.assert_array_equal(te.utts, [3])
+    assert [t.tolist() for t in tr.targets] == [[1], [2, 3], [0, 0], [4]]
+    with pytest.raises(KeyError, match="no split 'dev'"):
+        ctc.splits_from_features(FS)
