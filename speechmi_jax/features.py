@@ -171,8 +171,8 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     """Features of every layer for every utterance of ``corpus``, cached (see module doc).
 
     Args:
-      enc: the encoder; ``corpus.sample_rate`` must equal ``enc.sample_rate`` (load the
-        corpus with ``sample_rate=enc.sample_rate``).
+      enc: the encoder; a corpus read at another rate than ``enc.sample_rate`` is resampled
+        from the files' native rates with soxr (logged).
       corpus: a :class:`speechmi_jax.data.corpus.Corpus`.
       cache_dir: where caches live (default ``$SPEECHMI_CACHE`` or ~/.cache/speechmi_jax).
       batch_size: most utterances per forward pass.
@@ -182,10 +182,7 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     """
     from tqdm.auto import tqdm
 
-    if corpus.sample_rate != enc.sample_rate:
-        raise ValueError(f"corpus {corpus.name!r} is at {corpus.sample_rate} Hz but encoder "
-                         f"{enc.name!r} expects {enc.sample_rate} Hz; load the corpus with "
-                         f"sample_rate={enc.sample_rate}")
+    corpus = corpus.with_sample_rate(enc.sample_rate)  # resampled (and logged) if needed
     if len(corpus) == 0:
         raise ValueError(f"corpus {corpus.name!r} has no utterances")
     dtype = np.dtype(dtype)

@@ -138,7 +138,15 @@ def test_interrupted_extraction_resumes(corpus, tmp_path):
     _check_against_single_utterances(load_features(resumed.path), enc, corpus)
 
 
-def test_sample_rate_mismatch_is_an_error(corpus, tmp_path):
-    enc = dataclasses.replace(load_encoder("mfcc"), sample_rate=8000)
-    with pytest.raises(ValueError, match="16000 Hz.*8000 Hz.*sample_rate=8000"):
-        extract_features(enc, corpus, tmp_path, progress=False)
+def test_corpus_at_another_rate_is_resampled_and_logged(corpus, tmp_path, caplog):
+    enc, calls = _counting(load_encoder("mfcc"))
+    fs16 = extract_features(enc, corpus, tmp_path, batch_size=8, progress=False)
+    n_calls = len(calls)
+    at8k = corpus.with_sample_rate(8000)
+    assert at8k.sample_rate == 8000 and at8k[0].audio.shape[0] == at8k[0].num_samples
+    with caplog.at_level("WARNING", logger="speechmi_jax.data"):
+        fs = extract_features(enc, at8k, tmp_path, batch_size=8, progress=False)
+    assert "resampled to 16000 Hz" in caplog.text
+    # Read back at 16 kHz from the files' native rates: the very same corpus, so the cache
+    # is reused without any encoder call.
+    assert fs.path == fs16.path and len(calls) == n_calls

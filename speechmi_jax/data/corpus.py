@@ -55,6 +55,7 @@ class Utterance:
     sample_rate: int
     native_rate: int
     num_samples: int  # at sample_rate
+    native_num_samples: int  # in the file, at native_rate
     metadata: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
@@ -124,6 +125,19 @@ class Corpus:
         """Sub-corpus of the utterances where ``predicate(utt)`` is true."""
         return dataclasses.replace(self, utterances=[u for u in self.utterances if predicate(u)],
                                    skipped=[])
+
+    def with_sample_rate(self, rate: int) -> "Corpus":
+        """The same corpus read at another rate (each file resampled from its native rate
+        with soxr; logged)."""
+        if rate == self.sample_rate:
+            return self
+        log.warning("corpus %s: audio is resampled to %d Hz with soxr (was read at %d Hz)",
+                    self.name, rate, self.sample_rate)
+        utts = [dataclasses.replace(
+            u, sample_rate=rate, num_samples=audio_lib.num_samples_at(
+                audio_lib.AudioInfo(u.native_rate, u.native_num_samples, 1), rate))
+            for u in self.utterances]
+        return dataclasses.replace(self, sample_rate=rate, utterances=utts)
 
     def fingerprint(self) -> str:
         """Content hash of everything that defines the corpus' frames and labels: ids, speakers,
@@ -240,4 +254,5 @@ def _make_utterance(row: dict, sample_rate: int, tables, verify_audio: bool,
     return Utterance(id=row["id"], speaker=row["speaker"], text=row.get("text", ""),
                      split=row["split"], phones=phones, audio_path=audio_path,
                      sample_rate=sample_rate, native_rate=info.sample_rate,
-                     num_samples=audio_lib.num_samples_at(info, sample_rate), metadata=meta)
+                     num_samples=audio_lib.num_samples_at(info, sample_rate),
+                     native_num_samples=info.num_samples, metadata=meta)
