@@ -1,0 +1,381 @@
+"""Public estimators: MI in bits with a group-bootstrap interval and the ceiling that bounds it.
+
+    probe_mi(z_train, y_train, z_test, y_test, **options)   -> MIEstimate   (one layer)
+    infonce_mi(a_train, b_train, a_test, b_test, **options) -> MIEstimate
+    probe_bank(z [L, N, D], y [N], groups [N], split [N], **options)        -> [MIEstimate] * L
+    infonce_bank(a [L, N, Da], b [L or 1, N, Db], groups [N], split [N], **options) -> [MIEstimate] * L
+
+split holds "train" / "dev" / "test" (or 0 / 1 / 2). Without dev items, a `dev_fraction` of the
+training *groups* (utterances) becomes the dev split. The grid point (learning rate, l2, seed) and
+the stopping step are chosen per layer on dev; the test figure is reported for that choice.
+Features are standardised per dimension with training statistics (an invertible affine map: it
+changes neither a linear probe's function class nor any MI), loaded `layer_chunk` layers at a time
+(float16 memmaps are read chunk by chunk, never whole).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from speechmi_jax import units
+from speechmi_jax.estimators import bootstrap, validate
+from speechmi_jax.estimators.bank import Grid
+from speechmi_jax.estimators.infonce import CRITICS, infonce_problem, infonce_problem_shared_b
+from speechmi_jax.estimators.probe import PROBES, entropy_from_counts, label_entropy, log_prior, probe_problem
+from speechmi_jax.estimators.train import TrainConfig, fit_bank
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class MIEstimate:
+    """One MI lower bound. bits/nats: the point estimate on the test split; ci: (lo, hi) bits,
+    group-bootstrap percentile interval; ceiling_bits: H(Y) (probe) or log2 K (InfoNCE).
+
+    lr / l2 / seed / step: the grid point and stopping step chosen on dev (lr None for L-BFGS).
+    """
+
+    measure: str
+    bits: float
+    ci: tuple[float, float]
+    ceiling_bits: float
+    nats: float
+    lr: float | None
+    l2: float
+    seed: int
+    step: int
+    n_test: int
+    layer: int | None = None
+    accuracy: float | None = None
+    h_y_bits: float | None = None
+    log2_k: float | None = None
+
+
+# ----------------------------------------------------------------------------- splits and loading
+
+
+def _split_codes(split, n: int) -> np.ndarray:
+    split = np.asarray(split)
+    if split.shape != (n,):
+        raise ValueError(f"split has shape {split.shape}: expected ({n},) to match the items")
+    if split.dtype.kind in "USO":
+        codes = np.full(n, -1, np.int8)
+        for i, name in enumerate(SPLITS):
+            codes[split == name] = i
+    else:
+        codes = split.astype(np.int8)
+    bad = (codes < 0) | (codes > 2)
+    if bad.any():
+        raise ValueError(f"split[{int(np.flatnonzero(bad)[0])}] = {split[bad][0]!r}: expected one of {SPLITS} or 0/1/2")
+    return codes
+
+
+def _dev_from_train(codes, groups, dev_fraction: float, seed: int) -> np.ndarray:
+    """Moves a random `dev_fraction` of the training groups to dev when no dev items were given."""
+    if (codes == 1).any():
+        return codes
+    if not 0 < dev_fraction < 1:
+        raise ValueError(f"no dev items in split and dev_fraction={dev_fraction}: expected in (0, 1)")
+    train_groups = np.unique(groups[codes == 0])
+    rng = np.random.default_rng(seed)
+    n_dev = max(1, int(round(dev_fraction * train_groups.size)))
+    if n_dev >= train_groups.size:
+        raise ValueError(f"{train_groups.size} training groups cannot spare {n_dev} for dev")
+    dev_groups = rng.choice(train_groups, n_dev, replace=False)
+    codes = codes.copy()
+    codes[(codes == 0) & np.isin(groups, dev_groups)] = 1
+    return codes
+
+
+def _load(name: str, x, layers: slice, idx: np.ndarray) -> np.ndarray:
+    """float32 copy of x[layers][:, idx] ([l, n, D]); checks finiteness, naming layer and item."""
+    out = np.asarray(x[layers][:, idx], np.float32)
+    validate.finite(name, x.shape, out, layers.start, idx)
+    return out
+
+
+def _standardize(train, *others):
+    mean = train.mean(axis=1, keepdims=True)
+    std = train.std(axis=1, keepdims=True)
+    std = np.where(std > 1e-6 * (np.abs(mean) + 1), std, 1.0)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def _layer_chunks(num_layers: int, layer_chunk, bytes_per_layer: int, max_resident_bytes: int):
+    size = layer_chunk or max(1, min(num_layers, max_resident_bytes // max(bytes_per_layer, 1)))
+    return [slice(s, min(s + size, num_layers)) for s in range(0, num_layers, size)]
+
+
+def _ckpt_dir(checkpoint_dir, chunk: slice, n_chunks: int):
+    if checkpoint_dir is None:
+        return None
+    return str(Path(checkpoint_dir) / f"layers_{chunk.start:03d}_{chunk.stop:03d}") if n_chunks > 1 else str(checkpoint_dir)
+
+
+def _train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, checkpoint_every,
+                  mesh_shape, devices, seed, defaults):
+    steps = steps if steps is not None else defaults["steps"]
+    eval_every = eval_every if eval_every is not None else min(defaults["eval_every"], steps)
+    if checkpoint_dir is not None and checkpoint_every is None:
+        checkpoint_every = eval_every * max(1, (steps // eval_every) // 10)
+    return TrainConfig(
+        optimizer=optimizer, steps=steps, batch_size=batch_size, eval_every=eval_every,
+        checkpoint_every=checkpoint_every if checkpoint_dir is not None else None,
+        checkpoint_dir=None, mesh_shape=mesh_shape,
+        devices=tuple(devices) if devices is not None else None, seed=seed,
+    )
+
+
+def _grid(optimizer, learning_rates, l2, seeds):
+    if optimizer == "lbfgs":
+        if learning_rates is not None:
+            raise ValueError("optimizer='lbfgs' uses a line search: expected learning_rates=None")
+        learning_rates = (1.0,)
+    elif learning_rates is None:
+        raise ValueError("optimizer='adam' needs learning_rates")
+    return Grid.product(learning_rates, l2, seeds)
+
+
+# ----------------------------------------------------------------------------------- probes
+
+
+def probe_bank(
+    z, y, groups, split, *,
+    num_classes: int | None = None,
+    probe: str = "linear",
+    hidden: int = 256,
+    optimizer: str = "lbfgs",
+    learning_rates=None,
+    l2=(0.0,),
+    seeds=(0,),
+    steps: int | None = None,
+    batch_size: int | None = None,
+    eval_every: int | None = None,
+    dev_fraction: float = 0.1,
+    standardize: bool = True,
+    entropy_estimator: str = "miller_madow",
+    num_bootstrap: int = 1000,
+    ci_level: float = 0.95,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
+    mesh_shape=None,
+    devices=None,
+    layer_chunk: int | None = None,
+    max_resident_bytes: int = 2**31,
+    seed: int = 0,
+) -> list[MIEstimate]:
+    """Probe bound I(Y; Z_l) >= H(Y) - CE for every layer l, trained as one bank.
+
+    z [L, N, D] (any array-like, e.g. a float16 memmap), y [N] int (-1 = no label, ignored),
+    groups [N] (utterance ids: the bootstrap unit and the dev-split unit), split [N].
+    optimizer "lbfgs" (full batch; default, 100 steps, dev check every 5) or "adam" (needs
+    learning_rates; default 2000 steps, batch_size None = full batch). l2: grid of penalties
+    0.5 * l2 * |W|^2. Probes start at the training label prior (W = 0), which is a candidate at
+    step 0. H(Y): `entropy_estimator` ("miller_madow" or "plugin", see probe.py) of the test labels;
+    CE on the same test items. Returns one MIEstimate per layer.
+    """
+    if probe not in PROBES:
+        raise ValueError(f"probe={probe!r}: expected one of {PROBES}")
+    validate.ndim("z", z, 3, "[L, N, D]")
+    y = np.asarray(y)
+    validate.ndim("y", y, 1, "[N]")
+    groups = np.asarray(groups) if groups is not None else np.arange(y.shape[0])
+    n = validate.same_length(z=(z, 1), y=(y, 0), groups=(groups, 0))
+    codes = _split_codes(split, n)
+    if num_classes is None:
+        num_classes = int(y.max()) + 1
+    validate.labels("y", y, num_classes)
+    codes = _dev_from_train(codes, groups, dev_fraction, seed)
+    idx = [np.flatnonzero((codes == s) & (y >= 0)) for s in range(3)]
+    for s, name in enumerate(SPLITS):
+        validate.enough(f"y[split == {name!r}] (labelled)", idx[s].size, 2, "a probe needs data in every split")
+    validate.classes_in_train(y[idx[0]], y[idx[1]], "the dev split")
+    validate.classes_in_train(y[idx[0]], y[idx[2]], "the test split")
+
+    grid = _grid(optimizer, learning_rates, l2, seeds)
+    config = _train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, checkpoint_every,
+                           mesh_shape, devices, seed, {"steps": 100 if optimizer == "lbfgs" else 2000,
+                                                       "eval_every": 5 if optimizer == "lbfgs" else 50})
+    problem = probe_problem(probe, log_prior(y[idx[0]], num_classes), hidden)
+    num_layers, _, dim = z.shape
+    chunks = _layer_chunks(num_layers, layer_chunk, 4 * dim * sum(i.size for i in idx), max_resident_bytes)
+    y_test, g_test = y[idx[2]], groups[idx[2]]
+    h_y = label_entropy(y_test, num_classes, entropy_estimator)
+    entropy = lambda counts: entropy_from_counts(counts, entropy_estimator)
+
+    out = []
+    for chunk in chunks:
+        xs = [_load("z", z, chunk, i) for i in idx]
+        if standardize:
+            xs = _standardize(*xs)
+        data = [{"x": x, "y": y[i].astype(np.int32), "w": np.ones(i.size, np.float32)} for x, i in zip(xs, idx)]
+        cfg = dataclasses.replace(config, checkpoint_dir=_ckpt_dir(checkpoint_dir, chunk, len(chunks)))
+        res = fit_bank(problem, grid, cfg, *data, (dim, num_classes),
+                       identity_extra={"layers": [chunk.start, chunk.stop]})
+        for j in range(chunk.stop - chunk.start):
+            ce = res.test["loss"][j]
+            nats = h_y - float(ce.mean())
+            lo, hi = bootstrap.probe_bound_ci(ce, y_test, num_classes, g_test, entropy, level=ci_level,
+                                              num_replicates=num_bootstrap, seed=seed)
+            pt = grid.point(int(res.choice[j]))
+            out.append(MIEstimate(
+                measure=f"probe_{probe}", bits=float(units.nats_to_bits(nats)),
+                ci=(float(units.nats_to_bits(lo)), float(units.nats_to_bits(hi))),
+                ceiling_bits=float(units.nats_to_bits(h_y)), nats=nats,
+                lr=pt["lr"] if optimizer == "adam" else None, l2=pt["l2"], seed=pt["seed"],
+                step=int(res.step[j]), n_test=int(ce.size), layer=chunk.start + j,
+                accuracy=float(res.test["correct"][j].mean()), h_y_bits=float(units.nats_to_bits(h_y)),
+            ))
+    return out
+
+
+def _single_layer(train, test, dev, name):
+    """Stacks per-split single-layer arrays into ([1, N, D], split codes)."""
+    parts = [(np.asarray(train), 0), (np.asarray(test), 2)] + ([(np.asarray(dev), 1)] if dev is not None else [])
+    for arr, s in parts:
+        validate.ndim(f"{name}_{SPLITS[s]}", arr, 2, "[N, D]")
+    dims = {arr.shape[1] for arr, _ in parts}
+    if len(dims) != 1:
+        raise ValueError(f"{name} splits have feature dims {[a.shape for a, _ in parts]}: expected one D")
+    x = np.concatenate([a for a, _ in parts])[None]
+    codes = np.concatenate([np.full(a.shape[0], s, np.int8) for a, s in parts])
+    return x, codes, [a.shape[0] for a, _ in parts]
+
+
+def _single_groups(groups_by_split, sizes):
+    out = []
+    for g, n in zip(groups_by_split, sizes):
+        g = np.arange(n) if g is None else np.asarray(g)
+        if g.shape != (n,):
+            raise ValueError(f"groups has shape {g.shape}: expected ({n},) to match its split")
+        out.append(np.asarray([f"{len(out)}:{v}" for v in g]))
+    return np.concatenate(out)
+
+
+def probe_mi(z_train, y_train, z_test, y_test, *, z_dev=None, y_dev=None, groups_train=None,
+             groups_test=None, groups_dev=None, **options) -> MIEstimate:
+    """Probe bound for one representation: z_* [N, D], y_* [N] int. Options as `probe_bank`."""
+    if (z_dev is None) != (y_dev is None):
+        raise ValueError("z_dev and y_dev go together: pass both or neither")
+    z, codes, sizes = _single_layer(z_train, z_test, z_dev, "z")
+    ys = [np.asarray(y_train), np.asarray(y_test)] + ([np.asarray(y_dev)] if y_dev is not None else [])
+    for yy, nn, s in zip(ys, sizes, (0, 2, 1)):
+        if yy.shape != (nn,):
+            raise ValueError(f"y_{SPLITS[s]} has shape {yy.shape}: expected ({nn},) to match z_{SPLITS[s]}")
+    groups = _single_groups([groups_train, groups_test, groups_dev][: len(sizes)], sizes)
+    return probe_bank(z, np.concatenate(ys), groups, codes, **options)[0]
+
+
+# ---------------------------------------------------------------------------------- InfoNCE
+
+
+def _blocks(idx: np.ndarray, k: int, rng) -> np.ndarray:
+    """Random order, truncated to whole blocks of K (held-out pairs are scored block by block)."""
+    perm = rng.permutation(idx)
+    return perm[: (perm.size // k) * k]
+
+
+def infonce_bank(
+    a, b, groups, split, *,
+    k: int = 128,
+    critic: str = "separable",
+    hidden: int = 256,
+    embed: int = 64,
+    optimizer: str = "adam",
+    learning_rates=(3e-4, 1e-3, 3e-3),
+    l2=(0.0,),
+    seeds=(0,),
+    steps: int | None = None,
+    eval_every: int | None = None,
+    dev_fraction: float = 0.1,
+    standardize: bool = True,
+    num_bootstrap: int = 1000,
+    ci_level: float = 0.95,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
+    mesh_shape=None,
+    devices=None,
+    layer_chunk: int | None = None,
+    max_resident_bytes: int = 2**31,
+    seed: int = 0,
+) -> list[MIEstimate]:
+    """InfoNCE bound I(A_l; B_l) >= log K - L_NCE for every layer l, trained as one bank.
+
+    a [L, N, Da]; b [L, N, Db] (per-layer partner) or [1, N, Db] (one partner for all layers,
+    e.g. the input features); pair i is (a[:, i], b[:, i]) and belongs to groups[i]. Training
+    draws random blocks of K training pairs (minibatch Adam, default 2000 steps); dev and test
+    pairs are cut into fixed random blocks of K. Returns one MIEstimate per layer; ceiling log2 K.
+    """
+    if critic not in CRITICS:
+        raise ValueError(f"critic={critic!r}: expected one of {CRITICS}")
+    if optimizer != "adam":
+        raise ValueError(f"optimizer={optimizer!r}: InfoNCE trains on random blocks of K; expected 'adam'")
+    validate.ndim("a", a, 3, "[L, N, Da]")
+    validate.ndim("b", b, 3, "[L or 1, N, Db]")
+    if b.shape[0] not in (1, a.shape[0]):
+        raise ValueError(f"b has shape {tuple(b.shape)}: expected {a.shape[0]} or 1 layers to match a {tuple(a.shape)}")
+    n = validate.same_length(a=(a, 1), b=(b, 1), groups=(np.asarray(groups), 0))
+    groups = np.asarray(groups)
+    codes = _dev_from_train(_split_codes(split, n), groups, dev_fraction, seed)
+    rng = np.random.default_rng(seed)
+    idx = [np.flatnonzero(codes == s) for s in range(3)]
+    for s, name in enumerate(SPLITS):
+        validate.enough(f"pairs in split {name!r}", idx[s].size, k, f"one block of K={k} candidates")
+    idx = [idx[0]] + [_blocks(i, k, rng) for i in idx[1:]]
+
+    grid = _grid(optimizer, learning_rates, l2, seeds)
+    config = _train_config(optimizer, steps, k, eval_every, checkpoint_dir, checkpoint_every,
+                           mesh_shape, devices, seed, {"steps": 2000, "eval_every": 100})
+    shared_b = b.shape[0] == 1 and a.shape[0] > 1
+    problem = (infonce_problem_shared_b if shared_b else infonce_problem)(critic, k, hidden, embed)
+    num_layers = a.shape[0]
+    per_layer = 4 * (a.shape[2] + (0 if shared_b else b.shape[2])) * sum(i.size for i in idx)
+    chunks = _layer_chunks(num_layers, layer_chunk, per_layer, max_resident_bytes)
+    log_k = math.log(k)
+    b_all = [_load("b", b, slice(0, 1), i) for i in idx] if shared_b else None
+    if shared_b and standardize:
+        b_all = _standardize(*b_all)
+
+    out = []
+    for chunk in chunks:
+        xa = [_load("a", a, chunk, i) for i in idx]
+        xb = b_all if shared_b else [_load("b", b, chunk, i) for i in idx]
+        if standardize:
+            xa = _standardize(*xa)
+            xb = xb if shared_b else _standardize(*xb)
+        data = [{"a": xa_, "b": xb_[0] if shared_b else xb_, "w": np.ones(i.size, np.float32)}
+                for xa_, xb_, i in zip(xa, xb, idx)]
+        cfg = dataclasses.replace(config, checkpoint_dir=_ckpt_dir(checkpoint_dir, chunk, len(chunks)))
+        res = fit_bank(problem, grid, cfg, *data, (a.shape[2], b.shape[2]), pad_multiple=k,
+                       identity_extra={"layers": [chunk.start, chunk.stop]})
+        for j in range(chunk.stop - chunk.start):
+            losses = res.test["loss"][j]
+            nats = log_k - float(losses.mean())
+            lo, hi = bootstrap.mean_ci(losses, groups[idx[2]], level=ci_level, num_replicates=num_bootstrap,
+                                       seed=seed, offset=log_k)
+            pt = grid.point(int(res.choice[j]))
+            out.append(MIEstimate(
+                measure=f"infonce_{critic}", bits=float(units.nats_to_bits(nats)),
+                ci=(float(units.nats_to_bits(lo)), float(units.nats_to_bits(hi))),
+                ceiling_bits=float(units.nats_to_bits(log_k)), nats=nats, lr=pt["lr"], l2=pt["l2"],
+                seed=pt["seed"], step=int(res.step[j]), n_test=int(losses.size), layer=chunk.start + j,
+                log2_k=float(units.nats_to_bits(log_k)),
+            ))
+    return out
+
+
+def infonce_mi(a_train, b_train, a_test, b_test, *, a_dev=None, b_dev=None, groups_train=None,
+               groups_test=None, groups_dev=None, **options) -> MIEstimate:
+    """InfoNCE bound between paired views a_* [N, Da], b_* [N, Db]. Options as `infonce_bank`."""
+    if (a_dev is None) != (b_dev is None):
+        raise ValueError("a_dev and b_dev go together: pass both or neither")
+    a, codes, sizes = _single_layer(a_train, a_test, a_dev, "a")
+    b, codes_b, sizes_b = _single_layer(b_train, b_test, b_dev, "b")
+    if sizes != sizes_b:
+        raise ValueError(f"a splits have {sizes} items but b splits {sizes_b}: expected the same pairs")
+    groups = _single_groups([groups_train, groups_test, groups_dev][: len(sizes)], sizes)
+    return infonce_bank(a, b, groups, codes, **options)[0]

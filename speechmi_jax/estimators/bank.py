@@ -1,0 +1,247 @@
+"""Banks of small estimators: every layer x every hyper-parameter setting in one jitted step.
+
+A *problem* (a linear probe, an InfoNCE critic, a CTC head, ...) is four pure functions of one
+estimator's parameters and one layer's data:
+
+    init(key, in_dims)        -> params
+    loss(params, batch)       -> scalar, the mean training loss of a batch (weighted by batch["w"])
+    evaluate(params, data)    -> {"loss": [n], ...} per-item held-out quantities
+
+The bank stacks parameters with leading axes ``[L, P]`` (layers x grid points, a grid point being a
+(learning rate, l2, seed) triple) and trains them all in one step: ``vmap`` over P shares the
+layer's features between its P estimators (so XLA fuses them into one wider matmul), ``vmap`` over L
+gives a batched matmul over layers. Nothing here loops over layers or grid points in Python.
+
+Data is a dict of arrays whose item axis is N; the fields named in ``layer_fields`` carry a leading
+layer axis ``[L, N, ...]``, the others are shared by all layers ``[N, ...]``. Every data dict has a
+weight field ``w [N]`` (1 on real items, 0 on padding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+OPTIMIZERS = ("adam", "lbfgs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One kind of estimator (see the module docstring for the function contracts)."""
+
+    name: str
+    init: Callable[..., Any]
+    loss: Callable[[Any, dict], jax.Array]
+    evaluate: Callable[[Any, dict], dict]
+    layer_fields: tuple[str, ...]
+    config: tuple = ()  # hashable description of the architecture, part of checkpoint identity
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """Hyper-parameter grid flattened to P points: the product learning_rates x l2 x seeds."""
+
+    lr: tuple[float, ...]
+    l2: tuple[float, ...]
+    seed: tuple[int, ...]
+
+    @classmethod
+    def product(cls, learning_rates, l2=(0.0,), seeds=(0,)) -> "Grid":
+        points = list(itertools.product(learning_rates, l2, seeds))
+        if not points:
+            raise ValueError("grid is empty: learning_rates, l2 and seeds must each be non-empty")
+        lr, l2_, seed = zip(*points)
+        return cls(tuple(map(float, lr)), tuple(map(float, l2_)), tuple(map(int, seed)))
+
+    @property
+    def size(self) -> int:
+        return len(self.lr)
+
+    def arrays(self) -> dict:
+        return {
+            "lr": jnp.asarray(self.lr, jnp.float32),
+            "l2": jnp.asarray(self.l2, jnp.float32),
+            "seed": jnp.asarray(self.seed, jnp.uint32),
+        }
+
+    def point(self, p: int) -> dict:
+        return {"lr": self.lr[p], "l2": self.l2[p], "seed": self.seed[p]}
+
+
+def _l2_penalty(params) -> jax.Array:
+    """0.5 * sum of squared weights of every matrix (ndim >= 2) in the pytree; biases are free."""
+    leaves = [x for x in jax.tree.leaves(params) if x.ndim >= 2]
+    return 0.5 * sum(jnp.sum(jnp.square(x)) for x in leaves)
+
+
+def _objective(problem: Problem, hp: dict, batch: dict):
+    return lambda q: problem.loss(q, batch) + hp["l2"] * _l2_penalty(q)
+
+
+def _optimizer(name: str):
+    if name == "adam":
+        return optax.scale_by_adam()
+    if name == "lbfgs":
+        return optax.lbfgs()
+    raise ValueError(f"optimizer={name!r}: expected one of {OPTIMIZERS}")
+
+
+def _init_one(problem: Problem, optimizer: str, layer: jax.Array, hp: dict, in_dims, key):
+    """Initial params and optimizer state of the estimator at (layer, grid point)."""
+    k = jax.random.fold_in(jax.random.fold_in(key, hp["seed"]), layer)
+    params = problem.init(k, in_dims)
+    return params, _optimizer(optimizer).init(params)
+
+
+def init_bank(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, key):
+    """Stacked params and optimizer state with leading axes [L, P].
+
+    ``key`` is a raw uint32 PRNG key; estimator (l, p) is initialised from
+    fold_in(fold_in(key, seed_p), l), so the same seed gives the same init whatever the grid.
+    """
+    one = lambda layer, hp: _init_one(problem, optimizer, layer, hp, in_dims, key)
+    over_p = jax.vmap(one, in_axes=(None, 0))
+    over_lp = jax.vmap(over_p, in_axes=(0, None))
+    return over_lp(jnp.arange(num_layers), grid.arrays())
+
+
+def _step_one(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict):
+    """One optimisation step of one estimator on one layer's batch."""
+    f = _objective(problem, hp, batch)
+    opt = _optimizer(optimizer)
+    if optimizer == "adam":
+        value, grad = jax.value_and_grad(f)(params)
+        updates, opt_state = opt.update(grad, opt_state)
+        params = jax.tree.map(lambda p, u: p - hp["lr"] * u, params, updates)
+    else:
+        value, grad = optax.value_and_grad_from_state(f)(params, state=opt_state)
+        updates, opt_state = opt.update(
+            grad, opt_state, params, value=value, grad=grad, value_fn=f
+        )
+        params = optax.apply_updates(params, updates)
+    return params, opt_state, value
+
+
+def _layer_axes(problem: Problem, data: dict) -> dict:
+    return {k: (0 if k in problem.layer_fields else None) for k in data}
+
+
+def bank_step(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict):
+    """One step of the whole bank: params/opt_state [L, P, ...], hp [P], batch per module docs.
+
+    Returns (params, opt_state, training objective [L, P]).
+    """
+    one = lambda pr, st, h, b: _step_one(problem, optimizer, pr, st, h, b)
+    over_p = jax.vmap(one, in_axes=(0, 0, 0, None))
+    over_lp = jax.vmap(over_p, in_axes=(0, 0, None, _layer_axes(problem, batch)))
+    return over_lp(params, opt_state, hp, batch)
+
+
+def bank_evaluate(problem: Problem, params, data: dict) -> dict:
+    """Per-item held-out quantities of every estimator: {name: [L, P, N]}."""
+    over_p = jax.vmap(problem.evaluate, in_axes=(0, None))
+    over_lp = jax.vmap(over_p, in_axes=(0, _layer_axes(problem, data)))
+    return over_lp(params, data)
+
+
+def weighted_mean_loss(items: dict, w: jax.Array) -> jax.Array:
+    """Mean of items["loss"] [..., N] over real items (weights w [N])."""
+    return jnp.sum(items["loss"] * w, axis=-1) / jnp.sum(w)
+
+
+def select_batch(problem: Problem, data: dict, idx: jax.Array) -> dict:
+    """Rows idx [B] of every field (axis 1 for layer fields, axis 0 otherwise)."""
+    return {
+        k: jnp.take(v, idx, axis=1 if k in problem.layer_fields else 0) for k, v in data.items()
+    }
+
+
+def epoch_indices(key: jax.Array, step: jax.Array, n_real: int, batch_size: int) -> jax.Array:
+    """Indices of the minibatch at `step`: slices of a fresh permutation of the real items per
+    epoch (no item twice in an epoch; a deterministic function of (key, step), so a resumed run
+    draws exactly the batches an uninterrupted one would)."""
+    per_epoch = max(n_real // batch_size, 1)
+    epoch, pos = step // per_epoch, step % per_epoch
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n_real)
+    return jax.lax.dynamic_slice(perm, (pos * batch_size,), (batch_size,))
+
+
+def init_state(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, seed: int):
+    """The whole trainable state of a bank, one pytree (what a checkpoint holds)."""
+    key = jax.random.key_data(jax.random.key(seed))
+    params, opt_state = init_bank(problem, optimizer, grid, num_layers, in_dims, key)
+    shape = (num_layers, grid.size)
+    return {
+        "params": params,
+        "opt": opt_state,
+        "best_params": jax.tree.map(jnp.copy, params),  # own buffers: the state is donated
+        "best_loss": jnp.full(shape, jnp.inf, jnp.float32),
+        "best_step": jnp.zeros(shape, jnp.int32),
+        "step": jnp.zeros((), jnp.int32),
+        "key": key,
+    }
+
+
+def update_best(problem: Problem, state: dict, dev: dict) -> dict:
+    """Measures every estimator's mean dev loss at the current step and updates the best-so-far
+    snapshot. A NaN dev loss (a diverged learning rate) never counts as an improvement."""
+    dev_loss = weighted_mean_loss(bank_evaluate(problem, state["params"], dev), dev["w"])
+    better = dev_loss < state["best_loss"]  # [L, P]; False on NaN
+
+    def keep(new, old):
+        mask = better.reshape(better.shape + (1,) * (new.ndim - 2))
+        return jnp.where(mask, new, old)
+
+    return {
+        **state,
+        "best_params": jax.tree.map(keep, state["params"], state["best_params"]),
+        "best_loss": jnp.where(better, dev_loss, state["best_loss"]),
+        "best_step": jnp.where(better, state["step"], state["best_step"]),
+    }
+
+
+def train_chunk(
+    problem: Problem,
+    optimizer: str,
+    batch_size: int | None,
+    n_train: int,
+    n_steps: int,
+    state: dict,
+    hp: dict,
+    train: dict,
+    dev: dict,
+    constrain_batch: Callable[[dict], dict] = lambda b: b,
+) -> dict:
+    """One dev evaluation of the current parameters (see `update_best`), then `n_steps` steps.
+
+    The estimator's initial value counts as a candidate (step 0): for a probe it is the training
+    label prior, so a layer with nothing to offer is not reported below what the prior achieves.
+    batch_size None means full batch (all of `train`, padding weighted 0). `constrain_batch` may
+    pin the minibatch's sharding (the trainer shards it over the "data" mesh axis). The caller
+    evaluates once more after the last chunk.
+    """
+    state = update_best(problem, state, dev)
+
+    def body(_, st):
+        if batch_size is None:
+            batch = train
+        else:
+            idx = epoch_indices(st["key"], st["step"], n_train, batch_size)
+            batch = constrain_batch(select_batch(problem, train, idx))
+        params, opt, _ = bank_step(problem, optimizer, st["params"], st["opt"], hp, batch)
+        return {**st, "params": params, "opt": opt, "step": st["step"] + 1}
+
+    return jax.lax.fori_loop(0, n_steps, body, state)
+
+
+def chosen_params(state: dict) -> tuple[Any, np.ndarray]:
+    """Best snapshot of the grid point with the lowest dev loss, per layer: (params [L, ...], p [L])."""
+    choice = jnp.argmin(state["best_loss"], axis=1)
+    take = lambda x: jax.vmap(lambda xl, c: xl[c])(x, choice)
+    return jax.tree.map(take, state["best_params"]), np.asarray(choice)

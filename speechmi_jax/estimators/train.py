@@ -1,0 +1,319 @@
+"""The bank loop: mesh + shardings, chunks of jitted steps, dev selection, Orbax checkpoints.
+
+``fit_bank`` trains a bank (see ``bank.py``) on one mesh of devices:
+
+* mesh axes ("data", "probe"): items are sharded over "data" (the full-batch gradient becomes a
+  sum of per-device partial sums that XLA all-reduces; minibatch runs keep the training items on
+  every device and shard each drawn batch), the P grid points over "probe". The same
+  code runs on 1 CPU, 8 simulated CPUs, a GPU box or a TPU slice; only the mesh changes.
+* every ``eval_every`` steps the dev loss of every estimator is measured and the best-so-far
+  snapshot updated (inside the same jitted call, no host round trip per step);
+* every ``checkpoint_every`` steps the whole state (params, optimizer state, step, RNG key,
+  best-so-far) is saved with an Orbax ``CheckpointManager``, together with a JSON record of the
+  run's identity (problem, grid, data fingerprint) and a checksum of the state. On start, the
+  newest checkpoint whose identity matches is restored; one that cannot be read or whose checksum
+  fails is skipped with a warning and the previous one is tried.
+
+A resumed run replays exactly the computation of an uninterrupted one (batches are a function of
+(key, step)), so on the same mesh its estimates are bitwise identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import warnings
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
+
+from speechmi_jax.estimators import bank as bank_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a bank is trained.
+
+    optimizer: "lbfgs" (full batch; the grid's learning rates are unused) or "adam".
+    steps: total optimisation steps (rounded up to a multiple of eval_every).
+    batch_size: minibatch size for adam; None = full batch.
+    eval_every: steps between dev evaluations (the resolution of the chosen stopping step).
+    checkpoint_every: steps between checkpoints (a multiple of eval_every); None = never.
+    mesh_shape: (data, probe) device counts; None = all devices on "data".
+    """
+
+    optimizer: str = "lbfgs"
+    steps: int = 100
+    batch_size: int | None = None
+    eval_every: int = 5
+    checkpoint_every: int | None = None
+    checkpoint_dir: str | None = None
+    max_to_keep: int = 3
+    mesh_shape: tuple[int, int] | None = None
+    devices: tuple | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in bank_lib.OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r}: expected one of {bank_lib.OPTIMIZERS}")
+        if self.optimizer == "lbfgs" and self.batch_size is not None:
+            raise ValueError("optimizer='lbfgs' is full batch: expected batch_size=None")
+        if self.eval_every < 1 or self.steps < 1:
+            raise ValueError(f"steps={self.steps}, eval_every={self.eval_every}: expected >= 1")
+        if self.checkpoint_every is not None and self.checkpoint_every % self.eval_every:
+            raise ValueError(
+                f"checkpoint_every={self.checkpoint_every} must be a multiple of "
+                f"eval_every={self.eval_every}"
+            )
+
+
+def make_mesh(config: TrainConfig) -> jax.sharding.Mesh:
+    devices = list(config.devices) if config.devices is not None else jax.devices()
+    shape = config.mesh_shape or (len(devices), 1)
+    if shape[0] * shape[1] != len(devices):
+        raise ValueError(f"mesh_shape={shape} needs {shape[0] * shape[1]} devices, got {len(devices)}")
+    return jax.make_mesh(shape, ("data", "probe"), (AxisType.Auto,) * 2, devices=devices)
+
+
+def pad_items(data: dict, layer_fields, multiple: int) -> tuple[dict, int]:
+    """Pads every field along its item axis to a multiple of `multiple` (zeros, weight 0).
+
+    data: host arrays, layer fields [L, N, ...], others [N, ...], with "w" [N]. Returns the padded
+    dict and the real item count N.
+    """
+    n = data["w"].shape[0]
+    extra = (-n) % multiple
+    out = {}
+    for k, v in data.items():
+        axis = 1 if k in layer_fields else 0
+        widths = [(0, 0)] * v.ndim
+        widths[axis] = (0, extra)
+        out[k] = np.pad(v, widths) if extra else v
+    return out, n
+
+
+def _data_sharding(mesh, data: dict, layer_fields) -> dict:
+    spec = lambda k, v: PS(None, "data") if k in layer_fields else PS("data")
+    return {k: NamedSharding(mesh, spec(k, v)) for k, v in data.items()}
+
+
+def _state_sharding(mesh, state: dict, grid_size: int):
+    probe_split = grid_size % mesh.shape["probe"] == 0
+    lp = NamedSharding(mesh, PS(None, "probe") if probe_split else PS())
+    rep = NamedSharding(mesh, PS())
+    return jax.tree.map(lambda x: lp if np.ndim(x) >= 2 else rep, state)
+
+
+def data_fingerprint(*arrays) -> str:
+    """Cheap identity of the data: shapes, dtypes and a strided sample of values (not a full hash)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(repr((a.shape, str(a.dtype))).encode())
+        flat = a.reshape(-1)
+        stride = max(flat.size // 4096, 1)
+        h.update(np.ascontiguousarray(flat[::stride]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _checksum(state) -> list[float]:
+    return [float(np.asarray(x, np.float64).sum()) for x in jax.tree.leaves(jax.device_get(state))]
+
+
+def _checksums_match(a, b) -> bool:
+    return len(a) == len(b) and all(
+        (x == y) or (math.isnan(x) and math.isnan(y)) or (math.isinf(x) and x == y) for x, y in zip(a, b)
+    )
+
+
+class _Checkpointer:
+    """Orbax CheckpointManager over the bank state plus a JSON identity/checksum record."""
+
+    def __init__(self, directory: str, identity: dict, max_to_keep: int):
+        self.directory = Path(directory).absolute()
+        self.identity = identity
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def save(self, step: int, state: dict):
+        meta = {"identity": self.identity, "checksum": _checksum(state), "step": int(step)}
+        self.manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        )
+
+    def restore_latest(self, abstract_state):
+        """Newest good checkpoint's state, or None. Bad ones are skipped with a warning."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            where = self.directory / str(step)
+            try:
+                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as e:  # noqa: BLE001 - any unreadable record means a bad checkpoint
+                warnings.warn(f"checkpoint {where}: metadata unreadable ({type(e).__name__}: {e}); "
+                              "falling back to the previous checkpoint", stacklevel=3)
+                continue
+            if meta.get("identity") != self.identity:
+                raise ValueError(
+                    f"checkpoint {where} belongs to a different run: saved identity "
+                    f"{meta.get('identity')} != this run's {self.identity}; use another checkpoint_dir"
+                )
+            try:
+                state = self.manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+                )["state"]
+                jax.block_until_ready(state)
+            except Exception as e:  # noqa: BLE001
+                warnings.warn(f"checkpoint {where}: state unreadable ({type(e).__name__}: {e}); "
+                              "falling back to the previous checkpoint", stacklevel=3)
+                continue
+            if not _checksums_match(_checksum(state), meta["checksum"]):
+                warnings.warn(f"checkpoint {where}: state checksum mismatch (corrupt files); "
+                              "falling back to the previous checkpoint", stacklevel=3)
+                continue
+            return state
+        return None
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(6,))
+def _train_chunk_jit(problem, mesh, optimizer, batch_size, n_train, n_steps, state, hp, train, dev):
+    shardings = _data_sharding(mesh, train, problem.layer_fields)
+    constrain = lambda batch: jax.lax.with_sharding_constraint(batch, shardings)
+    return bank_lib.train_chunk(
+        problem, optimizer, batch_size, n_train, n_steps, state, hp, train, dev, constrain
+    )
+
+
+@partial(jax.jit, static_argnums=(0,), donate_argnums=(1,))
+def _final_eval_jit(problem, state, dev):
+    return bank_lib.update_best(problem, state, dev)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _evaluate_chosen(problem, params, data):
+    axes = {k: (0 if k in problem.layer_fields else None) for k in data}
+    return jax.vmap(problem.evaluate, in_axes=(0, axes))(params, data)
+
+
+@dataclasses.dataclass
+class BankResult:
+    """Outcome of fit_bank, per layer l.
+
+    test: {name: [L, n_test]} per-item held-out quantities of the chosen estimator.
+    choice: [L] grid index chosen on dev; step: [L] its stopping step; dev_loss: [L, P].
+    """
+
+    test: dict
+    choice: np.ndarray
+    step: np.ndarray
+    dev_loss: np.ndarray
+    resumed_from: int | None
+
+
+def fit_bank(
+    problem: bank_lib.Problem,
+    grid: bank_lib.Grid,
+    config: TrainConfig,
+    train: dict,
+    dev: dict,
+    test: dict,
+    in_dims,
+    *,
+    pad_multiple: int = 1,
+    identity_extra: dict | None = None,
+) -> BankResult:
+    """Trains the bank on `train`, selects per layer on `dev`, evaluates the choice on `test`.
+
+    train/dev/test: host numpy dicts (layer fields [L, N, ...], others [N, ...], "w" [N]).
+    pad_multiple: dev/test item counts are padded to a multiple of lcm(pad_multiple, data devices)
+    (InfoNCE evaluates in blocks of K, so it passes K).
+    """
+    mesh = make_mesh(config)
+    n_data = mesh.shape["data"]
+    layer_fields = problem.layer_fields
+    num_layers = next(v.shape[0] for k, v in train.items() if k in layer_fields)
+
+    train, n_train = pad_items(train, layer_fields, n_data)
+    eval_multiple = math.lcm(pad_multiple, n_data)
+    dev, _ = pad_items(dev, layer_fields, eval_multiple)
+    test, n_test = pad_items(test, layer_fields, eval_multiple)
+    if config.batch_size is not None and config.batch_size > n_train:
+        raise ValueError(f"batch_size={config.batch_size} exceeds the {n_train} training items")
+
+    put = lambda d: jax.device_put(d, _data_sharding(mesh, d, layer_fields))
+    dev_d, test_d = put(dev), put(test)
+    # Full batch: items sharded over "data". Minibatches: every device holds all training items
+    # (a gather from sharded rows costs a collective per step) and the drawn batch is sharded.
+    if config.batch_size is None:
+        train_d = put(train)
+    else:
+        train_d = jax.device_put(train, NamedSharding(mesh, PS()))
+    hp = jax.device_put(grid.arrays(), NamedSharding(mesh, PS()))
+
+    state = bank_lib.init_state(problem, config.optimizer, grid, num_layers, in_dims, config.seed)
+    shardings = _state_sharding(mesh, state, grid.size)
+    state = jax.device_put(state, shardings)
+
+    n_chunks = -(-config.steps // config.eval_every)
+    ckpt, resumed_from = None, None
+    if config.checkpoint_dir is not None:
+        identity = {
+            "problem": problem.name,
+            "problem_config": repr(problem.config),
+            "grid": dataclasses.asdict(grid),
+            "optimizer": config.optimizer,
+            "steps": n_chunks * config.eval_every,
+            "batch_size": config.batch_size,
+            "eval_every": config.eval_every,
+            "seed": config.seed,
+            "data": data_fingerprint(*train.values(), *dev.values()),
+            **(identity_extra or {}),
+        }
+        identity = json.loads(json.dumps(identity))  # the form it takes after a JSON round trip
+        ckpt = _Checkpointer(config.checkpoint_dir, identity, config.max_to_keep)
+        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+        restored = ckpt.restore_latest(abstract)
+        if restored is not None:
+            state = restored
+            resumed_from = int(state["step"])
+
+    try:
+        done = int(state["step"]) // config.eval_every
+        for chunk in range(done, n_chunks):
+            state = _train_chunk_jit(
+                problem, mesh, config.optimizer, config.batch_size, n_train, config.eval_every,
+                state, hp, train_d, dev_d,
+            )
+            step = (chunk + 1) * config.eval_every
+            if ckpt is not None and config.checkpoint_every and (
+                step % config.checkpoint_every == 0 or chunk == n_chunks - 1
+            ):
+                ckpt.save(step, state)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    state = _final_eval_jit(problem, state, dev_d)
+
+    best_loss = np.asarray(state["best_loss"])
+    bad = ~np.isfinite(best_loss).any(axis=1)
+    if bad.any():
+        raise FloatingPointError(
+            f"{problem.name}: every grid point diverged (dev loss NaN/inf) for layers "
+            f"{np.flatnonzero(bad).tolist()}; lower the learning rates {grid.lr}"
+        )
+    params, choice = bank_lib.chosen_params(state)
+    items = jax.device_get(_evaluate_chosen(problem, params, test_d))
+    items = {k: np.asarray(v)[:, :n_test] for k, v in items.items()}
+    steps = np.asarray(state["best_step"])[np.arange(num_layers), choice]
+    return BankResult(items, choice, steps, best_loss, resumed_from)

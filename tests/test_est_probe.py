@@ -1,0 +1,126 @@
+"""Probe bound against a Monte-Carlo truth (class-conditional Gaussians: softmax-linear posterior)."""
+
+import jax
+import numpy as np
+import pytest
+
+import speechmi_jax as smi
+from speechmi_jax import units
+from speechmi_jax.estimators import bootstrap, known, probe
+
+ONE = dict(devices=jax.devices()[:1])
+
+
+@pytest.fixture(scope="module")
+def task():
+    priors, means = known.class_gaussians(num_classes=4, dim=5, separation=0.8, seed=0)
+    return priors, means, units.nats_to_bits(known.class_gaussians_mi(priors, means))
+
+
+def test_large_n_matches_truth(task):
+    priors, means, truth = task
+    zt, yt = known.sample_classes(priors, means, 20000, seed=1)
+    zs, ys = known.sample_classes(priors, means, 20000, seed=2)
+    est = smi.probe_mi(zt, yt, zs, ys, **ONE)
+    assert abs(est.bits - truth) < 0.03, (est, truth)
+    assert est.ci[0] <= est.bits <= est.ci[1]
+    assert est.h_y_bits == est.ceiling_bits
+    # H(Y) is the Miller-Madow entropy of the test labels, exactly.
+    p = np.bincount(ys, minlength=4) / ys.size
+    h = -(p * np.log(p)).sum() + 3 / (2 * ys.size)
+    assert est.h_y_bits == pytest.approx(units.nats_to_bits(h), abs=1e-9)
+    assert 0.25 < est.accuracy < 1.0
+
+
+def test_small_n_not_above_truth(task):
+    priors, means, truth = task
+    zt, yt = known.sample_classes(priors, means, 300, seed=3)
+    zs, ys = known.sample_classes(priors, means, 300, seed=4)
+    groups = np.arange(300) // 10  # 30 "utterances" of 10 frames
+    est = smi.probe_mi(zt, yt, zs, ys, groups_train=groups, groups_test=groups, **ONE)
+    assert est.ci[0] <= truth, (est, truth)
+    assert est.bits < truth + 0.05
+
+
+def test_independent_near_zero_ci_covers_zero():
+    # The interval resamples test utterances; the training side's error (the fitted prior's KL,
+    # ~(C - 1) / 2 N_train nats) is not in it, so the training split is made large.
+    rng = np.random.default_rng(0)
+    zt, yt = rng.normal(size=(20000, 6)).astype(np.float32), rng.integers(0, 3, 20000)
+    zs, ys = rng.normal(size=(4000, 6)).astype(np.float32), rng.integers(0, 3, 4000)
+    est = smi.probe_mi(zt, yt, zs, ys, groups_test=np.arange(4000) // 20, **ONE)
+    assert abs(est.bits) < 0.02, est
+    assert est.ci[0] <= 0.0 <= est.ci[1], est
+
+
+def test_unlabelled_frames_are_ignored(task):
+    priors, means, _ = task
+    zt, yt = known.sample_classes(priors, means, 3000, seed=5)
+    zs, ys = known.sample_classes(priors, means, 3000, seed=6)
+    dev = dict(z_dev=zt[:500], y_dev=yt[:500])
+    base = smi.probe_mi(zt[500:], yt[500:], zs, ys, **dev, **ONE)
+    # Extra frames labelled -1 (with wild features) must change nothing.
+    junk = np.full((700, 5), 50.0, np.float32)
+    zt2, yt2 = np.concatenate([zt[500:], junk]), np.concatenate([yt[500:], np.full(700, -1)])
+    zs2, ys2 = np.concatenate([junk, zs]), np.concatenate([np.full(700, -1), ys])
+    est = smi.probe_mi(zt2, yt2, zs2, ys2, **dev, **ONE)
+    assert est.bits == pytest.approx(base.bits, abs=2e-4)
+    assert est.n_test == base.n_test == 3000
+
+
+def test_mlp_probe_and_adam(task):
+    priors, means, truth = task
+    zt, yt = known.sample_classes(priors, means, 6000, seed=7)
+    zs, ys = known.sample_classes(priors, means, 6000, seed=8)
+    mlp = smi.probe_mi(zt, yt, zs, ys, probe="mlp", hidden=32, steps=60, **ONE)
+    adam = smi.probe_mi(zt, yt, zs, ys, optimizer="adam", learning_rates=(1e-2, 1e-1), steps=300,
+                        batch_size=1000, **ONE)
+    for est in (mlp, adam):
+        assert abs(est.bits - truth) < 0.06, (est, truth)
+    assert adam.lr in (1e-2, 1e-1) and 0 < adam.step <= 300
+
+
+def test_bootstrap_ci_matches_closed_form_for_iid_groups():
+    # With one item per group the bootstrap sd of a mean is sd / sqrt(n).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=4000)
+    lo, hi = bootstrap.mean_ci(x, np.arange(4000), level=0.95, num_replicates=4000, offset=0.0)
+    half = 1.96 * x.std() / np.sqrt(4000)
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.08)
+    # Clustered items: resampling groups widens the interval by ~sqrt(cluster size).
+    xc = np.repeat(rng.normal(size=400), 10)
+    lo_c, hi_c = bootstrap.mean_ci(xc, np.arange(4000) // 10, num_replicates=2000)
+    lo_f, hi_f = bootstrap.mean_ci(xc, np.arange(4000), num_replicates=2000)
+    assert (hi_c - lo_c) / (hi_f - lo_f) == pytest.approx(np.sqrt(10), rel=0.2)
+
+
+def test_entropy_estimators():
+    y = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    assert probe.label_entropy(y, 5, "plugin") == pytest.approx(np.log(4))
+    assert probe.label_entropy(y, 5, "miller_madow") == pytest.approx(np.log(4) + 3 / 16)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda zt, yt, zs, ys: (zt.at_nan(), yt, zs, ys), r"z \(1, 1000, 5\) holds a non-finite value at layer 0, item 7"),
+        (lambda zt, yt, zs, ys: (zt, yt, zs, np.where(np.arange(500) == 3, 9, ys)), r"y .* holds label 9"),
+        (lambda zt, yt, zs, ys: (zt, yt[:400], zs, ys), r"y_train has shape \(400,\): expected \(500,\)"),
+        (lambda zt, yt, zs, ys: (zt, np.where(yt == 2, 1, yt), zs, ys), r"classes \[2\] occur in .* absent from the training"),
+        (lambda zt, yt, zs, ys: (zt, yt.astype(float), zs, ys), r"expected integer class ids"),
+    ],
+)
+def test_input_errors(change, match):
+    rng = np.random.default_rng(0)
+    zt, zs = rng.normal(size=(2, 500, 5)).astype(np.float32)
+    yt, ys = rng.integers(0, 3, (2, 500))
+
+    class Z(np.ndarray):
+        def at_nan(self):
+            out = np.array(self)
+            out[7, 2] = np.nan
+            return out
+
+    args = change(zt.view(Z), yt, zs, ys)
+    with pytest.raises(ValueError, match=match):
+        smi.probe_mi(*[np.asarray(a) for a in args], num_classes=3, **ONE)
