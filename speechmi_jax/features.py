@@ -227,9 +227,8 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     else:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        blank = np.lib.format.open_memmap(hidden_path, mode="w+", dtype=dtype,
-                                          shape=(n_hidden, n_total, width))  # sparse file
-        del blank
+        np.lib.format.open_memmap(hidden_path, mode="w+", dtype=dtype,
+                                  shape=(n_hidden, n_total, width)).flush()  # a sparse file
         done = np.zeros(len(utts), dtype=bool)
         np.save(partial / "phone.npy", phone)
         np.save(partial / "utt_index.npy", utt_index)
