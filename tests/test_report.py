@@ -102,7 +102,8 @@ def test_verdicts_and_correlations_come_from_the_numbers(written):
     assert within.primary.r == pytest.approx(1.0) and within.primary.p_value == pytest.approx(2 / 120)
     # The words in the report carry those numbers.
     assert f"`infonce_next_k` vs `phone_mi` pooled over all (encoder, layer) points: ρ = " \
-           f"{pooled.primary.r:+.2f} [{pooled.primary.ci[0]:+.2f}, {pooled.primary.ci[1]:+.2f}]" in md
+           f"{pooled.primary.r:+.2f} [{pooled.primary.ci[0]:+.2f}, {pooled.primary.ci[1]:+.2f}]," \
+           f" p<0.001, n = 12." in md
     n_agree = sum(c.verdict == "agrees" for c in comps)
     assert f"Of {len(comps)} rank comparisons (Spearman), {n_agree} agree" in md
     # Single-layer baselines never get a within-encoder row.
@@ -116,3 +117,11 @@ def test_report_without_label_free_measures_says_so(tmp_path):
     md = report.write_report(sup, tmp_path, **KW).read_text()
     assert "No label-free measure in these results: the claim cannot be checked." in md
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["layers.png"]
+
+
+def test_a_constant_measure_is_reported_as_undefined(tmp_path):
+    recs = [{"encoder": "e", "layer": l, "measure": m, "value": v, "ci": [v - 0.1, v + 0.1]}
+            for l in range(4) for m, v in (("infonce_next_k", 1.0), ("phone_mi", 0.5 * l))]
+    md = report.write_report(recs, tmp_path, **KW).read_text()
+    assert "`infonce_next_k` vs `phone_mi` across the layers of e: ρ = undefined (constant)" in md
+    assert "Of 2 rank comparisons (Spearman), 0 agree, 0 disagree and 2 are inconclusive." in md

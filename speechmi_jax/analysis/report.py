@@ -48,8 +48,8 @@ def fmt_corr(c: Optional[corr.Correlation]) -> str:
         return "–"
     if c.r != c.r:   # NaN: a constant measure
         return "undefined (constant)"
-    ci = "CI n/a" if c.ci[0] != c.ci[0] else f"[{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
-    return f"{c.r:+.2f} {ci} {fmt_p(c.p_value)}"
+    ci = "[CI n/a]" if c.ci[0] != c.ci[0] else f"[{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
+    return f"{c.r:+.2f} {ci}, {fmt_p(c.p_value)}"
 
 
 def fmt_p(p: float) -> str:
@@ -226,11 +226,8 @@ def _conclusions_section(comparisons: list[Comparison], res: Results) -> list[st
               "measures and the CTC phone error rate do.", ""]
     groups = {"agrees": [], "disagrees": [], "inconclusive": []}
     for c in comparisons:
-        p = c.primary
-        ci = "n/a" if p.ci[0] != p.ci[0] else f"[{p.ci[0]:+.2f}, {p.ci[1]:+.2f}]"
-        groups[c.verdict].append(
-            f"`{c.label_free}` vs `{c.reference}` {c.where()}: ρ = {p.r:+.2f} {ci}, "
-            f"{fmt_p(p.p_value)}, n = {p.n}.")
+        groups[c.verdict].append(f"`{c.label_free}` vs `{c.reference}` {c.where()}: "
+                                 f"ρ = {fmt_corr(c.primary)}, n = {c.primary.n}.")
     best_holds, best_fails = [], []
     for lf in lfs:
         for ref in refs:
