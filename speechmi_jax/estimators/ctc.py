@@ -31,6 +31,7 @@ Conventions (the one place that states them):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Optional, Sequence
 
@@ -42,6 +43,7 @@ import optax
 from speechmi_jax import frames
 
 BLANK = 0
+log = logging.getLogger("speechmi_jax.ctc")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,11 +380,13 @@ def _fit_chunk(train, dev, test, layers, num_phones, *, learning_rates, num_step
         sel = order[pos:pos + batch_size]
         pos += batch_size
         fidx, mask, labels, lmask = _batch(tr, sel, t_pad, s_pad)
-        params, opt_state, _ = _train_step(params, opt_state, lrs, tr.frames, fidx, mask,
-                                           labels, lmask, mean, inv)
+        params, opt_state, loss = _train_step(params, opt_state, lrs, tr.frames, fidx, mask,
+                                              labels, lmask, mean, inv)
         if step % eval_every == 0 or step == num_steps:
             edits, ref_lens = _evaluate(params, dv, t_pad, s_pad, batch_size, mean, inv)
             dev_per = 100.0 * edits.sum(-1) / max(ref_lens.sum(), 1)
+            log.info("ctc layers %s step %d: train loss/phone %s, dev PER %s", layers.tolist(),
+                     step, np.round(np.asarray(loss), 3).tolist(), np.round(dev_per, 1).tolist())
             improved = dev_per < best_dev
             best_dev = np.where(improved, dev_per, best_dev)
             best_step = np.where(improved, step, best_step)
