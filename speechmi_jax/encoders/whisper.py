@@ -33,11 +33,13 @@ alone and in a padded batch.
 The cost is that a 2 s utterance costs as much as a 30 s one. ``window_seconds`` (a
 multiple of 0.02 s, at most ``P / 50`` s) selects a shorter window with the positional table
 truncated to its frames: still padding-invariant, about ``30 / window_seconds`` times
-cheaper, but a distribution shift the model never saw. How much it changes the hidden states
-(relative error per layer) and a phone probe is measured by
-``benchmarks/whisper_window.py`` and reported in BENCHMARKS.md ("Whisper windows"); use it
-knowingly, e.g. for quick runs on a CPU, and state it with the results. :func:`with_window`
-re-wraps a loaded encoder with another window.
+cheaper, but a distribution shift the model never saw. Measured on the bundled corpus with
+tiny.en (``benchmarks/whisper_window.py``; BENCHMARKS.md, "Whisper windows"): a 4 s window
+is ~23x cheaper in CPU time and changes hidden states by 5-20 % (relative, growing with
+depth), while a phone probe moves by < 1 point at every layer with the same best layer.
+Use it knowingly, e.g. for quick runs on a CPU, and state it with the results.
+:func:`with_window` re-wraps a loaded encoder with another window. Whatever the window, the
+last block computes only the frames that are returned.
 """
 
 from __future__ import annotations
