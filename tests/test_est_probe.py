@@ -9,6 +9,9 @@ from speechmi_jax import units
 from speechmi_jax.estimators import bootstrap, known, probe
 
 ONE = dict(devices=jax.devices()[:1])
+# Full-batch Adam compiles in a few seconds (L-BFGS's line search takes ~15 s on 2 cores), so the
+# tests that do not need L-BFGS's precision use it.
+ADAM = dict(optimizer="adam", learning_rates=(0.05,), steps=200, eval_every=10, **ONE)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def test_small_n_not_above_truth(task):
     zt, yt = known.sample_classes(priors, means, 300, seed=3)
     zs, ys = known.sample_classes(priors, means, 300, seed=4)
     groups = np.arange(300) // 10  # 30 "utterances" of 10 frames
-    est = smi.probe_mi(zt, yt, zs, ys, groups_train=groups, groups_test=groups, **ONE)
+    est = smi.probe_mi(zt, yt, zs, ys, groups_train=groups, groups_test=groups, **ADAM)
     assert est.ci[0] <= truth, (est, truth)
     assert est.bits < truth + 0.05
 
@@ -48,7 +51,7 @@ def test_independent_near_zero_ci_covers_zero():
     rng = np.random.default_rng(0)
     zt, yt = rng.normal(size=(20000, 6)).astype(np.float32), rng.integers(0, 3, 20000)
     zs, ys = rng.normal(size=(4000, 6)).astype(np.float32), rng.integers(0, 3, 4000)
-    est = smi.probe_mi(zt, yt, zs, ys, groups_test=np.arange(4000) // 20, **ONE)
+    est = smi.probe_mi(zt, yt, zs, ys, groups_test=np.arange(4000) // 20, **ADAM)
     assert abs(est.bits) < 0.02, est
     assert est.ci[0] <= 0.0 <= est.ci[1], est
 
@@ -58,12 +61,12 @@ def test_unlabelled_frames_are_ignored(task):
     zt, yt = known.sample_classes(priors, means, 3000, seed=5)
     zs, ys = known.sample_classes(priors, means, 3000, seed=6)
     dev = dict(z_dev=zt[:500], y_dev=yt[:500])
-    base = smi.probe_mi(zt[500:], yt[500:], zs, ys, **dev, **ONE)
+    base = smi.probe_mi(zt[500:], yt[500:], zs, ys, **dev, **ADAM)
     # Extra frames labelled -1 (with wild features) must change nothing.
     junk = np.full((700, 5), 50.0, np.float32)
     zt2, yt2 = np.concatenate([zt[500:], junk]), np.concatenate([yt[500:], np.full(700, -1)])
     zs2, ys2 = np.concatenate([junk, zs]), np.concatenate([np.full(700, -1), ys])
-    est = smi.probe_mi(zt2, yt2, zs2, ys2, **dev, **ONE)
+    est = smi.probe_mi(zt2, yt2, zs2, ys2, **dev, **ADAM)
     assert est.bits == pytest.approx(base.bits, abs=2e-4)
     assert est.n_test == base.n_test == 3000
 
@@ -72,7 +75,7 @@ def test_mlp_probe_and_adam(task):
     priors, means, truth = task
     zt, yt = known.sample_classes(priors, means, 6000, seed=7)
     zs, ys = known.sample_classes(priors, means, 6000, seed=8)
-    mlp = smi.probe_mi(zt, yt, zs, ys, probe="mlp", hidden=32, steps=60, **ONE)
+    mlp = smi.probe_mi(zt, yt, zs, ys, probe="mlp", hidden=32, **ADAM)
     adam = smi.probe_mi(zt, yt, zs, ys, optimizer="adam", learning_rates=(1e-2, 1e-1), steps=300,
                         batch_size=1000, **ONE)
     for est in (mlp, adam):

@@ -52,17 +52,21 @@ def _mlp(p, x):
 
 
 def init_critic(key, in_dims, kind: str, hidden: int, embed: int):
+    """Random hidden layers, zero output layer: every critic starts with all scores equal, i.e.
+    at the trivial bound log K - L_NCE = 0 exactly (the step-0 candidate of dev selection), and
+    its first gradient is non-zero."""
     da, db = in_dims
     ka, kb = jax.random.split(key)
     if kind == "separable":
-        return {"f": _mlp_init(ka, da, hidden, embed), "g": _mlp_init(kb, db, hidden, embed),
+        g = _mlp_init(kb, db, hidden, embed)
+        return {"f": _mlp_init(ka, da, hidden, embed), "g": {**g, "w2": jnp.zeros_like(g["w2"])},
                 "log_scale": jnp.asarray(-0.5 * math.log(embed), jnp.float32)}
     if kind == "concat":
         wa, b1 = _dense(ka, da + db, hidden)
-        w2, b2 = _dense(kb, hidden, 1)
-        return {"wa": wa[:da], "wb": wa[da:], "b1": b1, "w2": w2, "b2": b2}
+        return {"wa": wa[:da], "wb": wa[da:], "b1": b1, "w2": jnp.zeros((hidden, 1), jnp.float32),
+                "b2": jnp.zeros((1,), jnp.float32)}
     if kind == "bilinear":
-        return {"w": jax.random.normal(ka, (da, db), jnp.float32) / math.sqrt(da * db)}
+        return {"w": jnp.zeros((da, db), jnp.float32)}
     raise ValueError(f"critic={kind!r}: expected one of {CRITICS}")
 
 

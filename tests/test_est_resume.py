@@ -1,0 +1,91 @@
+"""Checkpointed sweeps: SIGKILL mid-run then rerun == uninterrupted run (bitwise, same mesh);
+a corrupt latest checkpoint falls back to the previous one with a warning."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from speechmi_jax.estimators import api
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, jax
+    from speechmi_jax.estimators import api
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 20000)
+    z = (rng.normal(size=(2, 20000, 64)) + 0.3 * np.eye(64)[y][None] * np.arange(1, 3)[:, None, None])
+    z = z.astype(np.float32)
+    groups = np.arange(20000) // 50
+    split = np.where(groups < 300, "train", np.where(groups < 350, "dev", "test"))
+    opts = dict(optimizer="adam", learning_rates=(1e-3, 1e-2), steps=600, eval_every=10,
+                batch_size=1024, devices=jax.devices()[:1], checkpoint_every=30)
+    ckpt = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "-" else None
+    est = api.probe_bank(z, y, groups, split, checkpoint_dir=ckpt, **opts)
+    print(repr([(e.bits, e.ci, e.lr, e.step) for e in est]))
+""")
+
+
+def _run(tmp_path, ckpt):
+    script = tmp_path / "sweep.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, str(script), ckpt], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1], out.stderr
+
+
+def _steps(ckpt: Path):
+    return sorted(int(p.name) for p in ckpt.glob("*") if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("ref"), "-")[0]
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference):
+    ckpt = tmp_path / "ckpt"
+    script = tmp_path / "sweep.py"
+    script.write_text(SCRIPT)
+    child = subprocess.Popen([sys.executable, str(script), str(ckpt)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not _steps(ckpt) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    saved = _steps(ckpt)
+    assert saved and max(saved) < 600, f"expected a mid-run checkpoint, found steps {saved}"
+    resumed, _ = _run(tmp_path, str(ckpt))
+    assert resumed == reference
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, reference):
+    ckpt = tmp_path / "ckpt"
+    _run(tmp_path, str(ckpt))
+    steps = _steps(ckpt)
+    assert len(steps) == 3 and steps[-1] == 600  # max_to_keep = 3
+    # Overwrite every array file of the newest checkpoint with garbage of the same size.
+    for f in (ckpt / str(steps[-1]) / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name:
+            f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    rerun, stderr = _run(tmp_path, str(ckpt))
+    assert f"checkpoint {ckpt.absolute() / str(steps[-1])}" in stderr
+    assert "falling back to the previous checkpoint" in stderr
+    assert rerun == reference
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(1, 600, 4)).astype(np.float32), rng.integers(0, 2, 600)
+    split = np.repeat(["train", "dev", "test"], 200)
+    opts = dict(optimizer="adam", learning_rates=(0.1,), steps=20, eval_every=10, checkpoint_every=10,
+                devices=jax.devices()[:1], checkpoint_dir=tmp_path)
+    api.probe_bank(z, y, None, split, **opts)
+    with pytest.raises(ValueError, match="belongs to a different run"):
+        api.probe_bank(z + 1, y, None, split, **opts)
