@@ -78,18 +78,15 @@ def test_reader_versions_parts_aliases(tmp_path):
     np.testing.assert_array_equal(m3.variables["a/h"], h.astype(np.float32))
 
 
-def test_reader_dequantizes():
+def test_reader_dequantizes(tmp_path):
     rng = np.random.default_rng(1)
     w = rng.standard_normal((4, 6)).astype(np.float32)
     scale = (127.0 / np.abs(w).max(axis=1)).astype(np.float32)
     q = np.rint(w * scale[:, None]).astype(np.int8)
     s16 = np.float32(2 ** 10 / np.abs(w).max())
     q16 = np.rint(w * s16).astype(np.int16)
-    import tempfile, os
-    with tempfile.TemporaryDirectory() as d:
-        p = os.path.join(d, "q.bin")
-        open(p, "wb").write(write_ct2({"w": q, "w_scale": scale, "v": q16, "v_scale": s16}))
-        m = ct2.read_ct2(p)
+    (tmp_path / "q.bin").write_bytes(write_ct2({"w": q, "w_scale": scale, "v": q16, "v_scale": s16}))
+    m = ct2.read_ct2(tmp_path / "q.bin")
     assert sorted(m.variables) == ["v", "w"]
     np.testing.assert_allclose(m.variables["w"], w, atol=0.5 / scale.min() + 1e-7)
     np.testing.assert_allclose(m.variables["v"], w, atol=0.5 / s16 + 1e-7)
@@ -115,7 +112,7 @@ def test_reader_errors(tmp_path):
 def hf_and_ct2(tmp_path_factory):
     ctranslate2 = pytest.importorskip("ctranslate2")
     torch = pytest.importorskip("torch")
-    from tests.test_whisper import perturbed, tiny_config
+    from whisper_testing import perturbed, tiny_config
     import transformers
     torch.manual_seed(1)
     model = perturbed(transformers.WhisperForConditionalGeneration(

@@ -16,25 +16,9 @@ import jax.numpy as jnp  # noqa: E402
 
 import speechmi_jax as smi  # noqa: E402
 from speechmi_jax.encoders import whisper  # noqa: E402
+from whisper_testing import perturbed, tiny_config  # noqa: E402
 
 TOL = 1e-4
-
-
-def tiny_config(**kw):
-    base = dict(vocab_size=64, num_mel_bins=80, encoder_layers=2, encoder_attention_heads=2,
-                decoder_layers=1, decoder_attention_heads=2, d_model=16, encoder_ffn_dim=32,
-                decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=16,
-                decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    base.update(kw)
-    return transformers.WhisperConfig(**base)
-
-
-def perturbed(model, seed=0, scale=0.1):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * scale)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

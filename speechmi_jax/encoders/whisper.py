@@ -45,6 +45,7 @@ last block computes only the frames that are returned.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import json
 import math
@@ -304,6 +305,12 @@ def with_window(encoder: Encoder, window_seconds: Optional[float]) -> Encoder:
 # ----------------------------------------------------------------------------- random init
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_init(arch: WhisperArch):
+    """One compiled initialiser per architecture, shared by every seed."""
+    return jax.jit(WhisperEncoder(arch).init)
+
+
 def random_whisper(arch: str, *, seed: int = 0, dtype=jnp.float32,
                    window_seconds: Optional[float] = None) -> Encoder:
     """Random-init control of a Whisper architecture (``transformers``' init: weights
@@ -311,8 +318,8 @@ def random_whisper(arch: str, *, seed: int = 0, dtype=jnp.float32,
     if arch not in ARCHS:
         raise ValueError(f"unknown Whisper architecture {arch!r}; expected one of {sorted(ARCHS)}")
     a = ARCHS[arch]
-    mel = jnp.zeros((1, 2 * a.max_positions, a.num_mel_bins), jnp.float32)
-    params = jax.jit(WhisperEncoder(a).init)(jax.random.PRNGKey(seed), mel)["params"]
+    mel = jnp.zeros((1, 2, a.num_mel_bins), jnp.float32)  # parameter shapes do not depend on T
+    params = _jitted_init(a)(jax.random.PRNGKey(seed), mel)["params"]
     return make_encoder(f"random:{arch}@{seed}", a, params, dtype=dtype,
                         window_seconds=window_seconds, source="random init")
 
