@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import speechmi_jax as smi  # noqa: E402
@@ -143,3 +144,22 @@ def test_hf_checkpoint_shape_errors(tmp_path, hf_dir):
     from speechmi_jax.encoders.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match=r"layers\.0\.fc1\.weight"):
         smi.load_encoder(tmp_path)
+
+
+def test_whisper_model_prefix_and_bfloat16(tmp_path, hf_dir):
+    """A WhisperModel checkpoint (keys ``encoder.*``) loads to the same parameters, and the
+    bfloat16 forward pass stays close to float32."""
+    path, torch_encoder = hf_dir
+    model = transformers.WhisperModel(tiny_config())
+    model.encoder.load_state_dict(torch_encoder.state_dict())
+    model.save_pretrained(tmp_path)
+    a, b = smi.load_encoder(path), smi.load_encoder(tmp_path)
+    for x, y in zip(jax.tree_util.tree_leaves(a.params),
+                    jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    wav = (0.1 * np.random.default_rng(5).standard_normal((1, 20000))).astype(np.float32)
+    ref = np.asarray(a(wav, [20000]).hidden_states)
+    lo = smi.load_encoder(path, dtype=jnp.bfloat16)(wav, [20000]).hidden_states
+    assert lo.dtype == jnp.bfloat16
+    rel = np.linalg.norm(np.asarray(lo, np.float32) - ref) / np.linalg.norm(ref)
+    assert rel < 0.05, rel

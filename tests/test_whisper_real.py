@@ -8,6 +8,7 @@ test is deterministic and fast. Windows of 4 s (every bundled utterance is short
 cheap; benchmarks/whisper_window.py measures how close that is to the 30 s default.
 """
 
+import jax
 import numpy as np
 import pytest
 
@@ -31,7 +32,7 @@ def test_tiny_en_loads(tiny):
     # Whisper's encoder positions are the fixed sinusoids (stored in fp16 in the file).
     np.testing.assert_allclose(np.asarray(tiny.params["embed_positions"]), whisper.sinusoids(1500, 384),
                                atol=1e-3)
-    assert all(np.isfinite(np.asarray(v)).all() for v in __import__("jax").tree_util.tree_leaves(tiny.params))
+    assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree_util.tree_leaves(tiny.params))
 
 
 def _utts(corpus, split, per_speaker):
