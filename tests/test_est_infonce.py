@@ -75,3 +75,17 @@ def test_too_few_pairs_for_k():
         smi.infonce_mi(a[:200], b[:200], a[200:], b[200:], k=128, **ONE)
     with pytest.raises(ValueError, match=r"b has shape \(3, 300, 3\): expected 2 or 1 layers"):
         api.infonce_bank(np.stack([a, a]), np.stack([b, b, b]), np.arange(300), np.zeros(300, int))
+
+
+def test_layers_vs_shared_input_features():
+    # b [1, N, Db] (e.g. the input features) is paired with every layer of a [L, N, Da].
+    rng = np.random.default_rng(0)
+    b = rng.normal(size=(1, 6000, 2)).astype(np.float32)
+    a = np.stack([b[0] + 0.5 * rng.normal(size=(6000, 2)), rng.normal(size=(6000, 2))]).astype(np.float32)
+    groups = np.arange(6000) // 20
+    split = np.where(groups < 200, "train", np.where(groups < 250, "dev", "test"))
+    fit = {**FIT, "steps": 400}
+    informative, noise = api.infonce_bank(a, b, groups, split, **fit)
+    truth = -np.log(1 - 1 / 1.25)  # per-coordinate corr^2 = 1 / (1 + 0.25), two coordinates
+    assert informative.nats == pytest.approx(truth, rel=0.15)
+    assert abs(noise.bits) < 0.02

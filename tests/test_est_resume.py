@@ -19,13 +19,13 @@ SCRIPT = textwrap.dedent("""
     import sys, numpy as np, jax
     from speechmi_jax.estimators import api
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 5, 20000)
-    z = (rng.normal(size=(2, 20000, 64)) + 0.3 * np.eye(64)[y][None] * np.arange(1, 3)[:, None, None])
+    y = rng.integers(0, 5, 10000)
+    z = (rng.normal(size=(2, 10000, 64)) + 0.3 * np.eye(64)[y][None] * np.arange(1, 3)[:, None, None])
     z = z.astype(np.float32)
-    groups = np.arange(20000) // 50
+    groups = np.arange(10000) // 25
     split = np.where(groups < 300, "train", np.where(groups < 350, "dev", "test"))
     opts = dict(optimizer="adam", learning_rates=(1e-3, 1e-2), steps=600, eval_every=10,
-                batch_size=1024, devices=jax.devices()[:1], checkpoint_every=30)
+                batch_size=1024, devices=jax.devices()[:1], checkpoint_every=100)
     ckpt = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "-" else None
     est = api.probe_bank(z, y, groups, split, checkpoint_dir=ckpt, **opts)
     print(repr([(e.bits, e.ci, e.lr, e.step) for e in est]))
