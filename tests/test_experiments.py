@@ -1,0 +1,220 @@
+"""The experiment configs: their settings, docstrings, and a real ``--smoke`` run of each.
+
+The smoke runs go through the ``speechmi`` command in a subprocess, on the bundled corpus,
+with tiny random Hugging Face checkpoints written here by transformers (torch), and check
+what comes out: a record for every encoder x hidden state x measure, finite values inside
+their ceilings, and the report. The runs share one persistent XLA compilation cache, so the
+estimator banks compile once for all of them (the tiny models have equal shapes).
+"""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from speechmi_jax import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "experiments" / "configs"
+CONFIG_NAMES = ("ssl_base_librispeech", "ssl_large_librispeech", "whisper_bundled")
+# measure group of the pipeline -> the measures it records
+GROUP_MEASURES = {"phone": ("phone_mi", "phone_acc"), "speaker": ("speaker_mi", "speaker_acc"),
+                  "infonce_next_k": ("infonce_next_k",), "infonce_input": ("infonce_input",),
+                  "ctc": ("ctc_per",)}
+
+
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"speechmi_test_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+    """One persistent XLA compilation cache for every smoke run of the session."""
+    path = tmp_path_factory.getbasetemp() / "speechmi_xla_cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def smoke_env(compile_cache) -> dict:
+    """The test process' environment (8 simulated CPU devices, offline hub) + the shared cache."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(compile_cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "TQDM_DISABLE": "1"}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """{"base": [4 paths], "large": [4 paths]}: tiny random checkpoints of the four families."""
+    pytest.importorskip("torch")
+    tiny = load_module(ROOT / "experiments" / "tiny_checkpoints.py")
+    out = tmp_path_factory.mktemp("tiny_checkpoints")
+    return {style: tiny.write_tiny_checkpoints(out, large=style == "large")
+            for style in ("base", "large")}
+
+
+def hidden_states_of(encoder: str) -> int:
+    """L + 1 for a tiny checkpoint folder (from its config.json) or a single-layer baseline."""
+    if encoder in ("logmel", "mfcc"):
+        return 1
+    if encoder == "whisper-tiny.en":
+        return 5
+    return json.loads((Path(encoder) / "config.json").read_text())["num_hidden_layers"] + 1
+
+
+def check_run(run_dir: Path, encoders, groups):
+    """Every encoder x hidden state x measure recorded once, finite, inside its bounds."""
+    doc = json.loads((run_dir / "results.json").read_text())
+    records = doc["records"]
+    measures = [m for g in groups for m in GROUP_MEASURES[g]]
+    expected = {(e, layer, m) for e in encoders for layer in range(hidden_states_of(e))
+                for m in measures}
+    found = [(r["encoder"], r["layer"], r["measure"]) for r in records]
+    assert len(found) == len(set(found)), "a record appears twice"
+    assert set(found) == expected, (sorted(expected - set(found))[:5], sorted(set(found) - expected)[:5])
+    for r in records:
+        value, (lo, hi) = r["value"], r["ci"]
+        assert all(math.isfinite(v) for v in (value, lo, hi)), r
+        assert lo <= hi, r
+        if r["measure"].endswith("_mi") or r["measure"].startswith("infonce"):
+            # probe bound H(Y) - CE <= H(Y); InfoNCE bound log K - L_NCE <= log K
+            assert r["unit"] == "bits" and value <= r["extra"]["ceiling_bits"] + 1e-6, r
+        if r["measure"].endswith("_acc"):
+            assert 0.0 <= value <= 1.0, r
+        if r["measure"] == "ctc_per":
+            assert value >= 0.0 and r["unit"] == "percent", r
+    for r in records:
+        if r["measure"].startswith("infonce"):
+            assert r["extra"]["ceiling_bits"] == pytest.approx(math.log2(16)), r  # smoke K = 16
+    report = (run_dir / "report.md").read_text()
+    assert all(e in report for e in encoders)
+    csv_rows = (run_dir / "results.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == len(records) + 1
+    return records
+
+
+def run_smoke(config: str, out: Path, encoders, env, *extra) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "speechmi_jax.cli", "run", str(CONFIGS / f"{config}.py"),
+            "--smoke", "--out", str(out), "--set", f"encoders={json.dumps(list(encoders))}",
+            "--set", "progress=False", *extra]
+    proc = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+# ------------------------------------------------------------------------------ the configs
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_config_docstring_says_what_how_and_how_long(name):
+    doc = load_module(CONFIGS / f"{name}.py").__doc__
+    assert "Reproduces" in doc and "Liu, Yeh & Glass" in doc
+    assert f"speechmi run experiments/configs/{name}.py --out" in doc
+    assert f"speechmi run experiments/configs/{name}.py --smoke" in doc
+    assert "Expected cost" in doc and "estimate" in doc
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_config_full_and_smoke_settings(name):
+    path = CONFIGS / f"{name}.py"
+    full = cli.load_config(path)
+    smoke = cli.load_config(path, arg="smoke")
+    module = load_module(path)
+    assert list(full.encoders) == module.ENCODERS
+    assert smoke.corpus == "bundled" and 0 < smoke.max_utterances_per_split <= 8
+    assert list(smoke.measures) == list(full.measures)
+    # smoke shrinks every estimator; the full run keeps the paper-scale settings
+    assert smoke.probe.steps < full.probe.steps and smoke.infonce.steps < full.infonce.steps
+    assert smoke.ctc.num_steps < full.ctc.num_steps and smoke.infonce.k < full.infonce.k
+    assert full.infonce.k == 128 and full.probe.num_bootstrap == 1000
+    with pytest.raises(ValueError, match="unknown config argument 'fast'"):
+        module.get_config("fast")
+
+
+def test_ssl_configs_name_the_paper_checkpoints():
+    base = cli.load_config(CONFIGS / "ssl_base_librispeech.py")
+    large = cli.load_config(CONFIGS / "ssl_large_librispeech.py")
+    assert set(base.encoders) == {"facebook/wav2vec2-base", "facebook/hubert-base-ls960",
+                                  "microsoft/wavlm-base-plus", "facebook/data2vec-audio-base",
+                                  "logmel"}
+    assert set(large.encoders) == {"facebook/wav2vec2-large-lv60", "facebook/hubert-large-ll60k",
+                                   "microsoft/wavlm-large", "facebook/data2vec-audio-large",
+                                   "logmel"}
+    for c in (base, large):
+        # LibriSpeech splits are speaker-disjoint: no speaker probe; the manifest is the prepared one
+        assert "speaker" not in c.measures and c.speaker_domain is None
+        assert c.corpus.endswith("manifest.tsv")
+        # every measure the pipeline knows, bar speakers, is kept
+        assert set(c.measures) == set(GROUP_MEASURES) - {"speaker"}
+    # the smoke stand-ins are the same architectures, offline
+    smoke = cli.load_config(CONFIGS / "ssl_large_librispeech.py", arg="smoke")
+    assert [e for e in smoke.encoders if e != "logmel"] == [
+        "random:wav2vec2-large", "random:hubert-large", "random:wavlm-large",
+        "random:data2vec-audio-large"]
+
+
+def test_overrides_reach_the_configs():
+    c = cli.load_config(CONFIGS / "ssl_base_librispeech.py",
+                        ["corpus=/data/ls/manifest.tsv", "speaker_domain=synthetic",
+                         "probe.l2=(0.0,)"])
+    assert c.corpus == "/data/ls/manifest.tsv" and c.speaker_domain == "synthetic"
+    assert tuple(c.probe.l2) == (0.0,)
+
+
+def test_prepare_librispeech_renames_splits_and_refuses_overlap():
+    prep = load_module(ROOT / "experiments" / "prepare_librispeech.py")
+    rows = {"train": [{"id": "a", "split": "train_clean100"}, {"id": "b", "split": "train_clean100"}],
+            "dev": [{"id": "c", "split": "dev_clean"}], "test": [{"id": "d", "split": "test_clean"}]}
+    out = prep.rename_splits(rows)
+    assert [(r["id"], r["split"]) for r in out] == [("a", "train"), ("b", "train"), ("c", "dev"),
+                                                    ("d", "test")]
+    assert rows["train"][0]["split"] == "train_clean100"  # inputs untouched
+    with pytest.raises(ValueError, match="'c' is in both the dev and the test split"):
+        prep.rename_splits({"dev": [{"id": "c"}], "test": [{"id": "c"}]})
+
+
+def test_tiny_checkpoints_keep_the_family_switches(tiny_checkpoints):
+    for style, paths in tiny_checkpoints.items():
+        for path in paths:
+            cfg = json.loads((Path(path) / "config.json").read_text())
+            assert (Path(path) / "model.safetensors").is_file()
+            assert cfg["hidden_size"] == 32 and cfg["num_hidden_layers"] == 2
+            assert math.prod(cfg["conv_stride"]) == 320  # 50 frames/s, as the real models
+            pre_ln = cfg.get("do_stable_layer_norm", False)
+            assert pre_ln == (style == "large" and cfg["model_type"] != "data2vec-audio"), path
+
+
+# ------------------------------------------------------------------------------ smoke runs
+
+
+def test_ssl_base_smoke_run(tmp_path, tiny_checkpoints, compile_cache):
+    encoders = tiny_checkpoints["base"]
+    config = cli.load_config(CONFIGS / "ssl_base_librispeech.py", arg="smoke")
+    run_smoke("ssl_base_librispeech", tmp_path / "run", encoders, smoke_env(compile_cache))
+    check_run(tmp_path / "run", encoders, config.measures)
+
+
+def test_ssl_large_smoke_run(tmp_path, tiny_checkpoints, compile_cache):
+    encoders = tiny_checkpoints["large"]
+    config = cli.load_config(CONFIGS / "ssl_large_librispeech.py", arg="smoke")
+    run_smoke("ssl_large_librispeech", tmp_path / "run", encoders, smoke_env(compile_cache))
+    check_run(tmp_path / "run", encoders, config.measures)
+
+
+def test_whisper_smoke_run(tmp_path, compile_cache):
+    """Whisper tiny.en (real weights) through the config's smoke run, every measure (speakers
+    included); base and the baselines are left out to keep the check small."""
+    encoders = ["whisper-tiny.en"]
+    config = cli.load_config(CONFIGS / "whisper_bundled.py", arg="smoke")
+    assert set(config.measures) == set(GROUP_MEASURES)
+    run_smoke("whisper_bundled", tmp_path / "run", encoders, smoke_env(compile_cache))
+    records = check_run(tmp_path / "run", encoders, config.measures)
+    speakers = {tuple(r["extra"]["speakers"]) for r in records if r["measure"] == "speaker_mi"}
+    assert speakers == {("awb", "kal", "ked", "rms", "slt")}  # synthetic voices only
