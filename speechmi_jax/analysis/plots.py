@@ -94,8 +94,10 @@ def plot_scatter(res: Results, x_measure: str, y_measures: Sequence[str], path: 
                 continue
             xs = [a.value for a, _ in pts]
             ys = [b.value for _, b in pts]
-            xerr = [[a.value - a.ci[0] for a, _ in pts], [a.ci[1] - a.value for a, _ in pts]]
-            yerr = [[b.value - b.ci[0] for _, b in pts], [b.ci[1] - b.value for _, b in pts]]
+            # A percentile interval need not contain its point estimate (skewed or degenerate
+            # bootstrap distributions): error bars are clipped at zero length.
+            xerr = [[max(0.0, a.value - a.ci[0]) for a, _ in pts], [max(0.0, a.ci[1] - a.value) for a, _ in pts]]
+            yerr = [[max(0.0, b.value - b.ci[0]) for _, b in pts], [max(0.0, b.ci[1] - b.value) for _, b in pts]]
             c = colors[enc]
             ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o", ms=4, color=c, ecolor=c,
                         elinewidth=0.8, capsize=2, alpha=0.9, label=enc)
