@@ -48,7 +48,8 @@ def reference(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("ref"), "-")[0]
 
 
-def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference):
+def test_sigkill_resume_then_corrupt_fallback(tmp_path, reference):
+    # 1. Kill -9 the sweep as soon as its first checkpoint is committed, rerun: same estimates.
     ckpt = tmp_path / "ckpt"
     script = tmp_path / "sweep.py"
     script.write_text(SCRIPT)
@@ -64,13 +65,10 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference):
     resumed, _ = _run(tmp_path, str(ckpt))
     assert resumed == reference
 
-
-def test_corrupt_latest_checkpoint_falls_back(tmp_path, reference):
-    ckpt = tmp_path / "ckpt"
-    _run(tmp_path, str(ckpt))
+    # 2. Overwrite every array file of the newest checkpoint with garbage of the same size: the
+    # rerun warns, restores the previous checkpoint, replays the rest and ends the same.
     steps = _steps(ckpt)
     assert len(steps) == 3 and steps[-1] == 600  # max_to_keep = 3
-    # Overwrite every array file of the newest checkpoint with garbage of the same size.
     for f in (ckpt / str(steps[-1]) / "state").rglob("*"):
         if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name:
             f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
