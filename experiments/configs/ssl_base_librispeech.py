@@ -12,17 +12,19 @@ speaker-disjoint.
     python experiments/prepare_librispeech.py --textgrid-dir librispeech_alignments/   # once
     speechmi run experiments/configs/ssl_base_librispeech.py --out runs/ssl_base
 
-Expected cost (an estimate from FLOP and byte counts, not a measurement): ~1.2 h of audio
-(800 utterances: 500 train-clean-100 / 100 dev-clean / 200 test-clean), ~0.5 PFLOP for the
-four encoder passes and ~2 PFLOP of estimator training, i.e. ~20-40 min on one A100/H100 GPU or
-a TPU v4-8/v5e-8, dominated by feature-cache I/O (~8.5 GB float16 per encoder) and
-compilation; several hours on a CPU. Checkpoints must be in the local Hugging Face cache
+Expected cost (an estimate from FLOP and byte counts, not a measurement): 800 utterances
+(500 train-clean-100 / 100 dev-clean / 200 test-clean, ~2.4 h of audio, ~430k frames);
+~0.5 PFLOP for the four encoder passes and ~3.5 PFLOP of estimator training (probes ~1.6,
+linear CTC ~1.8, InfoNCE ~0.15), i.e. about a minute of compute on one H100 or a TPU v4-8 at
+30% of peak. Wall time is bounded by the rest: ~20-40 min there, for feature-cache I/O
+(~8.5 GB float16 written and ~35 GB read per encoder), XLA compilation and the CTC host loop;
+~15-30 h on a 2-core CPU. Checkpoints must be in the local Hugging Face cache
 (``huggingface-cli download facebook/hubert-base-ls960`` etc.) or given as local folders.
 
     speechmi run experiments/configs/ssl_base_librispeech.py --smoke --out runs/ssl_base_smoke
 
 runs the same path on the bundled corpus with randomly initialised encoders of the same four
-architectures (~5-10 min on a 2-core CPU); with tiny checkpoints it takes ~1 min:
+architectures (~5-10 min on a 2-core CPU); with tiny checkpoints it takes ~1-3 min:
 
     python experiments/tiny_checkpoints.py /tmp/tiny     # prints --set encoders="[...]"
     speechmi run experiments/configs/ssl_base_librispeech.py --smoke --set encoders="[...]"

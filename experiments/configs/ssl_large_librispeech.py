@@ -13,15 +13,16 @@ so the two runs' results can be pooled.
     python experiments/prepare_librispeech.py --textgrid-dir librispeech_alignments/   # once
     speechmi run experiments/configs/ssl_large_librispeech.py --out runs/ssl_large
 
-Expected cost (an estimate from FLOP and byte counts, not a measurement): ~1.2 h of audio,
-~1.2 PFLOP for the four encoder passes and ~7 PFLOP of estimator training, i.e. ~45-90 min on
-one A100/H100 GPU or a TPU v4-8/v5e-8, dominated by feature-cache I/O (~22 GB float16 per
-encoder: put ``cache_dir`` on a disk with ~90 GB free) and compilation.
+Expected cost (an estimate from FLOP and byte counts, not a measurement): the same ~2.4 h of
+audio; ~1.3 PFLOP for the four encoder passes and ~9 PFLOP of estimator training (probes ~4,
+linear CTC ~4.6, InfoNCE ~0.4), a few minutes of compute on one H100 or a TPU v4-8 at 30% of
+peak; ~45-90 min of wall time there, for feature-cache I/O (~22 GB float16 written and ~90 GB
+read per encoder: put ``cache_dir`` on a disk with ~90 GB free) and compilation.
 
     speechmi run experiments/configs/ssl_large_librispeech.py --smoke --out runs/ssl_large_smoke
 
 runs the same path on the bundled corpus with randomly initialised encoders of the same four
-architectures (~20-30 min on a 2-core CPU); with tiny pre-LN checkpoints it takes ~1 min:
+architectures (~10-20 min on a 2-core CPU, an estimate); with tiny pre-LN checkpoints it takes ~1 min:
 
     python experiments/tiny_checkpoints.py /tmp/tiny --large   # prints --set encoders="[...]"
     speechmi run experiments/configs/ssl_large_librispeech.py --smoke --set encoders="[...]"

@@ -12,8 +12,10 @@ is also the only 8 kHz channel).
 
     speechmi run experiments/configs/whisper_bundled.py --out runs/whisper
 
-Expected cost: ~15-25 min on a 2-core CPU (an estimate: the demo, which holds tiny.en only,
-takes ~6-9 min there; base has ~5x tiny.en's encoder FLOPs); ~2-4 min on one GPU/TPU.
+Expected cost (an estimate from FLOP counts, not a measurement): Whisper encodes 30 s windows,
+so 660 utterances cost ~15 TFLOP per tiny.en pass and ~57 TFLOP per base pass, ~145 TFLOP
+for the four; ~40-60 min on a 2-core CPU (the demo, ~30 TFLOP, takes ~6-9 min there) and
+~3-5 min on one GPU or TPU.
 
     speechmi run experiments/configs/whisper_bundled.py --smoke --out runs/whisper_smoke
 
