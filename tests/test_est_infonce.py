@@ -71,7 +71,7 @@ def test_context_view_shapes_and_values():
 def test_too_few_pairs_for_k():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 300, 3)).astype(np.float32)
-    with pytest.raises(ValueError, match=r"pairs in split 'test' has 100 items: expected at least 128"):
+    with pytest.raises(ValueError, match=r"pairs in split 'dev' has 20 items: expected at least 128 \(one block of K=128"):
         smi.infonce_mi(a[:200], b[:200], a[200:], b[200:], k=128, **ONE)
     with pytest.raises(ValueError, match=r"b has shape \(3, 300, 3\): expected 2 or 1 layers"):
         api.infonce_bank(np.stack([a, a]), np.stack([b, b, b]), np.arange(300), np.zeros(300, int))
