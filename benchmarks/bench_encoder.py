@@ -1,0 +1,127 @@
+"""HuBERT-base forward on 10 s of audio: our Flax encoder vs transformers' PyTorch model.
+
+Both run batch 1, float32, random weights, in this process, with the same thread count;
+repetitions are interleaved (ours, torch, ours, torch, ...) and medians reported, so load
+from other processes hits both alike. Also reports achieved GFLOP/s (FLOPs counted
+analytically from the architecture) against a float32 matmul peak measured here with a
+large ``jnp.dot``.
+
+    python benchmarks/bench_encoder.py [--seconds 10] [--reps 7]
+
+Takes ~2-4 min on a 2-core CPU (compile ~10 s, each forward a few seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from speechmi_jax.encoders import wav2vec2
+
+
+def forward_flops(arch: wav2vec2.Arch, num_samples: int) -> dict[str, float]:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass, by part; norms/activations excluded."""
+    flops, n, c_in = {}, num_samples, 1
+    stem = 0.0
+    for c, k, s in zip(arch.conv_dim, arch.conv_kernel, arch.conv_stride):
+        n = (n - k) // s + 1
+        stem += 2.0 * n * k * c_in * c
+        c_in = c
+    t, d, ff = n, arch.hidden_size, arch.intermediate_size
+    flops["conv stem"] = stem
+    flops["feature projection"] = 2.0 * t * c_in * d
+    flops["positional conv"] = 2.0 * t * arch.pos_conv_kernel * (d // arch.pos_conv_groups) * d * arch.pos_conv_layers
+    flops["attention projections"] = arch.num_layers * 2.0 * t * 4 * d * d
+    flops["attention scores"] = arch.num_layers * 2.0 * 2 * t * t * d
+    flops["feed-forward"] = arch.num_layers * 2.0 * t * 2 * d * ff
+    return flops
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of a jitted float32 [n, n] x [n, n] jnp.dot (median of reps)."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, a).block_until_ready()
+    times = [_time(lambda: dot(a, a).block_until_ready()) for _ in range(reps)]
+    return 2.0 * n**3 / statistics.median(times) / 1e9
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--arch", default="hubert-base")
+    args = parser.parse_args()
+
+    import torch
+    import transformers
+
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    num_samples = int(args.seconds * wav2vec2.SAMPLE_RATE)
+    x = np.random.default_rng(0).standard_normal((1, num_samples)).astype(np.float32)
+    lengths = np.array([num_samples], np.int32)
+
+    enc = wav2vec2.random_wav2vec2_family(args.arch, seed=0)
+    arch = wav2vec2.arch_from_config(enc.config)
+    xj, lj = jnp.asarray(x), jnp.asarray(lengths)
+    start = time.perf_counter()
+    enc(xj, lj).hidden_states.block_until_ready()
+    compile_s = time.perf_counter() - start
+
+    model_cls = {"hubert": "HubertModel", "wav2vec2": "Wav2Vec2Model", "wavlm": "WavLMModel",
+                 "data2vec-audio": "Data2VecAudioModel"}[arch.model_type]
+    model = getattr(transformers, model_cls)(enc.config).eval()
+    xt = torch.from_numpy(x)
+
+    def run_torch():
+        with torch.no_grad():
+            model(xt, output_hidden_states=True)
+
+    def run_ours():
+        enc(xj, lj).hidden_states.block_until_ready()
+
+    run_torch()
+    ours, ref = [], []
+    for _ in range(args.reps):
+        ours.append(_time(run_ours))
+        ref.append(_time(run_torch))
+    peak = matmul_peak()
+    t_ours, t_ref = statistics.median(ours), statistics.median(ref)
+    flops = forward_flops(arch, num_samples)
+    total = sum(flops.values())
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"machine: {cpu}, {threads} threads; jax {jax.__version__}, torch {torch.__version__}")
+    print(f"{args.arch}, batch 1, {args.seconds:g} s audio, float32, {args.reps} interleaved reps")
+    print(f"compile (ours, first call): {compile_s:.1f} s")
+    print(f"ours  (jit, warm): median {t_ours * 1e3:8.1f} ms   all: {[round(t * 1e3) for t in ours]}")
+    print(f"torch (eval):      median {t_ref * 1e3:8.1f} ms   all: {[round(t * 1e3) for t in ref]}")
+    print(f"speed-up vs torch: {t_ref / t_ours:.2f}x")
+    print(f"forward FLOPs: {total / 1e9:.1f} GFLOP "
+          + ", ".join(f"{k} {v / total:.0%}" for k, v in flops.items()))
+    print(f"matmul peak (jnp.dot 2048^2 f32): {peak:.1f} GFLOP/s")
+    print(f"achieved: ours {total / t_ours / 1e9:.1f} GFLOP/s = {total / t_ours / 1e9 / peak:.0%} of peak; "
+          f"torch {total / t_ref / 1e9:.1f} GFLOP/s = {total / t_ref / 1e9 / peak:.0%}")
+
+
+if __name__ == "__main__":
+    main()
