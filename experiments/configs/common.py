@@ -15,7 +15,8 @@ MEASURES = ["phone", "speaker", "infonce_next_k", "infonce_input", "ctc"]
 LIBRISPEECH_MEASURES = [m for m in MEASURES if m != "speaker"]
 
 
-def base_config(encoders, corpus: str, measures=MEASURES, speaker_domain=None):
+def base_config(encoders, corpus: str, measures=MEASURES, speaker_domain=None,
+                max_train_frames: int = 0):
     """The full-size settings: every layer of every encoder, every measure, 95% bootstrap CIs.
 
     Probes: L-BFGS, 100 full-batch steps, l2 in {0, 1e-4, 1e-3} chosen per layer on dev.
@@ -33,6 +34,8 @@ def base_config(encoders, corpus: str, measures=MEASURES, speaker_domain=None):
     c.whisper_window_seconds = 30.0
     c.measures = list(measures)
     c.speaker_domain = speaker_domain
+    # Probes train on at most this many frames (a seeded subset; 0 = all); dev/test: all frames.
+    c.max_train_frames = max_train_frames
     c.cache_dir = ""  # default <out>/cache
     c.progress = True
     c.seed = 0
