@@ -162,7 +162,7 @@ def _estimate_records(encoder, est, mi_measure, acc_measure=None):
                            ceiling_bits=e.ceiling_bits, lr=e.lr, l2=e.l2, step=e.step,
                            n_test=e.n_test, accuracy=e.accuracy))
         if acc_measure is not None:
-            out.append(_record(encoder, e.layer, acc_measure, e.accuracy, (e.accuracy, e.accuracy),
+            out.append(_record(encoder, e.layer, acc_measure, e.accuracy, e.accuracy_ci,
                                "fraction", n_test=e.n_test))
     return out
 
@@ -185,9 +185,23 @@ def seen_in_train(y: np.ndarray, splits: np.ndarray, what: str) -> np.ndarray:
     return np.where(unseen, -1, y).astype(np.int32)
 
 
+def cap_training_frames(y: np.ndarray, splits: np.ndarray, max_frames: int, seed: int) -> np.ndarray:
+    """Keeps at most ``max_frames`` labelled training frames (a seeded random subset; the rest
+    become -1). Dev and test frames are all kept, so the reported figure uses every held-out
+    frame; the probe's training cost stops growing with the corpus."""
+    train = np.flatnonzero((splits == "train") & (y >= 0))
+    if not max_frames or train.size <= max_frames:
+        return y
+    drop = np.random.default_rng(seed).choice(train, train.size - max_frames, replace=False)
+    y = y.copy()
+    y[drop] = -1
+    return y
+
+
 def measure_phone(fs, cfg, ckpt):
     from speechmi_jax.estimators import api
     y = seen_in_train(fs.phone, _frame_splits(fs), "phone probe")
+    y = cap_training_frames(y, _frame_splits(fs), cfg.max_train_frames, cfg.seed)
     est = api.probe_bank(fs.hidden, y, fs.utt_index, _frame_splits(fs),
                          num_classes=len(fs.phone_set), checkpoint_dir=ckpt, **cfg.probe)
     return est
@@ -210,6 +224,7 @@ def speaker_labels(fs, corpus, speaker_domain):
 def measure_speaker(fs, corpus, cfg, ckpt):
     from speechmi_jax.estimators import api
     y, names = speaker_labels(fs, corpus, cfg.speaker_domain)
+    y = cap_training_frames(y, _frame_splits(fs), cfg.max_train_frames, cfg.seed)
     return api.probe_bank(fs.hidden, y, fs.utt_index, _frame_splits(fs), num_classes=len(names),
                           checkpoint_dir=ckpt, **cfg.probe), names
 

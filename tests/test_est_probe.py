@@ -33,6 +33,12 @@ def test_large_n_matches_truth(task):
     h = -(p * np.log(p)).sum() + 3 / (2 * ys.size)
     assert est.h_y_bits == pytest.approx(units.nats_to_bits(h), abs=1e-9)
     assert 0.25 < est.accuracy < 1.0
+    # Accuracy's interval: the group bootstrap of a mean of 0/1 items over 20000 singleton
+    # groups has half-width ~ 1.96 * sqrt(a (1 - a) / N).
+    lo, hi = est.accuracy_ci
+    half = 1.96 * np.sqrt(est.accuracy * (1 - est.accuracy) / ys.size)
+    assert lo < est.accuracy < hi
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.2)
 
 
 def test_small_n_not_above_truth(task):

@@ -51,6 +51,7 @@ class MIEstimate:
     n_test: int
     layer: int | None = None
     accuracy: float | None = None
+    accuracy_ci: tuple[float, float] | None = None
     h_y_bits: float | None = None
     log2_k: float | None = None
 
@@ -228,7 +229,11 @@ def probe_bank(
                 ceiling_bits=float(units.nats_to_bits(h_y)), nats=nats,
                 lr=pt["lr"] if optimizer == "adam" else None, l2=pt["l2"], seed=pt["seed"],
                 step=int(res.step[j]), n_test=int(ce.size), layer=chunk.start + j,
-                accuracy=float(res.test["correct"][j].mean()), h_y_bits=float(units.nats_to_bits(h_y)),
+                accuracy=float(res.test["correct"][j].mean()),
+                # 0 - mean(-correct) = mean(correct): the same group bootstrap as the bound.
+                accuracy_ci=bootstrap.mean_ci(-np.asarray(res.test["correct"][j], np.float64), g_test,
+                                              level=ci_level, num_replicates=num_bootstrap, seed=seed),
+                h_y_bits=float(units.nats_to_bits(h_y)),
             ))
     return out
 
