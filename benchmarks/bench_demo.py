@@ -6,7 +6,7 @@ in encoder forward passes vs estimators, and the encoder cost per hour of audio 
 
 Part 1 runs the demo in a subprocess (cold: a fresh run directory and feature cache) and reads
 the per-stage timings the pipeline records in results.json. Part 2 times one jitted forward
-pass (warm, median of repeats) of each encoder size on 8 x 10 s of audio and extrapolates to
+pass (warm, median of repeats) of each encoder size on 2 x 10 s of audio and extrapolates to
 one hour of audio: encoder-forward seconds per audio hour on this machine. Whisper encodes
 30 s windows whatever the utterance length, so its cost is per 30 s window.
 """
@@ -53,7 +53,7 @@ def run_demo(out: Path, smoke: bool) -> dict:
             "per_encoder": timings, "corpus": meta["corpus"]}
 
 
-def encoder_cost(names, batch: int = 8, seconds: float = 10.0, repeats: int = 3) -> list[dict]:
+def encoder_cost(names, batch: int = 2, seconds: float = 10.0, repeats: int = 3) -> list[dict]:
     import jax
 
     from speechmi_jax import load_encoder
@@ -101,7 +101,7 @@ def main():
     names = (["logmel", "random:whisper-tiny"] if args.smoke else
              ["logmel", "mfcc", "random:whisper-tiny", "random:whisper-base", "random:hubert-base",
               "random:wav2vec2-large"])
-    print("encoder forward cost (8 x 10 s, warm, median of 3):")
+    print("encoder forward cost (2 x 10 s, warm, median of 3):")
     print("| encoder | layers x dim | s per audio hour |")
     print("| --- | --- | --- |")
     for r in encoder_cost(names):
