@@ -86,15 +86,6 @@ class FrameView:
         raise TypeError(f"FrameView supports [layers] and [:, items], got {key!r}")
 
 
-def next_k_pairs(utt_offsets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frame index pairs (t, t + k) that stay inside one utterance -> (a [P], b [P])."""
-    if k < 1:
-        raise ValueError(f"k = {k} frames: expected >= 1")
-    a = [np.arange(s, e - k) for s, e in zip(utt_offsets[:-1], utt_offsets[1:]) if e - s > k]
-    a = np.concatenate(a) if a else np.zeros(0, np.int64)
-    return a, a + k
-
-
 def input_context(fs, lm, context_s: float) -> np.ndarray:
     """For each frame of ``fs``, the log-mel frames of ``lm`` within ``context_s`` of its centre.
 
@@ -237,9 +228,9 @@ def _subsample(idx: np.ndarray, max_items: int, seed: int) -> np.ndarray:
 
 
 def measure_infonce_next(fs, cfg, ckpt):
-    from speechmi_jax.estimators import api
+    from speechmi_jax.estimators import api, views
     k = max(1, int(round(cfg.infonce.next_k_seconds * fs.encoder["frame_rate"])))
-    ia, ib = next_k_pairs(fs.utt_offsets, k)
+    ia, ib, _ = views.shift_pairs(fs.utt_offsets, k)
     keep = _subsample(np.arange(ia.size), cfg.infonce.max_pairs, cfg.seed)
     ia, ib = ia[keep], ib[keep]
     opts = {k_: v for k_, v in cfg.infonce.items() if k_ not in ("next_k_seconds", "max_pairs", "input_context_s")}

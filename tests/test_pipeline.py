@@ -15,15 +15,6 @@ from speechmi_jax import cli, pipeline
 from speechmi_jax.configs import demo
 
 
-def test_next_k_pairs_stay_inside_utterances():
-    offsets = np.array([0, 5, 7, 12])  # utterances of 5, 2 and 5 frames
-    a, b = pipeline.next_k_pairs(offsets, 2)
-    np.testing.assert_array_equal(a, [0, 1, 2, 7, 8, 9])
-    np.testing.assert_array_equal(b, [2, 3, 4, 9, 10, 11])
-    with pytest.raises(ValueError, match="k = 0"):
-        pipeline.next_k_pairs(offsets, 0)
-
-
 def test_frame_view_gathers_rows_like_fancy_indexing():
     hidden = np.arange(3 * 10 * 2, dtype=np.float32).reshape(3, 10, 2)
     frames = np.array([9, 2, 4, 4, 0])
