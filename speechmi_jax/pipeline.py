@@ -22,7 +22,8 @@ Decisions taken here (and nowhere else):
 * **Speaker measure** uses the synthetic, same-channel speakers only when ``speaker_domain``
   is set: a band-limited real recording among synthetic voices would be identified by its
   channel, not its voice (the bundled corpus marks ``domain`` and ``channel`` per utterance).
-  Speaker labels are on speech frames (silence excluded).
+  Speaker labels are on speech frames (silence excluded). Its interval resamples test
+  utterances within each speaker (the test set's speaker composition is fixed by design).
 * **InfoNCE views.** ``infonce_next_k``: pairs (z_t, z_{t+k}) of one layer inside one utterance,
   ``k = round(next_k_seconds * frame_rate)``. ``infonce_input``: z_t against the log-mel
   frames within ``input_context_s`` of the frame's centre (stacked), the same input for every
@@ -216,8 +217,10 @@ def measure_speaker(fs, corpus, cfg, ckpt):
     from speechmi_jax.estimators import api
     y, names = speaker_labels(fs, corpus, cfg.speaker_domain)
     y = cap_training_frames(y, _frame_splits(fs), cfg.max_train_frames, cfg.seed)
+    # A test set's speakers and their share of it are chosen by design (every utterance has one
+    # speaker), so the interval resamples utterances within each speaker.
     return api.probe_bank(fs.hidden, y, fs.utt_index, _frame_splits(fs), num_classes=len(names),
-                          checkpoint_dir=ckpt, **cfg.probe), names
+                          checkpoint_dir=ckpt, stratify_ci=True, **cfg.probe), names
 
 
 def _subsample(idx: np.ndarray, max_items: int, seed: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from speechmi_jax.analysis import results
-from speechmi_jax.estimators import ctc
+from speechmi_jax.estimators import bootstrap, ctc
 
 NUM_PHONES = 6   # ids 0..4 phones, 5 = silence
 SIL = 5
@@ -50,11 +50,11 @@ def test_ctc_targets_merge_runs_then_drop_silence_and_unlabelled():
     assert ctc.ctc_targets([], SIL).size == 0
 
 
-def test_ratio_bootstrap_brackets_the_estimate():
+def test_ratio_ci_brackets_the_estimate():
     rng = np.random.default_rng(1)
     den = rng.integers(5, 30, size=(2, 300))
     num = np.stack([np.round(0.2 * den[0]), rng.binomial(den[1], 0.5)])
-    lo, hi = ctc.ratio_bootstrap(num, den, num_bootstrap=500, ci_level=0.95, seed=0)
+    lo, hi = bootstrap.ratio_ci(num, den, level=0.95, num_replicates=500, seed=0)
     point = num.sum(-1) / den.sum(-1)
     assert np.all(lo <= point) and np.all(point <= hi)
     # Binomial(0.5) per phone: the CI half-width is about 1.96 * sqrt(.25 / n_phones).

@@ -53,6 +53,7 @@ def test_independent_views_near_zero():
     # dev picks it or a slightly trained critic.
     assert abs(est.bits) < 0.01, est
     assert est.ci[0] <= 1e-6 and est.ci[1] >= -1e-6, est
+    assert est.ci[0] <= est.bits <= est.ci[1], est
 
 
 def test_context_view_shapes_and_values():

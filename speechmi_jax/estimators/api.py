@@ -25,7 +25,7 @@ from speechmi_jax import units
 from speechmi_jax.estimators import bootstrap, validate
 from speechmi_jax.estimators.bank import Grid
 from speechmi_jax.estimators.infonce import CRITICS, infonce_problem, infonce_problem_shared_b
-from speechmi_jax.estimators.probe import PROBES, entropy_from_counts, label_entropy, log_prior, probe_problem
+from speechmi_jax.estimators.probe import PROBES, label_entropy, log_prior, probe_problem
 from speechmi_jax.estimators.train import TrainConfig, fit_bank
 
 SPLITS = ("train", "dev", "test")
@@ -161,6 +161,7 @@ def probe_bank(
     entropy_estimator: str = "miller_madow",
     num_bootstrap: int = 1000,
     ci_level: float = 0.95,
+    stratify_ci: bool = False,
     checkpoint_dir=None,
     checkpoint_every: int | None = None,
     mesh_shape=None,
@@ -177,7 +178,10 @@ def probe_bank(
     learning_rates; default 2000 steps, batch_size None = full batch). l2: grid of penalties
     0.5 * l2 * |W|^2. Probes start at the training label prior (W = 0), which is a candidate at
     step 0. H(Y): `entropy_estimator` ("miller_madow" or "plugin", see probe.py) of the test labels;
-    CE on the same test items. Returns one MIEstimate per layer.
+    CE on the same test items. The interval resamples test groups (see bootstrap.probe_bound_ci);
+    stratify_ci=True resamples them within each label, for test sets whose label composition is
+    fixed by design (every group must carry one label, e.g. speakers). Returns one MIEstimate per
+    layer.
     """
     if probe not in PROBES:
         raise ValueError(f"probe={probe!r}: expected one of {PROBES}")
@@ -206,7 +210,6 @@ def probe_bank(
     chunks = _layer_chunks(num_layers, layer_chunk, 4 * dim * sum(i.size for i in idx), max_resident_bytes)
     y_test, g_test = y[idx[2]], groups[idx[2]]
     h_y = label_entropy(y_test, num_classes, entropy_estimator)
-    entropy = lambda counts: entropy_from_counts(counts, entropy_estimator)
 
     out = []
     for chunk in chunks:
@@ -219,9 +222,11 @@ def probe_bank(
                        identity_extra={"layers": [chunk.start, chunk.stop]})
         for j in range(chunk.stop - chunk.start):
             ce = res.test["loss"][j]
-            nats = h_y - float(ce.mean())
-            lo, hi = bootstrap.probe_bound_ci(ce, y_test, num_classes, g_test, entropy, level=ci_level,
-                                              num_replicates=num_bootstrap, seed=seed)
+            nats, (lo, hi) = bootstrap.probe_bound_ci(ce, y_test, g_test, h_y, stratify=stratify_ci,
+                                                      level=ci_level, num_replicates=num_bootstrap,
+                                                      seed=seed)
+            accuracy, accuracy_ci = bootstrap.mean_ci(res.test["correct"][j], g_test, level=ci_level,
+                                                      num_replicates=num_bootstrap, seed=seed)
             pt = grid.point(int(res.choice[j]))
             out.append(MIEstimate(
                 measure=f"probe_{probe}", bits=float(units.nats_to_bits(nats)),
@@ -229,10 +234,7 @@ def probe_bank(
                 ceiling_bits=float(units.nats_to_bits(h_y)), nats=nats,
                 lr=pt["lr"] if optimizer == "adam" else None, l2=pt["l2"], seed=pt["seed"],
                 step=int(res.step[j]), n_test=int(ce.size), layer=chunk.start + j,
-                accuracy=float(res.test["correct"][j].mean()),
-                # 0 - mean(-correct) = mean(correct): the same group bootstrap as the bound.
-                accuracy_ci=bootstrap.mean_ci(-np.asarray(res.test["correct"][j], np.float64), g_test,
-                                              level=ci_level, num_replicates=num_bootstrap, seed=seed),
+                accuracy=accuracy, accuracy_ci=accuracy_ci,
                 h_y_bits=float(units.nats_to_bits(h_y)),
             ))
     return out
@@ -359,9 +361,8 @@ def infonce_bank(
                        identity_extra={"layers": [chunk.start, chunk.stop]})
         for j in range(chunk.stop - chunk.start):
             losses = res.test["loss"][j]
-            nats = log_k - float(losses.mean())
-            lo, hi = bootstrap.mean_ci(losses, groups[idx[2]], level=ci_level, num_replicates=num_bootstrap,
-                                       seed=seed, offset=log_k)
+            nats, (lo, hi) = bootstrap.mean_ci(losses, groups[idx[2]], offset=log_k, sign=-1.0,
+                                               level=ci_level, num_replicates=num_bootstrap, seed=seed)
             pt = grid.point(int(res.choice[j]))
             out.append(MIEstimate(
                 measure=f"infonce_{critic}", bits=float(units.nats_to_bits(nats)),

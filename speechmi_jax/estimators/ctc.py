@@ -41,6 +41,7 @@ import numpy as np
 import optax
 
 from speechmi_jax import frames
+from speechmi_jax.estimators import bootstrap
 
 BLANK = 0
 log = logging.getLogger("speechmi_jax.ctc")
@@ -118,22 +119,6 @@ def greedy_decode(logits, mask):
     rows = jnp.arange(pred.shape[0])[:, None]
     out = jnp.zeros_like(pred).at[rows, pos].set(pred - 1, mode="drop")
     return out, keep.sum(axis=1).astype(jnp.int32)
-
-
-def ratio_bootstrap(num, den, *, num_bootstrap: int, ci_level: float, seed: int):
-    """Percentile bootstrap of ``sum(num) / sum(den)`` over rows -> (lo, hi) arrays [...].
-
-    ``num, den: [..., U]`` (e.g. per-utterance edits and reference lengths per layer); the
-    same ``num_bootstrap`` resamples of the U rows serve every leading index (paired).
-    """
-    num = np.asarray(num, np.float64)
-    den = np.asarray(den, np.float64)
-    u = num.shape[-1]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, u, size=(num_bootstrap, u))
-    ratios = num[..., idx].sum(-1) / np.maximum(den[..., idx].sum(-1), 1e-12)  # [..., R]
-    alpha = (1.0 - ci_level) / 2.0
-    return np.quantile(ratios, alpha, axis=-1), np.quantile(ratios, 1.0 - alpha, axis=-1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -482,8 +467,7 @@ def ctc_per_bank(
     n_l = layers.size
     choice = np.argmin(best_dev, axis=1)                                       # [L]
     chosen = edits[np.arange(n_l), choice]                                     # [L, U]
-    lo, hi = ratio_bootstrap(chosen, np.broadcast_to(ref_lens, chosen.shape),
-                             num_bootstrap=num_bootstrap, ci_level=ci_level, seed=seed)
+    lo, hi = bootstrap.ratio_ci(chosen, ref_lens, level=ci_level, num_replicates=num_bootstrap, seed=seed)
     total = max(int(ref_lens.sum()), 1)
     results = []
     for i, layer in enumerate(layers):
