@@ -76,6 +76,12 @@ def test_sigkill_resume_then_corrupt_fallback(tmp_path, reference):
     assert f"checkpoint {ckpt.absolute() / str(steps[-1])}" in stderr
     assert "falling back to the previous checkpoint" in stderr
     assert rerun == reference
+    # The bad step was set aside (not deleted) and saved afresh by the replay: a third run
+    # restores it without a warning.
+    assert (ckpt / f"corrupt-{steps[-1]}" / "state").is_dir()
+    assert _steps(ckpt)[-1] == steps[-1]
+    third, stderr = _run(tmp_path, str(ckpt))
+    assert "falling back" not in stderr and third == reference
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path):

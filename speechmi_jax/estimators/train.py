@@ -12,7 +12,8 @@
   best-so-far) is saved with an Orbax ``CheckpointManager``, together with a JSON record of the
   run's identity (problem, grid, data fingerprint) and a checksum of the state. On start, the
   newest checkpoint whose identity matches is restored; one that cannot be read or whose checksum
-  fails is skipped with a warning and the previous one is tried.
+  fails is moved aside to ``corrupt-<step>`` with a warning and the previous one is tried (the
+  replayed run then saves that step afresh).
 
 A resumed run replays exactly the computation of an uninterrupted one (batches are a function of
 (key, step)), so on the same mesh its estimates are bitwise identical.
@@ -150,15 +151,28 @@ class _Checkpointer:
             step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         )
 
+    def _set_aside(self, step: int, why: str):
+        """Warns and renames a bad step directory to corrupt-<step>[-n] (kept for inspection, no
+        longer a step), so the replayed run can save that step again."""
+        where = self.directory / str(step)
+        target = self.directory / f"corrupt-{step}"
+        n = 0
+        while target.exists():
+            n += 1
+            target = self.directory / f"corrupt-{step}-{n}"
+        where.rename(target)
+        self.manager.reload()
+        warnings.warn(f"checkpoint {where}: {why}; falling back to the previous checkpoint "
+                      f"(the bad one is moved to {target})", stacklevel=4)
+
     def restore_latest(self, abstract_state):
-        """Newest good checkpoint's state, or None. Bad ones are skipped with a warning."""
+        """Newest good checkpoint's state, or None. Bad ones are set aside with a warning."""
         for step in sorted(self.manager.all_steps(), reverse=True):
             where = self.directory / str(step)
             try:
                 meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             except Exception as e:  # noqa: BLE001 - any unreadable record means a bad checkpoint
-                warnings.warn(f"checkpoint {where}: metadata unreadable ({type(e).__name__}: {e}); "
-                              "falling back to the previous checkpoint", stacklevel=3)
+                self._set_aside(step, f"metadata unreadable ({type(e).__name__}: {e})")
                 continue
             if meta.get("identity") != self.identity:
                 raise ValueError(
@@ -171,12 +185,10 @@ class _Checkpointer:
                 )["state"]
                 jax.block_until_ready(state)
             except Exception as e:  # noqa: BLE001
-                warnings.warn(f"checkpoint {where}: state unreadable ({type(e).__name__}: {e}); "
-                              "falling back to the previous checkpoint", stacklevel=3)
+                self._set_aside(step, f"state unreadable ({type(e).__name__}: {e})")
                 continue
             if not _checksums_match(_checksum(state), meta["checksum"]):
-                warnings.warn(f"checkpoint {where}: state checksum mismatch (corrupt files); "
-                              "falling back to the previous checkpoint", stacklevel=3)
+                self._set_aside(step, "state checksum mismatch (corrupt files)")
                 continue
             return state
         return None
