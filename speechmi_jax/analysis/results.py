@@ -73,7 +73,7 @@ def register_measure(name: str, unit: str, *, higher_is_better: bool, kind: str,
 for _args in (
     ("phone_mi", "bits", True, "supervised", "phone MI lower bound H(Y) - CE of a linear probe"),
     ("speaker_mi", "bits", True, "supervised",
-     "speaker MI lower bound H(Y) - CE of a linear probe on mean-pooled utterances"),
+     "speaker MI lower bound H(Y) - CE of a linear probe on speech frames"),
     ("phone_acc", "fraction", True, "supervised", "frame phone accuracy of the linear probe"),
     ("speaker_acc", "fraction", True, "supervised", "speaker accuracy of the linear probe"),
     ("infonce_next_k", "bits", True, "label_free",
