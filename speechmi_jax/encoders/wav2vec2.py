@@ -51,7 +51,7 @@ import numpy as np
 from jax import lax
 
 from speechmi_jax.encoders import checkpoint
-from speechmi_jax.encoders.base import Encoder, EncoderOutput
+from speechmi_jax.encoders.base import Encoder, EncoderOutput, merge_heads, split_heads
 
 logger = logging.getLogger(__name__)
 
@@ -251,11 +251,15 @@ class MaskedChannelNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         x = x.astype(jnp.float32)
-        m = mask[..., None].astype(jnp.float32)
-        count = jnp.maximum(m.sum(axis=1, keepdims=True), 1.0)
-        mean = (x * m).sum(axis=1, keepdims=True) / count
-        var = (jnp.square(x - mean) * m).sum(axis=1, keepdims=True) / count
-        y = (x - mean) * lax.rsqrt(var + self.eps) * scale + bias
+        m = mask.astype(jnp.float32)  # [B, T]
+        count = jnp.maximum(m.sum(axis=1), 1.0)[:, None, None]
+        # Masked sums over time as contractions with the mask: XLA's CPU masked reduce over the
+        # [B, 32000, 512] output of conv 0 took 0.57 s of a 0.83 s stem (10 s of audio).
+        masked_sum = lambda v: jnp.einsum("bt,btc->bc", m, v, precision=lax.Precision.HIGHEST)[:, None]
+        mean = masked_sum(x) / count
+        xc = x - mean
+        var = masked_sum(jnp.square(xc)) / count
+        y = xc * lax.rsqrt(var + self.eps) * scale + bias
         return y.astype(self.dtype)
 
 
@@ -360,10 +364,10 @@ class Attention(nn.Module):
         arch = self.arch
         b, t, d = x.shape
         h, hd = arch.num_heads, arch.head_dim
-        q = _dense(d, "q_proj", self.dtype)(x).reshape(b, t, h, hd)
-        k = _dense(d, "k_proj", self.dtype)(x).reshape(b, t, h, hd)
-        v = _dense(d, "v_proj", self.dtype)(x).reshape(b, t, h, hd)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q * hd**-0.5, k).astype(jnp.float32)
+        q = split_heads(_dense(d, "q_proj", self.dtype)(x), h)  # [B, H, T, hd]
+        k = split_heads(_dense(d, "k_proj", self.dtype)(x), h)
+        v = split_heads(_dense(d, "v_proj", self.dtype)(x), h)
+        logits = ((q * hd**-0.5) @ k.transpose(0, 1, 3, 2)).astype(jnp.float32)  # [B, H, T, T]
         if arch.rel_pos_buckets:
             gates = _dense(8, "gru_rel_pos_linear", self.dtype)(x.reshape(b, t, h, hd))
             gates = jax.nn.sigmoid(gates.astype(jnp.float32).reshape(b, t, h, 2, 4).sum(-1))
@@ -372,7 +376,7 @@ class Attention(nn.Module):
             logits = logits + gate.transpose(0, 2, 1)[..., None] * position_bias[None]
         logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, d)
+        out = merge_heads(weights @ v)
         return _dense(d, "out_proj", self.dtype)(out)
 
 

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from speechmi_jax.encoders import audio_features
-from speechmi_jax.encoders.base import Encoder, EncoderOutput
+from speechmi_jax.encoders.base import Encoder, EncoderOutput, merge_heads, split_heads
 
 SAMPLE_RATE = 16000
 HOP_SAMPLES = 320  # encoder frame hop: 160-sample STFT hop x conv2 stride 2
@@ -127,7 +127,7 @@ def _layer_norm(name: str, dtype) -> nn.LayerNorm:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention without mask: softmax(q k^T / sqrt(d_h)) v, q/k/v [B, T, H, d_h]."""
+    """Multi-head self-attention without mask: softmax(q k^T / sqrt(d_h)) v, q/k/v [B, H, T, d_h]."""
 
     num_heads: int
     dtype: Any = jnp.float32
@@ -137,12 +137,12 @@ class SelfAttention(nn.Module):
         b, t, d = x.shape
         tq = t if num_queries is None else num_queries
         hd = d // self.num_heads
-        q = _dense(d, "q_proj", self.dtype)(x[:, :tq]).reshape(b, tq, self.num_heads, hd)
-        k = _dense(d, "k_proj", self.dtype, use_bias=False)(x).reshape(b, t, self.num_heads, hd)
-        v = _dense(d, "v_proj", self.dtype)(x).reshape(b, t, self.num_heads, hd)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * (hd ** -0.5)
+        q = split_heads(_dense(d, "q_proj", self.dtype)(x[:, :tq]), self.num_heads)  # [B, H, Tq, hd]
+        k = split_heads(_dense(d, "k_proj", self.dtype, use_bias=False)(x), self.num_heads)
+        v = split_heads(_dense(d, "v_proj", self.dtype)(x), self.num_heads)
+        logits = (q @ k.transpose(0, 1, 3, 2)).astype(jnp.float32) * (hd ** -0.5)  # [B, H, Tq, T]
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, tq, d)
+        out = merge_heads(probs @ v)
         return _dense(d, "out_proj", self.dtype)(out)
 
 
