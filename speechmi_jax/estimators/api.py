@@ -181,11 +181,11 @@ def probe_bank(
     rests on where early stopping lands and can be far looser (BENCHMARKS.md, time to converged
     estimates: a weak layer at 16k frames, D=768, C=40 gave -0.003 bits at l2=1e-3 against 1.13
     at the dev-chosen 1e-2). Probes start at the training label prior (W = 0), which is a
-    candidate at step 0. H(Y): `entropy_estimator` ("miller_madow" or "plugin", see probe.py) of the test labels;
-    CE on the same test items. The interval resamples test groups (see bootstrap.probe_bound_ci);
-    stratify_ci=True resamples them within each label, for test sets whose label composition is
-    fixed by design (every group must carry one label, e.g. speakers). Returns one MIEstimate per
-    layer.
+    candidate at step 0. H(Y): `entropy_estimator` ("miller_madow" or "plugin", see probe.py) of
+    the test labels; CE on the same test items. The interval resamples test groups (see
+    bootstrap.probe_bound_ci); stratify_ci=True resamples them within each label, for test sets
+    whose label composition is fixed by design (every group must carry one label, e.g.
+    speakers). Returns one MIEstimate per layer.
     """
     if probe not in PROBES:
         raise ValueError(f"probe={probe!r}: expected one of {PROBES}")
