@@ -11,15 +11,18 @@ Sources:
 Loading reads manifests, alignment files and audio headers; samples are decoded only when
 ``utt.audio`` is read (and not kept), so a large corpus never sits in memory.
 
-Bad items (unreadable or empty audio, alignments past the end of the audio, unknown phone
-symbols, empty alignments) raise an error naming the file; with ``on_error="skip"`` they are
-left out, each reported in ``corpus.skipped`` and logged - never dropped silently.
+Bad items (unreadable, empty, truncated, multi-channel or non-finite audio, alignments past
+the end of the audio, unknown phone symbols, empty alignments) raise an error naming the file;
+with ``on_error="skip"`` they are left out, each reported with its reason in
+``corpus.skipped`` and logged - never dropped silently. Skip mode decodes every file while
+loading, so a fault that only decoding shows (NaN samples, a cut-short FLAC) is skipped there
+rather than failing the run later. A many-utterance alignment file (CTM, 4-column TSV) is read
+once, and one bad utterance in it costs only that utterance.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -160,8 +163,9 @@ def load_corpus(name_or_path: str | os.PathLike = "bundled", *, sample_rate: int
       name_or_path: what to load (see the module docstring).
       sample_rate: rate every utterance's ``audio`` is returned at (the encoder's rate);
         files at other rates are resampled with soxr (logged once per native rate).
-      on_error: ``"raise"`` (default) or ``"skip"`` bad items, reporting each in
-        ``corpus.skipped`` and the log.
+      on_error: ``"raise"`` (default) or ``"skip"`` bad items, reporting each as
+        ``(utt_id, reason)`` in ``corpus.skipped`` and the log. Skip mode implies
+        ``verify_audio``: what it keeps has been decoded once.
       verify_audio: decode every file while loading (catches corrupt data past a valid
         header; costs one read of the corpus).
       alignment_tolerance_s: how far an alignment may run past the end of the audio before
@@ -197,7 +201,8 @@ def corpus_from_manifest(path: str | os.PathLike, *, name: Optional[str] = None,
                          alignment_tolerance_s: float = 0.05) -> Corpus:
     """Builds a corpus from a manifest (see :mod:`speechmi_jax.data.manifest`)."""
     rows = manifest_lib.read_manifest(path)
-    tables = functools.lru_cache(maxsize=8)(_alignment_table)
+    tables = _AlignmentFiles()
+    verify_audio = verify_audio or on_error == "skip"
     utts, skipped = [], []
     seen_rates: set[int] = set()
     for row in rows:
@@ -228,22 +233,46 @@ class EmptyUtteranceError(ValueError):
     """An utterance with no audio samples or no phone segments."""
 
 
-def _alignment_table(path: str, fmt: Optional[str], rate: int):
-    return align_lib.read_alignment_table(path, fmt=fmt or None, sample_rate=rate)
+class _AlignmentFiles:
+    """Reads each alignment file of a manifest once (a CTM or 4-column TSV is shared by many
+    rows): its table, its bad utterances, or the error that makes the whole file unusable."""
+
+    def __init__(self):
+        self._files: dict[tuple, Any] = {}
+
+    def segments(self, path: str, fmt: Optional[str], rate: int, utt_id: str) -> list[Segment]:
+        try:
+            fmt = fmt or align_lib.detect_format(path)
+        except align_lib.AlignmentError:
+            fmt = None  # raised again below, once per file
+        key = (path, fmt, rate if fmt == "phn" else None)  # only .phn files depend on the rate
+        if key not in self._files:
+            bad: dict[str, Exception] = {}
+            try:
+                self._files[key] = (align_lib.read_alignment_table(
+                    path, fmt=fmt, sample_rate=rate, bad=bad), bad)
+            except (align_lib.AlignmentError, phones_lib.UnknownPhoneError, OSError) as e:
+                self._files[key] = e
+        entry = self._files[key]
+        if isinstance(entry, Exception):
+            raise entry
+        table, bad = entry
+        return align_lib.pick_utterance(table, path, utt_id, bad)
 
 
 def _make_utterance(row: dict, sample_rate: int, tables, verify_audio: bool,
                     tolerance_s: float) -> Utterance:
     audio_path = row["audio"]
     info = audio_lib.audio_info(audio_path)
+    audio_lib.require_mono(audio_path, info.channels)
     if info.num_samples == 0:
         raise EmptyUtteranceError(f"{audio_path}: empty audio (0 samples)")
     if verify_audio:
         audio_lib.read_audio(audio_path, sample_rate)
     phones = None
     if row.get("alignment"):
-        table = tables(row["alignment"], row.get("alignment_format") or None, info.sample_rate)
-        segs = align_lib.pick_utterance(table, row["alignment"], row["id"])
+        segs = tables.segments(row["alignment"], row.get("alignment_format") or None,
+                               info.sample_rate, row["id"])
         segs = align_lib.fit_to_duration(segs, info.duration_s, source=row["alignment"],
                                          tolerance_s=tolerance_s)
         if not segs:
