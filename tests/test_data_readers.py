@@ -251,3 +251,88 @@ def test_verify_audio_catches_corrupt_data(tmp_path):
     c = load_corpus(d / "m.tsv", verify_audio=True, on_error="skip")
     assert [u.id for u in c] == ["ok"] and c.skipped[0][0] == "bad"
     assert "bad.flac" in c.skipped[0][1]
+
+
+def _shared_alignment_corpus(d, fmt, n=6, bad="u2"):
+    """n utterances of one audio file, all aligned in one CTM or 4-column TSV file; utterance
+    ``bad`` holds an unknown phone symbol."""
+    d.mkdir(parents=True, exist_ok=True)
+    sf.write(d / "tone.wav", _tone(1.2, 16000), 16000)
+    table = {f"u{i}": [(s, e, "zz" if f"u{i}" == bad and p == "l" else p) for s, e, p in HELLO]
+             for i in range(n)}
+    if fmt == "tsv":
+        al.write_tsv(d / "all.tsv", table)
+    else:
+        (d / "all.ctm").write_text("".join(f"{u} 1 {s:.2f} {e - s:.2f} {p}\n"
+                                           for u, segs in table.items() for s, e, p in segs))
+    (d / "m.tsv").write_text("id\taudio\tspeaker\talignment\n" + "".join(
+        f"{u}\ttone.wav\ts{i % 2}\tall.{fmt}\n" for i, u in enumerate(table)))
+    return d / "m.tsv"
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "ctm"])
+def test_skip_drops_only_the_bad_utterance_of_a_shared_alignment_file(tmp_path, fmt):
+    manifest = _shared_alignment_corpus(tmp_path / fmt, fmt)
+    c = load_corpus(manifest, on_error="skip")
+    assert [u.id for u in c] == ["u0", "u1", "u3", "u4", "u5"]
+    assert [s[0] for s in c.skipped] == ["u2"]
+    assert f"all.{fmt} (u2)" in c.skipped[0][1] and "'zz'" in c.skipped[0][1]
+    _close(c[2].phones, HELLO)
+    # Raise mode names the file, the utterance and the symbol.
+    with pytest.raises(phones.UnknownPhoneError, match=rf"all\.{fmt} \(u2\).*'zz'"):
+        load_corpus(manifest)
+    # A line that names its utterance but cannot be parsed costs that utterance only.
+    if fmt == "tsv":
+        text = (tmp_path / fmt / "all.tsv").read_text().replace("u4\t0.1500", "u4\tx0.15")
+        (tmp_path / fmt / "all.tsv").write_text(text)
+        c = load_corpus(manifest, on_error="skip")
+        assert [s[0] for s in c.skipped] == ["u2", "u4"] and "not numbers" in c.skipped[1][1]
+
+
+def test_shared_alignment_file_is_read_once(tmp_path, monkeypatch):
+    """Every row of the manifest names the same file: it is parsed once, not once per row
+    (which made loading quadratic in the corpus), also when one utterance in it is bad."""
+    manifest = _shared_alignment_corpus(tmp_path, "tsv", n=40)
+    reads = []
+    original = al.read_tsv_table
+    monkeypatch.setattr(al, "read_tsv_table", lambda *a, **k: reads.append(a) or original(*a, **k))
+    c = load_corpus(manifest, on_error="skip")
+    assert len(c) == 39 and len(reads) == 1
+
+
+def _decode_faults(d):
+    """Files whose headers read fine but whose samples are unusable."""
+    d.mkdir(parents=True, exist_ok=True)
+    tone = _tone(1.0, 16000)
+    sf.write(d / "good.wav", tone, 16000)
+    sf.write(d / "nan.wav", np.where(np.arange(tone.size) == 500, np.nan, tone), 16000,
+             subtype="FLOAT")
+    sf.write(d / "stereo.wav", np.stack([tone, tone], axis=1), 16000)
+    for name in ("cutf.flac", "cutw.wav"):
+        sf.write(d / name, tone, 16000)
+        data = (d / name).read_bytes()
+        (d / name).write_bytes(data[: len(data) // 2])  # a copy cut short
+    (d / "m.tsv").write_text("audio\tspeaker\n" + "".join(
+        f"{n}\ta\n" for n in ("good.wav", "nan.wav", "stereo.wav", "cutf.flac", "cutw.wav")))
+    return d / "m.tsv"
+
+
+def test_skip_mode_catches_decode_time_faults(tmp_path):
+    manifest = _decode_faults(tmp_path)
+    c = load_corpus(manifest, on_error="skip")  # no verify_audio: skip mode decodes anyway
+    assert [u.id for u in c] == ["good"]
+    assert [s[0] for s in c.skipped] == ["nan", "stereo", "cutf", "cutw"]
+    assert "nan.wav" in c.skipped[0][1] and "NaN" in c.skipped[0][1]
+    assert "stereo.wav" in c.skipped[1][1] and "2 channels" in c.skipped[1][1]
+    assert "cutf.flac" in c.skipped[2][1] and "truncated" in c.skipped[2][1]
+    assert "cutw.wav" in c.skipped[3][1] and "truncated" in c.skipped[3][1]
+    assert c[0].audio.shape == (16000,)
+
+
+def test_truncated_wav_is_refused_at_load(tmp_path):
+    manifest = _decode_faults(tmp_path)
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([lines[0], lines[-1]]) + "\n")
+    with pytest.raises(ValueError, match=r"cutw\.wav: truncated: the WAV header declares 32000 "
+                                         r"data bytes, the file holds"):
+        load_corpus(manifest)  # raise mode, no verify_audio: the header check is free

@@ -92,10 +92,12 @@ def read_textgrid(path: str | os.PathLike, tier: str = "phones") -> list[Segment
     return normalize_segments(((e.start, e.end, e.label) for e in entries), source=path)
 
 
-def read_ctm(path: str | os.PathLike) -> dict[str, list[Segment]]:
+def read_ctm(path: str | os.PathLike,
+             bad: Optional[dict[str, Exception]] = None) -> dict[str, list[Segment]]:
     """Reads a phone-level CTM: ``<utt> <channel> <start_s> <duration_s> <phone> [conf]``.
 
-    Returns ``{utterance id: segments}``; lines starting with ``;;`` are comments.
+    Returns ``{utterance id: segments}``; lines starting with ``;;`` are comments. ``bad``:
+    see :func:`read_alignment_table`.
     """
     path = os.fspath(path)
     raw: dict[str, list] = {}
@@ -105,16 +107,42 @@ def read_ctm(path: str | os.PathLike) -> dict[str, list[Segment]]:
             if not parts or parts[0].startswith(";;"):
                 continue
             if len(parts) not in (5, 6):
-                raise AlignmentError(f"{path}:{n}: expected 5 or 6 CTM fields "
-                                     f"(utt channel start duration phone [conf]), got {line!r}")
+                _line_fault(bad, parts[0], AlignmentError(
+                    f"{path}:{n}: expected 5 or 6 CTM fields (utt channel start duration "
+                    f"phone [conf]), got {line!r}"))
+                continue
             try:
                 start, dur = float(parts[2]), float(parts[3])
             except ValueError:
-                raise AlignmentError(f"{path}:{n}: start/duration are not numbers: "
-                                     f"{line!r}") from None
+                _line_fault(bad, parts[0], AlignmentError(
+                    f"{path}:{n}: start/duration are not numbers: {line!r}"))
+                continue
             raw.setdefault(parts[0], []).append((start, start + dur, parts[4]))
-    return {u: normalize_segments(sorted(s, key=lambda x: x[0]), source=f"{path} ({u})")
-            for u, s in raw.items()}
+    return _normalize_table({u: sorted(s, key=lambda x: x[0]) for u, s in raw.items()}, path, bad)
+
+
+def _line_fault(bad: Optional[dict], utt_id: Optional[str], error: AlignmentError) -> None:
+    """A bad line of a many-utterance file: raise, or mark the utterance it names as bad."""
+    if bad is None or utt_id is None:
+        raise error
+    bad.setdefault(utt_id, error)
+
+
+def _normalize_table(raw: dict, path: str, bad: Optional[dict]) -> dict:
+    """``normalize_segments`` per utterance; with ``bad``, a failing utterance is left out and
+    its error kept in ``bad`` (so is an utterance already marked bad by :func:`_line_fault`)."""
+    out = {}
+    for key, segments in raw.items():
+        if bad is not None and key in bad:
+            continue
+        try:
+            out[key] = normalize_segments(segments,
+                                          source=path if key is None else f"{path} ({key})")
+        except (AlignmentError, phones_lib.UnknownPhoneError) as e:
+            if bad is None or key is None:
+                raise
+            bad[key] = e
+    return out
 
 
 def read_timit_phn(path: str | os.PathLike, sample_rate: int = 16000) -> list[Segment]:
@@ -137,12 +165,14 @@ def read_timit_phn(path: str | os.PathLike, sample_rate: int = 16000) -> list[Se
     return normalize_segments(raw, source=path)
 
 
-def read_tsv_table(path: str | os.PathLike) -> dict[Optional[str], list[Segment]]:
+def read_tsv_table(path: str | os.PathLike,
+                   bad: Optional[dict[str, Exception]] = None) -> dict[Optional[str], list[Segment]]:
     """Reads a TSV alignment -> ``{utterance id: segments}``.
 
     Two layouts: ``start_s end_s phone`` (one utterance; key ``None``) or
     ``utt_id start_s end_s phone`` (many utterances, grouped by id). A header line naming the
-    columns is optional; lines starting with ``#`` are comments.
+    columns is optional; lines starting with ``#`` are comments. ``bad``: see
+    :func:`read_alignment_table`.
     """
     path = os.fspath(path)
     raw: dict[Optional[str], list] = {}
@@ -155,28 +185,32 @@ def read_tsv_table(path: str | os.PathLike) -> dict[Optional[str], list[Segment]
                 continue
             if width is None:
                 width = len(row)
-            if len(row) != width or width not in (3, 4):
-                raise AlignmentError(f"{path}:{n}: expected 3 (start_s, end_s, phone) or 4 "
-                                     f"(utt_id, start_s, end_s, phone) tab-separated fields "
-                                     f"on every line, got {row!r}")
+                if width not in (3, 4):
+                    raise AlignmentError(f"{path}:{n}: expected 3 (start_s, end_s, phone) or 4 "
+                                         f"(utt_id, start_s, end_s, phone) tab-separated "
+                                         f"fields, got {row!r}")
             key = row[0] if width == 4 else None
+            if len(row) != width:
+                _line_fault(bad, key, AlignmentError(
+                    f"{path}:{n}: expected {width} tab-separated fields as on the first line, "
+                    f"got {row!r}"))
+                continue
             try:
                 raw.setdefault(key, []).append((float(row[-3]), float(row[-2]), row[-1]))
             except ValueError:
-                raise AlignmentError(f"{path}:{n}: start/end are not numbers: {row!r}") from None
-    return {k: normalize_segments(v, source=path if k is None else f"{path} ({k})")
-            for k, v in raw.items()}
+                _line_fault(bad, key, AlignmentError(
+                    f"{path}:{n}: start/end are not numbers: {row!r}"))
+    return _normalize_table(raw, path, bad)
 
 
-def read_tsv(path: str | os.PathLike, utt_id: Optional[str] = None) -> list[Segment]:
-    """Reads one utterance from a TSV alignment (see :func:`read_tsv_table`)."""
-    return pick_utterance(read_tsv_table(path), path, utt_id)
-
-
-def pick_utterance(table: dict, path, utt_id: Optional[str]) -> list[Segment]:
-    """One utterance's segments from a table read by :func:`read_alignment_table`."""
+def pick_utterance(table: dict, path, utt_id: Optional[str],
+                   bad: Optional[dict[str, Exception]] = None) -> list[Segment]:
+    """One utterance's segments from a table read by :func:`read_alignment_table`; an
+    utterance recorded in ``bad`` raises its own error."""
     if None in table:
         return table[None]
+    if bad and utt_id in bad:
+        raise bad[utt_id]
     if utt_id is None:
         if len(table) != 1:
             raise AlignmentError(f"{path}: holds {len(table)} utterances; name one with utt_id")
@@ -206,19 +240,27 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def read_alignment_table(path: str | os.PathLike, *, fmt: Optional[str] = None,
-                         sample_rate: int = 16000,
-                         tier: str = "phones") -> dict[Optional[str], list[Segment]]:
+                         sample_rate: int = 16000, tier: str = "phones",
+                         bad: Optional[dict[str, Exception]] = None
+                         ) -> dict[Optional[str], list[Segment]]:
     """Reads an alignment file -> ``{utterance id: segments}``; single-utterance formats
-    (TextGrid, TIMIT ``.phn``, 3-column TSV) use the key ``None``."""
+    (TextGrid, TIMIT ``.phn``, 3-column TSV) use the key ``None``.
+
+    Without ``bad``, the first bad utterance raises. With a dict ``bad``, a many-utterance
+    file (CTM, 4-column TSV) keeps its good utterances: each bad one (unknown phone symbol,
+    overlap, unparsable line naming it) is left out of the table and its error stored in
+    ``bad[utt_id]``, so one bad utterance does not cost the others. Faults of the whole file
+    (unreadable, unknown layout) raise either way.
+    """
     fmt = fmt or detect_format(path)
     if fmt == "textgrid":
         return {None: read_textgrid(path, tier=tier)}
     if fmt == "phn":
         return {None: read_timit_phn(path, sample_rate=sample_rate)}
     if fmt == "tsv":
-        return read_tsv_table(path)
+        return read_tsv_table(path, bad=bad)
     if fmt == "ctm":
-        return read_ctm(path)
+        return read_ctm(path, bad=bad)
     raise AlignmentError(f"{path}: unknown alignment format {fmt!r}; expected one of {FORMATS}")
 
 

@@ -31,7 +31,11 @@ class AudioInfo(NamedTuple):
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:
-    """Header facts without decoding the samples."""
+    """Header facts without decoding the samples.
+
+    A WAV file whose ``data`` chunk declares more bytes than the file holds (a copy or a
+    download cut short) raises as *truncated*: libsndfile would read it as shorter audio.
+    """
     import soundfile as sf
 
     path = os.fspath(path)
@@ -39,7 +43,41 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         info = sf.info(path)
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/OSError
         raise AudioError(f"{path}: unreadable audio ({e})") from e
+    if info.format == "WAV":
+        _check_wav_data_size(path)
     return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
+
+
+def _check_wav_data_size(path: str) -> None:
+    """Raises if the RIFF ``data`` chunk's declared size runs past the end of the file.
+
+    Sizes 0 and 0xFFFFFFFF are what streaming writers leave when the length was unknown:
+    not checked.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if f.read(12)[:4] != b"RIFF":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            declared = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                held = size - pos - 8
+                if declared not in (0, 0xFFFFFFFF) and declared > held:
+                    raise AudioError(
+                        f"{path}: truncated: the WAV header declares {declared} data bytes, the "
+                        f"file holds {held} ({100 * held / declared:.0f}%); expected a complete "
+                        f"file")
+                return
+            pos += 8 + declared + (declared & 1)
+
+
+def require_mono(path: str | os.PathLike, channels: int) -> None:
+    """Multi-channel audio is refused: pick a channel first (averaging talkers is not neutral)."""
+    if channels != 1:
+        raise AudioError(f"{os.fspath(path)}: {channels} channels; expected mono audio")
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -56,20 +94,30 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, i
     """Reads a mono file -> (float32 [S] in [-1, 1] at ``sample_rate``, native rate).
 
     Multi-channel files raise (pick a channel first: averaging talkers is not neutral);
-    empty and non-finite audio raise; other rates are resampled with soxr.
+    empty, truncated (fewer samples than the header declares) and non-finite audio raise;
+    other rates are resampled with soxr.
     """
     import soundfile as sf
 
     path = os.fspath(path)
     try:
-        audio, native = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            if f.format == "WAV":
+                _check_wav_data_size(path)
+            declared = f.frames
+            audio, native = f.read(dtype="float32", always_2d=True), f.samplerate
+    except AudioError:
+        raise
     except Exception as e:
-        raise AudioError(f"{path}: unreadable audio ({e})") from e
-    if audio.shape[1] != 1:
-        raise AudioError(f"{path}: {audio.shape[1]} channels; expected mono audio")
+        raise AudioError(f"{path}: unreadable audio ({e}); the file may be corrupt or "
+                         f"truncated") from e
+    require_mono(path, audio.shape[1])
     audio = audio[:, 0]
     if audio.size == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
+    if audio.size != declared:
+        raise AudioError(f"{path}: truncated: the header declares {declared} samples, the data "
+                         f"holds {audio.size}; expected a complete file")
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: audio holds NaN or infinite samples")
     return resample(audio, int(native), sample_rate), int(native)

@@ -10,6 +10,7 @@ are required; ``id`` (default: the audio file's stem), ``text``, ``split`` (defa
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import os
@@ -64,7 +65,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
         out.append(row)
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        dup = sorted(i for i, n in collections.Counter(ids).items() if n > 1)[:5]
         raise ManifestError(f"{path}: utterance ids are not unique (e.g. {dup})")
     return out
 
