@@ -66,17 +66,58 @@ class Encoder:
     def __call__(self, waveforms, lengths) -> EncoderOutput:
         if self._jitted is None:
             self._jitted = jax.jit(self.apply_fn)
-        waveforms = jnp.asarray(waveforms, jnp.float32)
-        lengths = jnp.asarray(lengths, jnp.int32)
-        if waveforms.ndim != 2 or lengths.shape != waveforms.shape[:1]:
-            raise ValueError(
-                f"{self.name}: expected waveforms [B, S] and lengths [B], got "
-                f"{tuple(waveforms.shape)} and {tuple(lengths.shape)}")
+        waveforms, lengths = check_inputs(self.name, waveforms, lengths)
         return self._jitted(self.params, waveforms, lengths)
 
     def num_frames(self, lengths) -> np.ndarray:
         """Number of real frames for each length in samples."""
         return np.asarray(self.num_frames_fn(np.asarray(lengths, dtype=np.int64)), dtype=np.int64)
+
+
+def check_inputs(name: str, waveforms, lengths) -> tuple[jax.Array, jax.Array]:
+    """Checks an encoder call's inputs -> (waveforms [B, S] float32, lengths [B] int32).
+
+    Refused, each with a message naming the argument and what was expected:
+
+    * integer waveforms: samples must be floats in [-1, 1]. int16 PCM is not scaled here,
+      since an integer array does not say its scale (16-bit, 24-bit in int32, 32-bit):
+      divide by 32768 (int16) or read the file with ``soundfile.read(dtype="float32")``;
+    * lengths that are not whole numbers (1.5), negative, or longer than the padded
+      waveform (S). A length of 0 is an empty padding row (no real frames).
+
+    Values are checked on concrete (host or device) arrays only: under ``jax.jit`` /
+    ``vmap`` the lengths are tracers and only the dtype and shape checks apply, so
+    the pure ``apply_fn`` stays jittable.
+    """
+    dtype = getattr(waveforms, "dtype", None)  # no host copy of a device array
+    dtype = np.dtype(dtype if dtype is not None else np.asarray(waveforms).dtype)
+    if not np.issubdtype(dtype, np.floating):
+        hint = " (int16 PCM: divide by 32768 first)" if dtype == np.int16 else ""
+        raise TypeError(f"{name}: waveforms has dtype {dtype}: expected float samples in "
+                        f"[-1, 1]{hint}")
+    waveforms = jnp.asarray(waveforms, jnp.float32)
+    if waveforms.ndim != 2 or np.shape(lengths) != waveforms.shape[:1]:
+        raise ValueError(
+            f"{name}: expected waveforms [B, S] and lengths [B], got "
+            f"{tuple(waveforms.shape)} and {tuple(np.shape(lengths))}")
+    if isinstance(lengths, jax.core.Tracer):
+        if not jnp.issubdtype(lengths.dtype, jnp.integer):
+            raise TypeError(f"{name}: lengths has dtype {lengths.dtype}: expected integer "
+                            f"sample counts")
+        return waveforms, lengths.astype(jnp.int32)
+    host = np.asarray(lengths)
+    if host.dtype.kind not in "iuf" or (host.dtype.kind == "f" and
+                                         not np.all(np.isfinite(host) & (host == np.round(host)))):
+        bad = host if host.dtype.kind not in "iuf" else host[host != np.round(host)]
+        raise ValueError(f"{name}: lengths {host.tolist()} holds {bad.ravel()[0].item()!r}: expected "
+                         f"whole numbers of samples (dtype {host.dtype})")
+    outside = (host < 0) | (host > waveforms.shape[1])
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"{name}: lengths[{i}] = {host[i]:g}: expected 0 <= length <= "
+                         f"{waveforms.shape[1]} (the padded waveform length S of waveforms "
+                         f"{tuple(waveforms.shape)})")
+    return waveforms, jnp.asarray(host.astype(np.int32))
 
 
 def bucket_length(num_samples: int, sample_rate: int = 16000, min_seconds: float = 1.0,
