@@ -170,3 +170,19 @@ def test_check_state_dict_lists_every_problem():
     text = str(err.value)
     assert "ckpt" in text and "missing key 'c' (expected shape (1,))" in text
     assert "unexpected key 'd' (shape (5,))" in text and "'b' has shape (4, 3), expected (3, 4)" in text
+
+
+def test_broken_config_and_garbage_weights_name_the_file(tiny, tmp_path):
+    _, path = tiny
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "hubert", ')  # cut short
+    with pytest.raises(checkpoint.CheckpointError, match=r"broken/config.json: not valid JSON"):
+        smi.load_encoder(broken)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "config.json").write_text((path / "config.json").read_text())
+    (garbage / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"garbage/model.safetensors: not a readable safetensors file"):
+        smi.load_encoder(garbage)

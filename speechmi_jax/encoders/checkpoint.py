@@ -83,11 +83,30 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
     return Path(snapshot)
 
 
+def read_config(path: str | os.PathLike) -> dict:
+    """A JSON object file of a model directory (``config.json``, a shard index) as a dict; a
+    file that is not a JSON object raises :class:`CheckpointError` naming it."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{os.fspath(path)}: not valid JSON ({e}); expected a Hugging Face "
+                              f"model config") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{os.fspath(path)}: holds a JSON {type(config).__name__}; expected "
+                              f"an object (a Hugging Face model config)")
+    return config
+
+
 def _read_safetensors(files: Sequence[Path]) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
     out: dict[str, np.ndarray] = {}
     for f in files:
-        out.update(load_file(os.fspath(f)))
+        try:
+            out.update(load_file(os.fspath(f)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{f}: not a readable safetensors file ({e}); expected the "
+                                  f"weights as safetensors writes them") from e
     return out
 
 
@@ -106,7 +125,10 @@ def _read_pickle(files: Sequence[Path]) -> dict[str, np.ndarray]:
 
 
 def _shards(directory: Path, index_name: str) -> list[Path]:
-    index = json.loads((directory / index_name).read_text())
+    index = read_config(directory / index_name)
+    if not isinstance(index.get("weight_map"), dict):
+        raise CheckpointError(f"{directory / index_name}: no 'weight_map' object; expected a "
+                              f"shard index {{'weight_map': {{key: file}}}}")
     names = sorted(set(index["weight_map"].values()))
     missing = [n for n in names if not (directory / n).exists()]
     if missing:

@@ -15,7 +15,6 @@ Accepted forms:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -44,8 +43,7 @@ def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
         from speechmi_jax.encoders import baselines
         return baselines.load_baseline(name)
     if name.startswith("random:"):
-        arch, _, seed = name[len("random:"):].partition("@")
-        seed_i = int(seed) if seed else 0
+        arch, seed_i = _random_spec(name)
         if arch.startswith("whisper"):
             from speechmi_jax.encoders import whisper
             return whisper.random_whisper(arch, seed=seed_i, dtype=dtype)
@@ -56,9 +54,12 @@ def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
         return whisper.load_whisper_builtin(name, dtype=dtype)
 
     from speechmi_jax.encoders import checkpoint
-    path = checkpoint.resolve(name)
+    try:
+        path = checkpoint.resolve(name)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}\nBuilt-in encoders: {builtin_names()}") from err
     config_path = path / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    config = checkpoint.read_config(config_path) if config_path.exists() else {}
     # CTranslate2 directories hold model.bin and a config.json without model_type.
     if (path / "model.bin").exists() and "model_type" not in config:
         from speechmi_jax.encoders import whisper
@@ -75,3 +76,28 @@ def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
     raise ValueError(
         f"{config_path}: model_type {model_type!r} is not supported; expected one of "
         f"{WAV2VEC2_FAMILY + ('whisper',)}")
+
+
+def random_archs() -> list[str]:
+    """Architectures ``random:<arch>`` accepts."""
+    from speechmi_jax.encoders import wav2vec2, whisper
+    return sorted(wav2vec2.RANDOM_ARCHS) + sorted(whisper.ARCHS)
+
+
+def builtin_names() -> str:
+    """The built-in encoder names, for error messages."""
+    return (f"{', '.join(BASELINES + WHISPER_BUILTINS)}, random:<arch>[@<seed>] with <arch> one "
+            f"of {', '.join(random_archs())}")
+
+
+def _random_spec(name: str) -> tuple[str, int]:
+    """``random:<arch>[@<seed>]`` -> (arch, seed); a bad arch or seed raises naming both forms."""
+    arch, _, seed = name[len("random:"):].partition("@")
+    if arch not in random_archs():
+        raise ValueError(f"{name!r}: unknown architecture {arch!r}; expected random:<arch>"
+                         f"[@<seed>] with <arch> one of {random_archs()}")
+    try:
+        return arch, int(seed) if seed else 0
+    except ValueError:
+        raise ValueError(f"{name!r}: seed {seed!r} is not an integer; expected "
+                         f"random:{arch}@<int seed>, e.g. random:{arch}@1") from None
