@@ -100,9 +100,12 @@ def _load(name: str, x, layers: slice, idx: np.ndarray) -> np.ndarray:
 
 
 def _standardize(train, *others):
-    mean = train.mean(axis=1, keepdims=True)
-    std = train.std(axis=1, keepdims=True)
+    """Training mean/std per dim in float64: float32 squares overflow past |x| ~ 1e19 (features
+    scaled by 1e30 gave std = inf, all-zero inputs and ~0 bits)."""
+    mean = train.mean(axis=1, keepdims=True, dtype=np.float64)
+    std = train.std(axis=1, keepdims=True, dtype=np.float64)
     std = np.where(std > 1e-6 * (np.abs(mean) + 1), std, 1.0)
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
     return [(x - mean) / std for x in (train, *others)]
 
 
@@ -195,15 +198,14 @@ def probe_bank(
     groups = np.asarray(groups) if groups is not None else np.arange(y.shape[0])
     n = validate.same_length(z=(z, 1), y=(y, 0), groups=(groups, 0))
     codes = _split_codes(split, n)
-    if num_classes is None:
-        num_classes = int(y.max()) + 1
-    validate.labels("y", y, num_classes)
+    num_classes = validate.labels("y", y, num_classes)
     codes = _dev_from_train(codes, groups, dev_fraction, seed)
     idx = [np.flatnonzero((codes == s) & (y >= 0)) for s in range(3)]
     for s, name in enumerate(SPLITS):
         validate.enough(f"y[split == {name!r}] (labelled)", idx[s].size, 2, "a probe needs data in every split")
     validate.classes_in_train(y[idx[0]], y[idx[1]], "the dev split")
     validate.classes_in_train(y[idx[0]], y[idx[2]], "the test split")
+    validate.several_classes("y[split == 'test'] (y_test)", y[idx[2]])
 
     grid = _grid(optimizer, learning_rates, l2, seeds)
     config = _train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, checkpoint_every,

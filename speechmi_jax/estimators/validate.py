@@ -30,16 +30,33 @@ def same_length(**arrays_and_axes) -> int:
     return next(iter(lengths.values()))
 
 
-def labels(name: str, y, num_classes: int) -> None:
-    """Labels must be integers in [0, num_classes) or -1 (ignored)."""
+def labels(name: str, y, num_classes: int | None) -> int:
+    """Labels must be integers in [0, num_classes) or -1 (ignored); returns num_classes
+    (max label + 1 when None)."""
     if not np.issubdtype(np.asarray(y).dtype, np.integer):
-        raise ValueError(f"{name} has dtype {np.asarray(y).dtype}: expected integer class ids")
+        raise ValueError(f"{name} has dtype {np.asarray(y).dtype}: expected integer class ids "
+                         "(map names to ids first, e.g. np.unique(names, return_inverse=True))")
+    if num_classes is None:
+        num_classes = int(y.max()) + 1
     bad = (y < -1) | (y >= num_classes)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"{name} {tuple(y.shape)} holds label {int(y[i])} at index {i}: expected -1 (ignored) "
             f"or a class id in [0, {num_classes})"
+        )
+    return num_classes
+
+
+def several_classes(name: str, y) -> None:
+    """A probe's held-out labels need two classes at least: with one, H(Y) = 0 and the bound
+    H(Y) - CE is at most 0 bits, however good the features."""
+    present = np.unique(y[y >= 0])
+    if present.size < 2:
+        raise ValueError(
+            f"{name} holds {present.size} class{'es' if present.size != 1 else ''} "
+            f"{present.tolist()} over {int((y >= 0).sum())} items: H(Y) = 0 there, so the bound "
+            "H(Y) - CE cannot be positive; expected at least 2 classes in the test split"
         )
 
 
