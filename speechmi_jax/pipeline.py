@@ -289,6 +289,7 @@ def run_experiment(config, out_dir) -> results_lib.Results:
     if unknown:
         raise ValueError(f"config.measures has {sorted(unknown)}: expected a subset of {MEASURE_GROUPS}")
     corpus = load_corpus(config.corpus, **dict(config.corpus_options))
+    skipped = [{"id": i, "reason": why} for i, why in corpus.skipped]  # before any filter
     if config.max_utterances_per_split:
         keep = set()
         for s in corpus.splits:
@@ -327,6 +328,7 @@ def run_experiment(config, out_dir) -> results_lib.Results:
         "corpus": {"name": corpus.name, "utterances": len(corpus),
                    "hours": corpus.total_duration_s / 3600.0, "speakers": corpus.speakers},
         "timings_s": timings,
+        "skipped": skipped,
         "ci_level": 0.95,
     }
     res = results_lib.as_results(records, metadata)

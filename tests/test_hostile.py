@@ -95,3 +95,17 @@ def test_probe_refuses_one_class_test_set_and_string_labels():
         smi.probe_mi(zt, yt, ze, np.full_like(ye, 2))
     with pytest.raises(ValueError, match=r"y has dtype <U\d+: expected integer class ids"):
         smi.probe_mi(zt, yt.astype(str), ze, ye.astype(str))
+
+
+def test_report_lists_skipped_utterances_with_their_reasons(tmp_path):
+    from speechmi_jax.analysis import report, results
+    recs = [{"encoder": "e", "layer": l, "measure": "phone_mi", "value": 0.5 * l,
+             "ci": [0.5 * l - 0.1, 0.5 * l + 0.1]} for l in range(3)]
+    skipped = [{"id": f"u{i}", "reason": f"u{i}.wav: audio holds NaN or infinite samples"}
+               for i in range(25)]
+    md = report.write_report(results.Results(recs, {"skipped": skipped}), tmp_path,
+                             num_bootstrap=50, num_permutations=50).read_text()
+    section = md.split("## Skipped utterances")[1].split("\n## ")[0]
+    assert "25 utterance(s) were left out" in section
+    assert "- `u0`: u0.wav: audio holds NaN or infinite samples" in section
+    assert "- `u19`:" in section and "- `u20`:" not in section and "and 5 more" in section

@@ -121,10 +121,26 @@ def _metadata_section(res: Results) -> list[str]:
     if not meta:
         return lines + ["(no run metadata recorded)", ""]
     for key, value in meta.items():
+        if key == "skipped":
+            continue  # its own section
         text = value if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True)
         if len(str(text)) > 300:
             text = str(text)[:300] + " …"
         lines.append(f"- **{key}**: {text}")
+    return lines + [""]
+
+
+def _skipped_section(res: Results, show: int = 20) -> list[str]:
+    """Utterances the corpus left out (``metadata.skipped``: [{id, reason}]), each with why."""
+    skipped = res.metadata.get("skipped") or []
+    if not skipped:
+        return []
+    lines = ["## Skipped utterances", "",
+             f"{len(skipped)} utterance(s) were left out by `on_error=\"skip\"` "
+             f"(all of them in `results.json`, `metadata.skipped`):", ""]
+    lines += [f"- `{s['id']}`: {s['reason']}" for s in skipped[:show]]
+    if len(skipped) > show:
+        lines.append(f"- ... and {len(skipped) - show} more")
     return lines + [""]
 
 
@@ -311,6 +327,7 @@ def write_report(results, out_dir: str | Path, *, num_bootstrap: int = 2000,
              f"{len(res.records)} records: {len(res.encoders())} encoders "
              f"({', '.join(res.encoders())}), measures {', '.join(res.measures())}.", ""]
     lines += _metadata_section(res)
+    lines += _skipped_section(res)
     lines += _conclusions_section(comparisons, res)
     lines += _best_layer_section(res)
     if comparisons:
