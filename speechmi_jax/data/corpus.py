@@ -268,7 +268,7 @@ def _make_utterance(row: dict, sample_rate: int, tables, verify_audio: bool,
     if info.num_samples == 0:
         raise EmptyUtteranceError(f"{audio_path}: empty audio (0 samples)")
     if verify_audio:
-        audio_lib.read_audio(audio_path, sample_rate)
+        audio_lib.read_audio(audio_path, info.sample_rate)  # decode only: no resampling
     phones = None
     if row.get("alignment"):
         segs = tables.segments(row["alignment"], row.get("alignment_format") or None,
