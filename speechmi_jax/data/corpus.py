@@ -255,7 +255,7 @@ class _AlignmentFiles:
                 self._files[key] = e
         entry = self._files[key]
         if isinstance(entry, Exception):
-            raise entry
+            raise entry.with_traceback(None)  # once per row: keep the traceback from growing
         table, bad = entry
         return align_lib.pick_utterance(table, path, utt_id, bad)
 
