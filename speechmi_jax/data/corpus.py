@@ -234,8 +234,8 @@ class EmptyUtteranceError(ValueError):
 
 
 class _AlignmentFiles:
-    """Reads each alignment file of a manifest once (a CTM or 4-column TSV is shared by many
-    rows): its table, its bad utterances, or the error that makes the whole file unusable."""
+    """Reads each many-utterance alignment file of a manifest (CTM, TSV) once, keeping its
+    table, its bad utterances, or the error that makes the whole file unusable."""
 
     def __init__(self):
         self._files: dict[tuple, Any] = {}
@@ -245,7 +245,9 @@ class _AlignmentFiles:
             fmt = fmt or align_lib.detect_format(path)
         except align_lib.AlignmentError:
             fmt = None  # raised again below, once per file
-        key = (path, fmt, rate if fmt == "phn" else None)  # only .phn files depend on the rate
+        if fmt in ("textgrid", "phn"):  # one utterance per file: nothing to share or keep
+            return align_lib.read_alignment(path, fmt=fmt, sample_rate=rate, utt_id=utt_id)
+        key = (path, fmt)
         if key not in self._files:
             bad: dict[str, Exception] = {}
             try:
