@@ -50,6 +50,7 @@ import importlib.resources
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -297,7 +298,7 @@ def with_window(encoder: Encoder, window_seconds: Optional[float]) -> Encoder:
     cfg = encoder.config
     if not isinstance(cfg, WhisperEncoderConfig):
         raise TypeError(f"{encoder.name}: not a Whisper encoder built by speechmi_jax.encoders.whisper")
-    base = encoder.name.split("@")[0]
+    base = re.sub(r"@[0-9.e+-]+s$", "", encoder.name)  # a previous window's suffix, not a seed's
     return make_encoder(base, cfg.arch, encoder.params, dtype=encoder.dtype,
                         window_seconds=window_seconds, source=cfg.source)
 
