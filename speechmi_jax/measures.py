@@ -135,7 +135,8 @@ def seen_in_train(y: np.ndarray, splits: np.ndarray, what: str) -> np.ndarray:
     return np.where(unseen, -1, y).astype(np.int32)
 
 
-def cap_training_frames(y: np.ndarray, splits: np.ndarray, max_frames: int, seed: int) -> np.ndarray:
+def cap_training_frames(y: np.ndarray, splits: np.ndarray, max_frames: int,
+                        seed: int) -> np.ndarray:
     """Keeps at most ``max_frames`` labelled training frames (a seeded random subset; the rest
     become -1). Dev and test frames are all kept, so the reported figure uses every held-out
     frame; the probe's training cost stops growing with the corpus."""
@@ -249,7 +250,8 @@ def ctc_per(x: Inputs) -> list[dict]:
     train, dev, test = ctc.splits_from_features(x.fs, targets=targets)
 
     def keep(split):
-        return dataclasses.replace(split, utts=split.utts[[targets[u].size > 0 for u in split.utts]])
+        has_phones = [targets[u].size > 0 for u in split.utts]
+        return dataclasses.replace(split, utts=split.utts[has_phones])
 
     layers = ctc.ctc_per_bank(keep(train), keep(dev), keep(test), num_phones=len(x.fs.phone_set),
                               checkpoint_dir=x.checkpoint_dir, **x.config.ctc)

@@ -128,6 +128,7 @@ def input_context(fs, lm, context_s: float) -> np.ndarray:
                                            fs.encoder["frame_offset_s"])
         idx = np.rint((centres - lm.encoder["frame_offset_s"])
                       * lm.encoder["frame_rate"]).astype(np.int64)
-        win = np.clip(idx[:, None] + np.arange(-c, c + 1)[None, :], 0, m1 - m0 - 1) + m0  # [T, 2c+1]
+        win = np.clip(idx[:, None] + np.arange(-c, c + 1)[None, :], 0, m1 - m0 - 1)  # [T, 2c+1]
+        win = win + m0
         out[f0:f1] = np.asarray(mel[win.reshape(-1)]).reshape(f1 - f0, -1)
     return out
