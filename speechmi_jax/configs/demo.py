@@ -21,10 +21,10 @@ def get_config(arg: str = ""):
     c = base.base_config()
     c.encoders = ["whisper-tiny.en", "random:whisper-tiny.en", "logmel", "mfcc"]
     # Whisper windows: 30 s is what the model was trained on (encoders/whisper.py). On a 2-core
-    # CPU that costs ~0.9 CPU-s per utterance (~20 CPU-min for the demo's two Whisper models), so
-    # the demo encodes each (<= 3.7 s) utterance in one 4 s window: ~23x cheaper; hidden states
-    # move by 5-20 % (relative, layers 1-4) but phone-probe accuracy by < 1 point at every layer
-    # and the layer ranking is unchanged (BENCHMARKS.md, "Whisper windows").
+    # CPU that costs ~0.4-0.9 CPU-s per utterance (~9-20 CPU-min for the demo's two Whisper
+    # models), so the demo encodes each (<= 3.7 s) utterance in one 4 s window: ~20x less CPU;
+    # hidden states move by 5-20 % (relative, layers 1-4) but phone-probe accuracy by < 1 point
+    # at every layer and the layer ranking is unchanged (BENCHMARKS.md, "Whisper windows").
     # `--set whisper_window_seconds=None` restores the native window.
     c.whisper_window_seconds = 4.0
     # Speaker MI among the synthetic 16 kHz voices only: the one real speaker is also the only

@@ -35,10 +35,11 @@ multiple of 0.02 s, at most ``P / 50`` s) selects a shorter window with the posi
 truncated to its frames: still padding-invariant, about ``30 / window_seconds`` times
 cheaper, but a distribution shift the model never saw. Measured on the bundled corpus with
 tiny.en (``benchmarks/whisper_window.py``; BENCHMARKS.md, "Whisper windows"): a 4 s window
-is ~23x cheaper in CPU time and changes hidden states by 5-20 % (relative, growing with
+is ~20x cheaper in CPU time and changes hidden states by 5-20 % (relative, growing with
 depth), while a phone probe moves by < 1 point at every layer with the same best layer.
 Use it knowingly, e.g. for quick runs on a CPU, and state it with the results.
-:func:`with_window` re-wraps a loaded encoder with another window. Whatever the window, the
+:func:`with_window` re-wraps a loaded encoder with another window (``load_encoder(name,
+window_seconds=W)`` sets it when loading). Whatever the window, the
 last block computes only the frames that are returned.
 """
 
