@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 
-from speechmi_jax.configs.base import ConfigError, validate
+from speechmi_jax.configs.base import (ESTIMATOR_SECTIONS, ConfigError, estimator_settings,
+                                       validate)
 
 # What a user's input can cause (bad files, names, values): one line, no traceback.
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, ArithmeticError)
@@ -32,8 +33,9 @@ def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
 
     ``arg`` is the big_vision-style config argument (``"smoke"`` selects the config's small
     settings).
-    Values are parsed as Python literals when possible (``estimators.steps=200``,
-    ``encoders="['logmel']"``), else kept as strings. Unknown keys, values of the wrong type
+    Values are parsed as Python literals when possible (``probe.steps=200``,
+    ``encoders="['logmel']"``), else kept as strings; ``probe.*``, ``infonce.*`` and ``ctc.*``
+    also take any other argument of their estimator (``infonce.eval_every=50``). Unknown keys, values of the wrong type
     and any other break of the config schema (``configs/base.py``) raise :class:`ConfigError`
     before any work is done.
     """
@@ -74,7 +76,10 @@ def apply_overrides(config, overrides, source="config"):
             if p not in node:
                 raise ConfigError(f"override {item!r}: {source} has no key {key!r}")
             node = node[p]
-        if leaf not in node:
+        # an estimator argument the config leaves at its default may be set too
+        settable = (len(parents) == 1 and parents[0] in ESTIMATOR_SECTIONS
+                    and leaf in estimator_settings(parents[0]))
+        if leaf not in node and not settable:
             raise ConfigError(f"override {item!r}: {source} has no key {key!r}")
         try:
             node[leaf] = value

@@ -106,7 +106,9 @@ def test_measure_registry_matches_the_results_schema():
 
 def test_config_overrides_and_errors(tmp_path):
     c = cli.load_config(demo.__file__, ["probe.steps=7", "encoders=['logmel']", "corpus=bundled",
-                                        "views.max_pairs=10", "whisper_window_seconds=None"])
+                                        "views.max_pairs=10", "whisper_window_seconds=None",
+                                        "infonce.eval_every=50"])
+    assert c.infonce.eval_every == 50  # an estimator argument the config left at its default
     assert c.probe.steps == 7 and list(c.encoders) == ["logmel"] and c.corpus == "bundled"
     assert c.views.max_pairs == 10 and c.whisper_window_seconds is None
     for override, match in [

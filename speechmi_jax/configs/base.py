@@ -118,11 +118,16 @@ def _describe(like) -> str:
     return _type_name(type(like))
 
 
-def _estimator_args(section: str) -> set[str]:
+ESTIMATOR_SECTIONS = tuple(_SUPPLIED)
+
+
+def estimator_settings(section: str) -> set[str]:
+    """The keyword arguments a config may set in ``probe`` / ``infonce`` / ``ctc``: those of
+    ``api.probe_bank`` / ``api.infonce_bank`` / ``ctc.ctc_per_bank`` the pipeline leaves open."""
     from speechmi_jax.estimators import api, ctc
     fn = {"probe": api.probe_bank, "infonce": api.infonce_bank, "ctc": ctc.ctc_per_bank}[section]
     params = inspect.signature(fn).parameters.values()
-    return {p.name for p in params if p.kind == p.KEYWORD_ONLY}
+    return {p.name for p in params if p.kind == p.KEYWORD_ONLY} - set(_SUPPLIED[section])
 
 
 def validate(config) -> ml_collections.ConfigDict:
@@ -140,7 +145,7 @@ def validate(config) -> ml_collections.ConfigDict:
                           f"expected {sorted(base)}")
     for key, like in base.items():
         value = config[key]
-        if key in ("probe", "infonce", "ctc", "views"):
+        if key in ESTIMATOR_SECTIONS + ("views",):
             _check_section(key, value, like)
             continue
         _check_value(key, value, like if like is not None else _NONE_TYPES[key],
@@ -175,7 +180,7 @@ def _check_section(section: str, value, like):
     if section == "views":
         allowed = set(like)
     else:
-        allowed = _estimator_args(section) - set(_SUPPLIED[section])
+        allowed = estimator_settings(section)
     for key, v in value.items():
         if key in _SUPPLIED.get(section, ()):
             raise ConfigError(f"config key '{section}.{key}' is set by the pipeline; remove it")
