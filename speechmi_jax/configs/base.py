@@ -78,8 +78,12 @@ def base_config() -> ml_collections.ConfigDict:
 
 # ----------------------------------------------------------------------------- validation
 
+_NAMES = {bool: "bool", int: "int", float: "number", str: "string"}
+
+
 def _type_name(t) -> str:
-    return {bool: "a bool", int: "an int", float: "a number", str: "a string"}.get(t, t.__name__)
+    name = _NAMES.get(t, t.__name__)
+    return ("an " if name[0] in "aeiou" else "a ") + name
 
 
 def _check_value(key: str, value, like, *, none_ok: bool = False):
@@ -112,7 +116,7 @@ def _check_value(key: str, value, like, *, none_ok: bool = False):
 
 def _describe(like) -> str:
     if isinstance(like, (list, tuple)):
-        return "a list" + (f" of {_type_name(type(like[0]))}s" if like else "")
+        return "a list" + (f" of {_NAMES.get(type(like[0]), 'item')}s" if like else "")
     if hasattr(like, "items"):
         return "a dict"
     return _type_name(type(like))
