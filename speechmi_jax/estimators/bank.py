@@ -10,11 +10,15 @@ estimator's parameters and one layer's data:
 The bank stacks parameters with leading axes ``[L, P]`` (layers x grid points, a grid point being a
 (learning rate, l2, seed) triple) and trains them all in one step: ``vmap`` over P shares the
 layer's features between its P estimators (so XLA fuses them into one wider matmul), ``vmap`` over L
-gives a batched matmul over layers. Nothing here loops over layers or grid points in Python.
+gives a batched matmul over layers. A problem whose per-layer working set is large sets
+``map_layers``: its layers then run one after another inside the same jitted step
+(``jax.lax.map``), which keeps each layer's working set in cache (see BENCHMARKS.md,
+"Linear-CTC bank"). Nothing here loops over layers or grid points in Python.
 
 Data is a dict of arrays whose item axis is N; the fields named in ``layer_fields`` carry a leading
 layer axis ``[L, N, ...]``, the others are shared by all layers ``[N, ...]``. Every data dict has a
-weight field ``w [N]`` (1 on real items, 0 on padding).
+weight field ``w [N]``: 0 on padding, else the item's weight in the mean held-out loss (1, or e.g.
+a CTC utterance's reference length).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Problem:
     evaluate: Callable[[Any, dict], dict]
     layer_fields: tuple[str, ...]
     config: tuple = ()  # hashable description of the architecture, part of checkpoint identity
+    map_layers: bool = False  # layers one after another (lax.map) instead of vmapped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,16 +114,19 @@ def _init_one(problem: Problem, optimizer: str, layer: jax.Array, hp: dict, in_d
     return params, _optimizer(optimizer).init(params)
 
 
-def init_bank(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, key):
+def init_bank(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, key,
+              layer_ids=None):
     """Stacked params and optimizer state with leading axes [L, P].
 
     ``key`` is a raw uint32 PRNG key; estimator (l, p) is initialised from
-    fold_in(fold_in(key, seed_p), l), so the same seed gives the same init whatever the grid.
+    fold_in(fold_in(key, seed_p), layer_ids[l]) (layer_ids default 0..L-1), so the same seed
+    gives the same init whatever the grid, and a layer the same init in any chunk of layers.
     """
     one = lambda layer, hp: _init_one(problem, optimizer, layer, hp, in_dims, key)
     over_p = jax.vmap(one, in_axes=(None, 0))
     over_lp = jax.vmap(over_p, in_axes=(0, None))
-    return over_lp(jnp.arange(num_layers), grid.arrays())
+    layers = jnp.arange(num_layers) if layer_ids is None else jnp.asarray(layer_ids, jnp.int32)
+    return over_lp(layers, grid.arrays())
 
 
 def _step_one(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict):
@@ -138,26 +146,36 @@ def _step_one(problem: Problem, optimizer: str, params, opt_state, hp: dict, bat
     return params, opt_state, value
 
 
-def _layer_axes(problem: Problem, data: dict) -> dict:
-    return {k: (0 if k in problem.layer_fields else None) for k in data}
+def over_layers(problem: Problem, fn: Callable, per_layer: tuple, data: dict):
+    """fn(*per_layer[l], data_l) for every layer l, stacked on a leading L axis. per_layer: pytrees
+    with leading axis L; data_l: data with the layer fields' row l. vmapped, or lax.map'ped when
+    problem.map_layers."""
+    layered = {k: v for k, v in data.items() if k in problem.layer_fields}
+    shared = {k: v for k, v in data.items() if k not in problem.layer_fields}
+    one = lambda args: fn(*args[0], {**shared, **args[1]})
+    if problem.map_layers:
+        return jax.lax.map(one, (per_layer, layered))
+    return jax.vmap(one)((per_layer, layered))
 
 
-def bank_step(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict):
+def bank_step(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict,
+              rows: jax.Array | None = None, constrain_rows: Callable[[dict], dict] = lambda b: b):
     """One step of the whole bank: params/opt_state [L, P, ...], hp [P], batch per module docs.
 
-    Returns (params, opt_state, training objective [L, P]).
+    rows [B] (optional): train on these items of `batch` only, taken layer by layer inside the
+    layer map (no [L, B, ...] copy of the minibatch); constrain_rows pins one layer's minibatch
+    sharding. Returns (params, opt_state, training objective [L, P]).
     """
     one = lambda pr, st, h, b: _step_one(problem, optimizer, pr, st, h, b)
     over_p = jax.vmap(one, in_axes=(0, 0, 0, None))
-    over_lp = jax.vmap(over_p, in_axes=(0, 0, None, _layer_axes(problem, batch)))
-    return over_lp(params, opt_state, hp, batch)
+    take = lambda b: b if rows is None else constrain_rows({k: jnp.take(v, rows, axis=0) for k, v in b.items()})
+    return over_layers(problem, lambda pr, st, b: over_p(pr, st, hp, take(b)), (params, opt_state), batch)
 
 
 def bank_evaluate(problem: Problem, params, data: dict) -> dict:
     """Per-item held-out quantities of every estimator: {name: [L, P, N]}."""
     over_p = jax.vmap(problem.evaluate, in_axes=(0, None))
-    over_lp = jax.vmap(over_p, in_axes=(0, _layer_axes(problem, data)))
-    return over_lp(params, data)
+    return over_layers(problem, over_p, (params,), data)
 
 
 def weighted_mean_loss(items: dict, w: jax.Array) -> jax.Array:
@@ -182,10 +200,11 @@ def epoch_indices(key: jax.Array, step: jax.Array, n_real: int, batch_size: int)
     return jax.lax.dynamic_slice(perm, (pos * batch_size,), (batch_size,))
 
 
-def init_state(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, seed: int):
+def init_state(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, seed: int,
+               layer_ids=None):
     """The whole trainable state of a bank, one pytree (what a checkpoint holds)."""
     key = jax.random.key_data(jax.random.key(seed))
-    params, opt_state = init_bank(problem, optimizer, grid, num_layers, in_dims, key)
+    params, opt_state = init_bank(problem, optimizer, grid, num_layers, in_dims, key, layer_ids)
     shape = (num_layers, grid.size)
     return {
         "params": params,
@@ -227,13 +246,16 @@ def train_chunk(
     train: dict,
     dev: dict,
     constrain_batch: Callable[[dict], dict] = lambda b: b,
+    constrain_rows: Callable[[dict], dict] = lambda b: b,
 ) -> dict:
     """One dev evaluation of the current parameters (see `update_best`), then `n_steps` steps.
 
     The estimator's initial value counts as a candidate (step 0): for a probe it is the training
     label prior, so a layer with nothing to offer is not reported below what the prior achieves.
     batch_size None means full batch (all of `train`, padding weighted 0). `constrain_batch` may
-    pin the minibatch's sharding (the trainer shards it over the "data" mesh axis). The caller
+    pin the minibatch's sharding (the trainer shards it over the "data" mesh axis); with
+    problem.map_layers each layer draws its minibatch inside the layer map, pinned by
+    `constrain_rows` (one layer's fields, item axis first). The caller
     evaluates once more after the last chunk.
     """
     state = update_best(problem, state, dev)
@@ -243,6 +265,10 @@ def train_chunk(
             batch = train
         else:
             idx = epoch_indices(st["key"], st["step"], n_train, batch_size)
+            if problem.map_layers:
+                params, opt, _ = bank_step(problem, optimizer, st["params"], st["opt"], hp, train, idx,
+                                           constrain_rows)
+                return {**st, "params": params, "opt": opt, "step": st["step"] + 1}
             batch = constrain_batch(select_batch(problem, train, idx))
         params, opt, _ = bank_step(problem, optimizer, st["params"], st["opt"], hp, batch)
         return {**st, "params": params, "opt": opt, "step": st["step"] + 1}
