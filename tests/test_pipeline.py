@@ -25,6 +25,15 @@ from speechmi_jax.rundir import RunDir
 BUNDLED = Path(demo.__file__).resolve().parents[1] / "data" / "bundled"
 
 
+@pytest.fixture(autouse=True)
+def compile_cache(tmp_path_factory, monkeypatch):
+    """One XLA compilation cache for the CLI runs here; in this process it also keeps
+    ``run_experiment`` from pointing JAX's global cache at a test's temporary folder."""
+    path = tmp_path_factory.getbasetemp() / "speechmi_xla_cache"
+    path.mkdir(exist_ok=True)
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(path))
+
+
 def test_frame_view_gathers_rows_like_fancy_indexing():
     hidden = np.arange(3 * 10 * 2, dtype=np.float32).reshape(3, 10, 2)
     frames = np.array([9, 2, 4, 4, 0])
@@ -211,12 +220,16 @@ def _tiny_overrides(out_extra=()):
             "infonce.num_bootstrap=50", "views.max_pairs=3000", *out_extra]
 
 
-def _run_cli(out, extra=(), **kw):
+def _run_cli(out, extra=(), own_compile_cache=False):
     args = [sys.executable, "-m", "speechmi_jax.cli", "demo", "--out", str(out)]
     for o in _tiny_overrides(extra):
         args += ["--set", o]
+    env = {**os.environ, "XLA_FLAGS": ""}
+    if own_compile_cache:  # the run's default: <out>/cache/xla (every compile kept)
+        env.pop("JAX_COMPILATION_CACHE_DIR")
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "XLA_FLAGS": ""}, **kw)
+                            env=env)
 
 
 def _values(run_dir):
@@ -227,9 +240,10 @@ def _values(run_dir):
 def test_demo_run_is_interruptible_and_resumes_to_the_same_results(tmp_path):
     """Kill -9 after the first measure is saved and before the second is: the rerun reuses the
     finished part (the file is not rewritten) and ends with the clean run's numbers."""
-    clean = _run_cli(tmp_path / "clean")
+    clean = _run_cli(tmp_path / "clean", own_compile_cache=True)
     out, _ = clean.communicate(timeout=600)
     assert clean.returncode == 0, out
+    assert any((tmp_path / "clean" / "cache" / "xla").iterdir())  # executables cached on disk
     ref = _values(tmp_path / "clean")
     assert {m for _, _, m in ref} == {"phone_mi", "phone_acc", "infonce_next_k"}
     assert all(np.isfinite(v) for v, _ in ref.values())
