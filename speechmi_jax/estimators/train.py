@@ -12,10 +12,11 @@
   features) and collects one result per layer; every estimator family calls it;
 * every ``checkpoint_every`` steps the whole state (params, optimizer state, step, RNG key,
   best-so-far) is saved with an Orbax ``CheckpointManager``, together with a JSON record of the
-  run's identity (problem, grid, data fingerprint) and a checksum of the state. On start, the
-  newest checkpoint whose identity matches is restored; one that cannot be read or whose checksum
-  fails is moved aside to ``corrupt-<step>`` with a warning and the previous one is tried (the
-  replayed run then saves that step afresh).
+  run's identity (problem, grid, data fingerprint) and a checksum of the state; once a save has
+  finished, the size and SHA-256 of its files are listed too. On start, the newest checkpoint
+  whose identity matches is restored; one whose files differ from their list, that cannot be
+  read, or whose checksum fails is moved aside to ``corrupt-<step>`` with a warning and the
+  previous one is tried (the replayed run then saves that step afresh).
 
 A resumed run replays exactly the computation of an uninterrupted one (batches are a function of
 (key, step)), so on the same mesh its estimates are bitwise identical.
@@ -136,6 +137,42 @@ def _checksums_match(a, b) -> bool:
     )
 
 
+FILE_LIST = "speechmi_files.json"
+
+
+def write_file_list(step_dir: Path) -> None:
+    """Records the size and SHA-256 of every file of a finished checkpoint step (FILE_LIST)."""
+    files = {}
+    for f in sorted(step_dir.rglob("*")):
+        if f.is_file() and f.name != FILE_LIST:
+            files[str(f.relative_to(step_dir))] = [f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest()]
+    tmp = step_dir / (FILE_LIST + ".tmp")
+    tmp.write_text(json.dumps({"files": files}))
+    tmp.rename(step_dir / FILE_LIST)
+
+
+def check_file_list(step_dir: Path) -> str | None:
+    """Why a step's files differ from its FILE_LIST (missing, resized, changed), or None when they
+    match or the step has no list (killed before writing it: Orbax's commit marker and the state
+    checksum then decide)."""
+    listed = step_dir / FILE_LIST
+    if not listed.is_file():
+        return None
+    try:
+        files = json.loads(listed.read_text())["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        return f"file list {listed.name} unreadable ({type(e).__name__}: {e})"
+    for rel, (size, digest) in files.items():
+        f = step_dir / rel
+        if not f.is_file():
+            return f"file {rel} is missing"
+        if f.stat().st_size != size:
+            return f"file {rel} has {f.stat().st_size} bytes, {size} when saved"
+        if hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+            return f"file {rel} differs from the saved one (SHA-256)"
+    return None
+
+
 class _Checkpointer:
     """Orbax CheckpointManager over the bank state plus a JSON identity/checksum record."""
 
@@ -146,12 +183,22 @@ class _Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
         )
+        self._unlisted: int | None = None  # step saved (asynchronously) but not yet in a file list
 
     def save(self, step: int, state: dict):
+        self._list_finished()
         meta = {"identity": self.identity, "checksum": _checksum(state), "step": int(step)}
         self.manager.save(
             step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         )
+        self._unlisted = int(step)
+
+    def _list_finished(self):
+        """Waits for the pending asynchronous save and writes its file list (FILE_LIST)."""
+        self.manager.wait_until_finished()
+        if self._unlisted is not None and (self.directory / str(self._unlisted)).is_dir():
+            write_file_list(self.directory / str(self._unlisted))
+        self._unlisted = None
 
     def _set_aside(self, step: int, why: str):
         """Warns and renames a bad step directory to corrupt-<step>[-n] (kept for inspection, no
@@ -171,6 +218,12 @@ class _Checkpointer:
         """Newest good checkpoint's state, or None. Bad ones are set aside with a warning."""
         for step in sorted(self.manager.all_steps(), reverse=True):
             where = self.directory / str(step)
+            damage = check_file_list(where)
+            if damage:
+                # Found before Orbax reads anything: a restore that fails part-way leaves reads in
+                # flight whose callbacks then hit a closed event loop (one traceback each).
+                self._set_aside(step, damage)
+                continue
             try:
                 meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             except Exception as e:  # noqa: BLE001 - any unreadable record means a bad checkpoint
@@ -196,7 +249,7 @@ class _Checkpointer:
         return None
 
     def close(self):
-        self.manager.wait_until_finished()
+        self._list_finished()
         self.manager.close()
 
 
