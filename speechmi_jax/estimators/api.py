@@ -181,9 +181,8 @@ def probe_bank(
     learning_rates; default 2000 steps, batch_size None = full batch). l2: grid of penalties
     0.5 * l2 * |W|^2, chosen per layer on dev. With few training items per weight (N_train not
     much larger than D * C) pass a grid such as (1e-3, 1e-2, 1e-1): unregularised, the bound
-    rests on where early stopping lands and can be far looser (BENCHMARKS.md, time to converged
-    estimates: a weak layer at 16k frames, D=768, C=40 gave -0.003 bits at l2=1e-3 against 1.13
-    at the dev-chosen 1e-2). Probes start at the training label prior (W = 0), which is a
+    rests on where early stopping lands and can be far looser (measured in BENCHMARKS.md,
+    "Time to converged estimates"). Probes start at the training label prior (W = 0), which is a
     candidate at step 0. H(Y): `entropy_estimator` ("miller_madow" or "plugin", see probe.py) of
     the test labels; CE on the same test items. The interval resamples test groups (see
     bootstrap.probe_bound_ci); stratify_ci=True resamples them within each label, for test sets

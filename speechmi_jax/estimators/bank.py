@@ -94,12 +94,12 @@ def _optimizer(name: str):
         return optax.scale_by_adam()
     if name == "lbfgs":
         # A backtracking (Armijo) line search: a much smaller program than optax's default zoom
-        # search (compiles several times faster under the bank's two vmaps) and as good on these
-        # smooth convex losses, where the unit quasi-Newton step is nearly always accepted.
+        # search (it compiles faster under the bank's two vmaps) and as good on these smooth
+        # convex losses, where the unit quasi-Newton step is nearly always accepted.
         # rtol: once an estimator has converged, float32 rounding makes every step fail the exact
         # sufficient-decrease test, and under vmap one such estimator kept the whole bank
-        # backtracking 20 evaluations per step (4.5x slower over 40 steps at D=768, C=40); a
-        # relative slack of 1e-6 in the loss (~8 float32 ulps) accepts those steps.
+        # backtracking 20 evaluations per step; a relative slack of 1e-6 in the loss (~8 float32
+        # ulps) accepts those steps. Measured cost of both: BENCHMARKS.md, "Estimator bank".
         return optax.lbfgs(
             linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=20, rtol=1e-6,
                                                               store_grad=True)
