@@ -146,30 +146,44 @@ def _step_one(problem: Problem, optimizer: str, params, opt_state, hp: dict, bat
     return params, opt_state, value
 
 
-def over_layers(problem: Problem, fn: Callable, per_layer: tuple, data: dict):
+def over_layers(problem: Problem, fn: Callable, per_layer: tuple, data: dict, rows=None,
+                constrain_rows: Callable[[dict], dict] = lambda b: b):
     """fn(*per_layer[l], data_l) for every layer l, stacked on a leading L axis. per_layer: pytrees
-    with leading axis L; data_l: data with the layer fields' row l. vmapped, or lax.map'ped when
-    problem.map_layers."""
+    with leading axis L; data_l: data with the layer fields' row l (and, given rows [B], only
+    those items; problem.map_layers only). vmapped, or lax.map'ped when problem.map_layers: then
+    each layer indexes the data itself (one gather of its rows, no per-layer copy of its items)."""
     layered = {k: v for k, v in data.items() if k in problem.layer_fields}
     shared = {k: v for k, v in data.items() if k not in problem.layer_fields}
-    one = lambda args: fn(*args[0], {**shared, **args[1]})
-    if problem.map_layers:
-        return jax.lax.map(one, (per_layer, layered))
-    return jax.vmap(one)((per_layer, layered))
+    if not problem.map_layers:
+        if rows is not None:
+            raise ValueError(f"{problem.name}: rows are drawn per layer only with map_layers")
+        return jax.vmap(lambda p, d: fn(*p, {**shared, **d}))(per_layer, layered)
+
+    def one(args):
+        p, l = args
+        if rows is None:
+            d = {**shared, **{k: v[l] for k, v in layered.items()}}
+        else:
+            d = constrain_rows({**{k: v[rows] for k, v in shared.items()},
+                                **{k: v[l, rows] for k, v in layered.items()}})
+        return fn(*p, d)
+
+    num_layers = jax.tree.leaves(per_layer)[0].shape[0]
+    return jax.lax.map(one, (per_layer, jnp.arange(num_layers)))
 
 
 def bank_step(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict,
               rows: jax.Array | None = None, constrain_rows: Callable[[dict], dict] = lambda b: b):
     """One step of the whole bank: params/opt_state [L, P, ...], hp [P], batch per module docs.
 
-    rows [B] (optional): train on these items of `batch` only, taken layer by layer inside the
-    layer map (no [L, B, ...] copy of the minibatch); constrain_rows pins one layer's minibatch
-    sharding. Returns (params, opt_state, training objective [L, P]).
+    rows [B] (optional, problem.map_layers only): train on these items of `batch`, gathered
+    layer by layer inside the layer map (no [L, B, ...] copy of the minibatch); constrain_rows
+    pins one layer's minibatch sharding. Returns (params, opt_state, training objective [L, P]).
     """
     one = lambda pr, st, h, b: _step_one(problem, optimizer, pr, st, h, b)
     over_p = jax.vmap(one, in_axes=(0, 0, 0, None))
-    take = lambda b: b if rows is None else constrain_rows({k: jnp.take(v, rows, axis=0) for k, v in b.items()})
-    return over_layers(problem, lambda pr, st, b: over_p(pr, st, hp, take(b)), (params, opt_state), batch)
+    return over_layers(problem, lambda pr, st, b: over_p(pr, st, hp, b), (params, opt_state), batch,
+                       rows, constrain_rows)
 
 
 def bank_evaluate(problem: Problem, params, data: dict) -> dict:
