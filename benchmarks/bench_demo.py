@@ -4,8 +4,9 @@ in encoder forward passes vs estimators, and the encoder cost per hour of audio 
     python benchmarks/bench_demo.py --out /tmp/bench_demo            # full demo (~10 min, 2 cores)
     python benchmarks/bench_demo.py --out /tmp/bench_demo --smoke    # quick check of the script
 
-Part 1 runs the demo in a subprocess (cold: a fresh run directory and feature cache) and reads
-the per-stage timings the pipeline records in results.json. Part 2 times one jitted forward
+Part 1 runs the demo in a subprocess (cold: a fresh run directory, so a fresh feature cache
+and XLA compilation cache under it; ``JAX_COMPILATION_CACHE_DIR`` is unset for the run) and
+reads the per-stage timings the pipeline records in results.json. Part 2 times one jitted forward
 pass (warm, median of repeats) of each encoder size on 2 x 10 s of audio and extrapolates to
 one hour of audio: encoder-forward seconds per audio hour on this machine. Whisper encodes
 30 s windows whatever the utterance length, so its cost is per 30 s window.
@@ -39,8 +40,9 @@ def cpu_name() -> str:
 def run_demo(out: Path, smoke: bool) -> dict:
     cmd = [sys.executable, "-m", "speechmi_jax.cli", "demo", "--out", str(out),
            "--set", "progress=False"] + (["--smoke"] if smoke else [])
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"demo failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -53,16 +53,16 @@ def main(argv=None) -> int:
                         help="leave out (and list) utterances without a TextGrid")
     args = parser.parse_args(argv)
 
-    from speechmi_jax.data.tfds_librispeech import load_librispeech
+    from speechmi_jax.data.corpus import load_corpus
 
     out = Path(args.out)
     rows_by_split = {}
     for split in SPLITS:
         tfds_split, _, n = getattr(args, split).partition(":")
-        corpus = load_librispeech(args.name, split=tfds_split, textgrid_dir=args.textgrid_dir,
-                                  cache_dir=out, data_dir=args.data_dir,
-                                  max_utterances=int(n) if n else None,
-                                  on_error="skip" if args.skip_missing else "raise")
+        corpus = load_corpus(args.name, split=tfds_split, textgrid_dir=args.textgrid_dir,
+                             cache_dir=out, data_dir=args.data_dir,
+                             max_utterances=int(n) if n else None,
+                             on_error="skip" if args.skip_missing else "raise")
         rows_by_split[split] = manifest_lib.read_manifest(corpus.metadata["manifest"])
         print(f"{split}: {len(corpus)} utterances of {tfds_split}, "
               f"{corpus.total_duration_s / 3600:.2f} h, {len(corpus.skipped)} skipped")

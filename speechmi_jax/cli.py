@@ -7,6 +7,9 @@
 A run directory holds ``results.json``, ``results.csv``, ``report.md``, PNG plots, the
 feature cache and estimator checkpoints; running the same command again resumes where it
 stopped.
+
+Expected errors (a bad config, file, corpus or checkpoint) print one line and exit with
+status 1 (2 for a bad config); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import sys
 from pathlib import Path
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used."""
+from speechmi_jax.configs.base import (ESTIMATOR_SECTIONS, ConfigError, estimator_settings,
+                                       validate)
+
+# What a user's input can cause (bad files, names, values): one line, no traceback.
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, ArithmeticError)
 
 
 def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
@@ -27,8 +33,11 @@ def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
 
     ``arg`` is the big_vision-style config argument (``"smoke"`` selects the config's small
     settings).
-    Values are parsed as Python literals when possible (``estimators.steps=200``,
-    ``encoders="['logmel']"``), else kept as strings. Unknown keys are an error.
+    Values are parsed as Python literals when possible (``probe.steps=200``,
+    ``encoders="['logmel']"``), else kept as strings; ``probe.*``, ``infonce.*`` and ``ctc.*``
+    also take any other argument of their estimator (``infonce.eval_every=50``). Unknown keys, values of the wrong type
+    and any other break of the config schema (``configs/base.py``) raise :class:`ConfigError`
+    before any work is done.
     """
     path = Path(path)
     if not path.is_file():
@@ -41,9 +50,15 @@ def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
         raise ConfigError(f"{path}: failed to import: {type(e).__name__}: {e}") from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: defines no get_config()")
-    config = module.get_config(arg)
+    try:
+        config = module.get_config(arg)
+    except ValueError as e:
+        raise ConfigError(f"{path}: get_config({arg!r}): {e}") from e
     apply_overrides(config, overrides, source=str(path))
-    return config
+    try:
+        return validate(config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def apply_overrides(config, overrides, source="config"):
@@ -61,9 +76,16 @@ def apply_overrides(config, overrides, source="config"):
             if p not in node:
                 raise ConfigError(f"override {item!r}: {source} has no key {key!r}")
             node = node[p]
-        if leaf not in node:
+        # an estimator argument the config leaves at its default may be set too
+        settable = (len(parents) == 1 and parents[0] in ESTIMATOR_SECTIONS
+                    and leaf in estimator_settings(parents[0]))
+        if leaf not in node and not settable:
             raise ConfigError(f"override {item!r}: {source} has no key {key!r}")
-        node[leaf] = value
+        try:
+            node[leaf] = value
+        except TypeError as e:
+            raise ConfigError(f"override {item!r}: wrong type for {key!r} "
+                              f"(now {node[leaf]!r}): {e}") from None
     return config
 
 
@@ -72,21 +94,27 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_demo = sub.add_parser("demo", help="all measures for every layer on the bundled corpus")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one line")
+    p_demo = sub.add_parser("demo", parents=[common],
+                            help="all measures for every layer on the bundled corpus")
     p_demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p_demo.add_argument("--smoke", action="store_true",
                         help="tiny settings for a quick check (minutes -> seconds)")
     p_demo.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value")
 
-    p_run = sub.add_parser("run", help="run an experiment config (a Python file with get_config())")
+    p_run = sub.add_parser("run", parents=[common],
+                           help="run an experiment config (a Python file with get_config())")
     p_run.add_argument("config")
     p_run.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
     p_run.add_argument("--smoke", action="store_true", help="the config's small settings")
     p_run.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config value")
 
-    p_rep = sub.add_parser("report", help="rewrite report.md and plots from a run's results.json")
+    p_rep = sub.add_parser("report", parents=[common],
+                           help="rewrite report.md and plots from a run's results.json")
     p_rep.add_argument("run_dir")
 
     args = parser.parse_args(argv)
@@ -107,8 +135,17 @@ def main(argv=None) -> int:
         print(f"results in {out}/ (report.md, results.json, results.csv, *.png)")
         return 0
     except ConfigError as e:
+        if args.debug:
+            raise
         print(f"speechmi: config error: {e}", file=sys.stderr)
         return 2
+    except EXPECTED_ERRORS as e:
+        if args.debug:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"speechmi: error: {type(e).__name__}: {msg} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ class FeatureSet:
       encoder: facts of the encoder (name, num_layers, hidden_size, frame_rate,
         frame_offset_s, sample_rate).
       path: cache folder (None for an in-memory subset).
+      key: the cache key (:func:`feature_cache_key`): changes with the encoder's weights, the
+        corpus' content and the extraction options.
     """
 
     hidden: np.ndarray
@@ -70,6 +72,7 @@ class FeatureSet:
     speaker_set: tuple[str, ...]
     encoder: dict
     path: Optional[Path] = None
+    key: str = ""
 
     @property
     def num_layers(self) -> int:
@@ -87,10 +90,6 @@ class FeatureSet:
     def layer(self, l: int) -> np.ndarray:
         """[N, D] features of hidden state ``l`` (a memory-mapped view)."""
         return self.hidden[l]
-
-    def labelled(self) -> np.ndarray:
-        """Frame indices [M] with a phone label."""
-        return np.flatnonzero(self.phone >= 0)
 
     def pooled(self, layers: Optional[Sequence[int]] = None) -> np.ndarray:
         """Mean over each utterance's frames -> float32 [len(layers), U, D]."""
@@ -142,6 +141,16 @@ def cache_key(enc: Encoder, corpus, options: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def _options(dtype) -> dict:
+    return dict(dtype=np.dtype(dtype).name, label="frame-centre")
+
+
+def feature_cache_key(enc: Encoder, corpus, dtype=np.float16) -> str:
+    """The key :func:`extract_features` files ``enc``'s features of ``corpus`` under, computed
+    without extracting (it hashes the weights and the corpus' fingerprint)."""
+    return cache_key(enc, corpus.with_sample_rate(enc.sample_rate), _options(dtype))
+
+
 def _order_by_split(corpus) -> list:
     """Utterances grouped by split (splits in order of first appearance), stable inside."""
     first: dict[str, int] = {}
@@ -186,7 +195,7 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     if len(corpus) == 0:
         raise ValueError(f"corpus {corpus.name!r} has no utterances")
     dtype = np.dtype(dtype)
-    options = dict(dtype=dtype.name, label="frame-centre")
+    options = _options(dtype)
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     key = cache_key(enc, corpus, options)
     final, partial = cache_dir / key, cache_dir / f"{key}.partial"
@@ -308,4 +317,4 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
         utt_ids=meta["utt_ids"], speakers=meta["speakers"], splits=meta["splits"],
         speaker=np.asarray([spk_id[s] for s in meta["speakers"]], dtype=np.int32),
         phone_set=tuple(meta["phone_set"]), speaker_set=tuple(meta["speaker_set"]),
-        encoder=meta["encoder"], path=path)
+        encoder=meta["encoder"], path=path, key=meta.get("key", path.name))

@@ -181,3 +181,29 @@ def test_levels_within_pooled_and_across():
     assert corr.encoder_summary(res, "a", "phone_mi", "mean")[0] == pytest.approx(1.0)
     x = corr.across_encoders(res, "infonce_next_k", "ctc_per", "spearman", num_bootstrap=300)
     assert x.n == 3 and x.r == pytest.approx(-1.0) and x.p_value == pytest.approx(2 / 6)
+
+
+# ------------------------------------------------------------------------------ record builders
+
+def test_records_are_built_from_estimates_with_their_ceilings():
+    """The contract of estimators.api.MIEstimate / ctc.CTCLayerResult (attribute names only)."""
+    from types import SimpleNamespace as NS
+    est = [NS(layer=np.int64(l), bits=np.float32(1.0 + l), ci=(0.9 + l, 1.1 + l), ceiling_bits=4.2,
+              lr=None, l2=1e-3, step=np.int32(50), n_test=120, accuracy=0.5, accuracy_ci=(0.4, 0.6))
+           for l in range(2)]
+    recs = res_mod.estimate_records("enc", est, "phone_mi", "phone_acc", speakers=["a", "b"])
+    assert [(r["layer"], r["measure"]) for r in recs] == [(0, "phone_mi"), (0, "phone_acc"),
+                                                          (1, "phone_mi"), (1, "phone_acc")]
+    assert recs[2]["extra"] == {"ceiling": 4.2, "l2": 1e-3, "step": 50, "n_test": 120,
+                                "accuracy": 0.5, "speakers": ["a", "b"]}  # lr None left out
+    assert recs[1]["unit"] == "fraction" and recs[1]["ci"] == [0.4, 0.6]
+    json.dumps(recs, allow_nan=False)  # numpy scalars became Python numbers
+    ctc = [NS(layer=3, per=41.5, ci=(39.0, 44.0), lr=3e-3, step=400, dev_per=40.0,
+              num_test_utts=30, num_test_phones=900)]
+    (rec,) = res_mod.ctc_records("enc", ctc)
+    assert rec["measure"] == "ctc_per" and rec["unit"] == "percent" and rec["value"] == 41.5
+    assert rec["extra"] == {"lr": 3e-3, "step": 400, "dev_per": 40.0, "num_test_utts": 30,
+                            "num_test_phones": 900}
+    bad = [NS(**{**vars(est[0]), "bits": float("nan")})]
+    with pytest.raises(ResultsError, match="enc layer 0 phone_mi: 'value': expected a finite"):
+        res_mod.estimate_records("enc", bad, "phone_mi")

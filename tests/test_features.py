@@ -18,7 +18,7 @@ from speechmi_jax.data.corpus import load_corpus
 from speechmi_jax.encoders import wav2vec2
 from speechmi_jax.encoders.base import Encoder
 from speechmi_jax.encoders.registry import load_encoder
-from speechmi_jax.features import cache_key, extract_features, load_features
+from speechmi_jax.features import cache_key, extract_features, feature_cache_key, load_features
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,8 @@ def test_features_match_single_utterance_runs(corpus, tiny_hubert, tmp_path):
     # Another corpus, other parameters or other options -> another cache key.
     opts = dict(dtype="float16", label="frame-centre")
     key = cache_key(tiny_hubert, corpus, opts)
-    assert fs.path.name == key
+    assert fs.path.name == key == fs.key == feature_cache_key(tiny_hubert, corpus)
+    assert load_features(fs.path).key == key
     fewer = corpus.filter(lambda u: u.speaker != "kal")
     assert cache_key(tiny_hubert, fewer, opts) != key
     other = dataclasses.replace(tiny_hubert, params=jax.tree.map(lambda x: x + 1e-3,
@@ -150,3 +151,4 @@ def test_corpus_at_another_rate_is_resampled_and_logged(corpus, tmp_path, caplog
     # Read back at 16 kHz from the files' native rates: the very same corpus, so the cache
     # is reused without any encoder call.
     assert fs.path == fs16.path and len(calls) == n_calls
+    assert feature_cache_key(enc, at8k) == fs16.key  # the key is computed without extracting

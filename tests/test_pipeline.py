@@ -1,7 +1,11 @@
-"""The experiment pipeline and the ``speechmi`` command: views, labels, resume, bad configs."""
+"""The experiment pipeline and the ``speechmi`` command: views, labels, configs, the run
+directory (stale, damaged and reused parts, kill and resume), encoder windows, CLI errors."""
 
+import dataclasses
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,14 +15,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speechmi_jax import cli, pipeline
+from speechmi_jax import cli, measures, pipeline
+from speechmi_jax.configs import base as config_base
 from speechmi_jax.configs import demo
+from speechmi_jax.data import phones
+from speechmi_jax.estimators import views
+from speechmi_jax.rundir import RunDir
+
+BUNDLED = Path(demo.__file__).resolve().parents[1] / "data" / "bundled"
+
+
+@pytest.fixture(autouse=True)
+def compile_cache(tmp_path_factory, monkeypatch):
+    """One XLA compilation cache for the CLI runs here; in this process it also keeps
+    ``run_experiment`` from pointing JAX's global cache at a test's temporary folder."""
+    path = tmp_path_factory.getbasetemp() / "speechmi_xla_cache"
+    path.mkdir(exist_ok=True)
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(path))
 
 
 def test_frame_view_gathers_rows_like_fancy_indexing():
     hidden = np.arange(3 * 10 * 2, dtype=np.float32).reshape(3, 10, 2)
     frames = np.array([9, 2, 4, 4, 0])
-    v = pipeline.FrameView(hidden, frames)
+    v = views.FrameView(hidden, frames)
     assert v.shape == (3, 5, 2) and v.ndim == 3
     idx = np.array([3, 0, 1])
     np.testing.assert_array_equal(v[1:3][:, idx], hidden[1:3][:, frames[idx]])
@@ -35,7 +54,7 @@ def _logmel_features(tmp_path, n_per_split=3):
 
 def test_input_context_is_centred_on_the_frame(tmp_path):
     corpus, lm = _logmel_features(tmp_path)
-    ctx = pipeline.input_context(lm, lm, context_s=0.02)  # 2 log-mel frames each side
+    ctx = views.input_context(lm, lm, context_s=0.02)  # 2 log-mel frames each side
     d = lm.hidden.shape[2]
     assert ctx.shape == (lm.num_frames, 5 * d)
     # The middle block of each window is the frame itself.
@@ -47,32 +66,74 @@ def test_input_context_is_centred_on_the_frame(tmp_path):
 
 def test_speaker_labels_keep_one_domain_and_speech_frames(tmp_path):
     corpus, lm = _logmel_features(tmp_path)
-    y, names = pipeline.speaker_labels(lm, corpus, "synthetic")
+    y, names = measures.speaker_labels(lm, corpus, "synthetic")
     domain = {u.id: u.metadata["domain"] for u in corpus}
     assert "allison" not in names and len(names) == len(corpus.speakers) - 1
     real = np.array([domain[lm.utt_ids[u]] == "real" for u in lm.utt_index])
     assert (y[real] == -1).all()
-    from speechmi_jax.data import phones
-    sil = phones.PHONE_TO_ID[phones.SILENCE]
+    sil = lm.phone_set.index(phones.SILENCE)
     assert (y[lm.phone == sil] == -1).all()
     speech = (~real) & (lm.phone >= 0) & (lm.phone != sil)
     assert (y[speech] >= 0).all()
     assert [names[i] for i in y[speech]] == [lm.speakers[u] for u in lm.utt_index[speech]]
 
 
+def test_labels_follow_the_feature_sets_phone_set(tmp_path):
+    """Another phone set (here: the same phones in reverse order, as a corpus with its own
+    set would write) gives labels in that set; one without silence is a clear error."""
+    corpus, lm = _logmel_features(tmp_path, n_per_split=2)
+    rev = tuple(reversed(lm.phone_set))
+    flip = np.array([rev.index(p) for p in lm.phone_set])
+    other = dataclasses.replace(lm, phone_set=rev, phone=np.where(lm.phone >= 0, flip[lm.phone], -1))
+    for a, b in zip(measures.ctc_targets(lm, corpus), measures.ctc_targets(other, corpus)):
+        assert [lm.phone_set[i] for i in a] == [rev[i] for i in b] and a.size > 0
+    y, _ = measures.speaker_labels(lm, corpus, None)
+    y2, _ = measures.speaker_labels(other, corpus, None)
+    np.testing.assert_array_equal(y, y2)  # silence frames found in either order
+    no_sil = dataclasses.replace(lm, phone_set=tuple(p for p in lm.phone_set if p != "sil"))
+    with pytest.raises(ValueError, match="phone set has no 'sil' label"):
+        measures.ctc_targets(no_sil, corpus)
+    with pytest.raises(ValueError, match="not in the feature set's phone set"):
+        measures.ctc_targets(dataclasses.replace(lm, phone_set=lm.phone_set[20:]), corpus)
+
+
 def test_seen_in_train_unlabels_only_unseen_heldout_classes():
     y = np.array([0, 1, 1, 2, 3, -1, 0])
     s = np.array(["train", "train", "test", "test", "dev", "test", "test"])
-    np.testing.assert_array_equal(pipeline.seen_in_train(y, s, "t"), [0, 1, 1, -1, -1, -1, 0])
+    np.testing.assert_array_equal(measures.seen_in_train(y, s, "t"), [0, 1, 1, -1, -1, -1, 0])
+
+
+def test_measure_registry_matches_the_results_schema():
+    from speechmi_jax.analysis import results
+    written = [r for m in measures.REGISTRY.values() for r in m.records]
+    assert len(written) == len(set(written)) and set(written) <= set(results.MEASURES)
+    assert list(config_base.base_config().measures) == list(measures.REGISTRY)
+
+
+# ------------------------------------------------------------------------------ configs
 
 
 def test_config_overrides_and_errors(tmp_path):
-    c = cli.load_config(demo.__file__, ["probe.steps=7", "encoders=['logmel']", "corpus=bundled"])
+    c = cli.load_config(demo.__file__, ["probe.steps=7", "encoders=['logmel']", "corpus=bundled",
+                                        "views.max_pairs=10", "whisper_window_seconds=None",
+                                        "infonce.eval_every=50"])
+    assert c.infonce.eval_every == 50  # an estimator argument the config left at its default
     assert c.probe.steps == 7 and list(c.encoders) == ["logmel"] and c.corpus == "bundled"
-    with pytest.raises(cli.ConfigError, match="no key 'probe.nope'"):
-        cli.load_config(demo.__file__, ["probe.nope=1"])
-    with pytest.raises(cli.ConfigError, match="expected key=value"):
-        cli.load_config(demo.__file__, ["probe.steps"])
+    assert c.views.max_pairs == 10 and c.whisper_window_seconds is None
+    for override, match in [
+            ("probe.nope=1", "no key 'probe.nope'"),
+            ("probe.steps", "expected key=value"),
+            ("seed=None", "'seed': expected an int, got None"),
+            ("probe.steps=1.5", "wrong type for 'probe.steps'"),
+            ("encoders=logmel", "wrong type for 'encoders'"),
+            ("measures=['phon']", r"'measures': unknown \['phon'\]"),
+            ("encoders=['logmel','logmel']", "'logmel' is listed twice"),
+            ("encoders=['a/b','a_b']", "same file name"),
+            ("probe.l2=('x',)", r"'probe.l2\[0\]': expected a number"),
+            ("encoder_dtype=float16", "'encoder_dtype'"),
+            ("views.next_k_seconds=0", "expected > 0")]:
+        with pytest.raises(cli.ConfigError, match=match):
+            cli.load_config(demo.__file__, [override])
     with pytest.raises(cli.ConfigError, match="not found"):
         cli.load_config(tmp_path / "missing.py")
     bad = tmp_path / "bad.py"
@@ -80,21 +141,95 @@ def test_config_overrides_and_errors(tmp_path):
     with pytest.raises(cli.ConfigError, match="defines no get_config"):
         cli.load_config(bad)
     assert cli.main(["run", str(bad)]) == 2
+    # a config file that adds a key of its own, or an estimator argument that does not exist
+    extra = tmp_path / "extra.py"
+    extra.write_text("from speechmi_jax.configs import base\n"
+                     "def get_config(arg=''):\n    c = base.base_config()\n    c.foo = 1\n"
+                     "    return c\n")
+    with pytest.raises(cli.ConfigError, match=r"unknown \['foo'\]"):
+        cli.load_config(extra)
+    c = config_base.base_config()
+    c.infonce.lr = 1e-3
+    with pytest.raises(cli.ConfigError, match="'infonce.lr' is not a setting of infonce"):
+        config_base.validate(c)
+
+
+def test_a_refused_config_writes_nothing(tmp_path, capsys):
+    """A mistyped --set is refused before config.json is written; the corrected command then
+    owns the directory."""
+    out = tmp_path / "run"
+    assert cli.main(["demo", "--out", str(out), "--set", "measures=['phon']"]) == 2
+    assert "config error" in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+    c = cli.load_config(demo.__file__, _tiny_overrides())
+    RunDir(out, c.to_json(indent=1, sort_keys=True))
+    assert (out / "config.json").exists()
+    c2 = cli.load_config(demo.__file__, _tiny_overrides(["probe.steps=16"]))
+    with pytest.raises(ValueError, match="holds a different config"):
+        RunDir(out, c2.to_json(indent=1, sort_keys=True))
+
+
+def test_cli_expected_errors_are_one_line_unless_debug(tmp_path, capsys):
+    args = ["demo", "--out", str(tmp_path / "r"), "--set", "encoders=['random:hubert-base@x']",
+            "--set", "max_utterances_per_split=2", "--set", "progress=False"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "'random:hubert-base@x'" in err and "is not an integer" in err
+    with pytest.raises(ValueError, match="is not an integer"):
+        cli.main(args + ["--debug"])
+
+
+# ------------------------------------------------------------------------------ encoders
+
+
+def test_load_encoder_window_follows_the_model_not_the_name(tmp_path):
+    """A Whisper folder named without "whisper" gets the window; a wav2vec 2.0 folder named
+    "whisper..." loads (it has no window to set)."""
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    from speechmi_jax import load_encoder
+    sys.path.insert(0, str(Path(__file__).parent))
+    from wav2vec2_testing import tiny_config as w2v_config
+    from whisper_testing import tiny_config as whisper_config
+    torch.manual_seed(0)
+    plain = tmp_path / "model_a"
+    transformers.WhisperForConditionalGeneration(whisper_config()).save_pretrained(plain)
+    enc = load_encoder(plain, window_seconds=4.0)
+    assert enc.config.window_seconds == 4.0 and enc.name.endswith("@4s")
+    assert load_encoder(plain).config.window_seconds == 30.0
+    lookalike = tmp_path / "whisper_like"
+    transformers.Wav2Vec2Model(w2v_config("wav2vec2")).save_pretrained(lookalike)
+    enc = load_encoder(lookalike, window_seconds=4.0)
+    assert enc.num_layers == 3 and not enc.name.endswith("@4s")
+    # the pipeline takes the window from the config, whatever the encoder's name
+    c = config_base.base_config()
+    c.whisper_window_seconds = 4.0
+    assert pipeline.load_encoder(str(plain), c).config.window_seconds == 4.0
+    assert pipeline.load_encoder("random:whisper-tiny@3", c).name == "random:whisper-tiny@3@4s"
+
+
+# ------------------------------------------------------------------------------ runs
 
 
 def _tiny_overrides(out_extra=()):
     return ["encoders=['logmel']", "max_utterances_per_split=6", "measures=['phone','infonce_next_k']",
             "progress=False", "probe.steps=15", "probe.l2=(0.0,)", "probe.num_bootstrap=50",
             "infonce.k=16", "infonce.steps=40", "infonce.learning_rates=(3e-3,)",
-            "infonce.num_bootstrap=50", "infonce.max_pairs=3000", *out_extra]
+            "infonce.num_bootstrap=50", "views.max_pairs=3000", *out_extra]
 
 
-def _run_cli(out, extra=(), **kw):
+def _run_cli(out, extra=(), own_compile_cache=False):
     args = [sys.executable, "-m", "speechmi_jax.cli", "demo", "--out", str(out)]
     for o in _tiny_overrides(extra):
         args += ["--set", o]
+    env = {**os.environ, "XLA_FLAGS": ""}
+    if own_compile_cache:  # the run's default: <out>/cache/xla (every compile kept)
+        env.pop("JAX_COMPILATION_CACHE_DIR")
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "XLA_FLAGS": ""}, **kw)
+                            env=env)
 
 
 def _values(run_dir):
@@ -103,38 +238,105 @@ def _values(run_dir):
 
 
 def test_demo_run_is_interruptible_and_resumes_to_the_same_results(tmp_path):
-    """Kill -9 after the first measure is saved; the rerun resumes and matches a clean run."""
-    clean = _run_cli(tmp_path / "clean")
+    """Kill -9 after the first measure is saved and before the second is: the rerun reuses the
+    finished part (the file is not rewritten) and ends with the clean run's numbers."""
+    clean = _run_cli(tmp_path / "clean", own_compile_cache=True)
     out, _ = clean.communicate(timeout=600)
     assert clean.returncode == 0, out
+    assert any((tmp_path / "clean" / "cache" / "xla").iterdir())  # executables cached on disk
     ref = _values(tmp_path / "clean")
     assert {m for _, _, m in ref} == {"phone_mi", "phone_acc", "infonce_next_k"}
     assert all(np.isfinite(v) for v, _ in ref.values())
-    assert (tmp_path / "clean" / "report.md").read_text().count("logmel") > 0
 
     run_dir = tmp_path / "killed"
     p = _run_cli(run_dir)
-    part = run_dir / "parts" / "logmel__phone.json"
+    first = run_dir / "parts" / "logmel__phone.json"
+    second = run_dir / "parts" / "logmel__infonce_next_k.json"
     deadline = time.time() + 600
-    while not part.exists() and p.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert part.exists(), "the first measure never finished"
+    while not first.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.exists() and p.poll() is None, "the first measure never finished mid-run"
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert not (run_dir / "results.json").exists() or p.returncode == 0
+    # the kill landed mid-run: the second measure and the results were not written
+    assert not second.exists() and not (run_dir / "results.json").exists()
+    saved = (first.read_bytes(), first.stat().st_mtime_ns)
 
     again = _run_cli(run_dir)
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == saved, "the finished part was redone"
+    timings = json.loads((run_dir / "results.json").read_text())["metadata"]["timings_s"]["logmel"]
+    assert timings["phone_s"] == json.loads(saved[0])["seconds"]
     got = _values(run_dir)
     assert got.keys() == ref.keys()
     for key in ref:
         np.testing.assert_allclose(got[key][0], ref[key][0], rtol=0, atol=1e-6, err_msg=str(key))
 
 
-def test_run_dir_of_another_config_is_refused(tmp_path):
-    c = cli.load_config(demo.__file__, _tiny_overrides())
-    pipeline.Run(tmp_path, c)
-    c2 = cli.load_config(demo.__file__, _tiny_overrides(["probe.steps=16"]))
-    with pytest.raises(ValueError, match="holds a different config"):
-        pipeline.Run(tmp_path, c2)
+def _small_manifest(folder: Path, per_split: int = 3) -> Path:
+    """A manifest of a few synthetic bundled utterances per split, audio copied into ``folder``."""
+    lines = (BUNDLED / "manifest.tsv").read_text().splitlines()
+    head, rows = lines[0], [l.split("\t") for l in lines[1:]]
+    cols = head.split("\t")
+    picked, count = [], {}
+    for r in rows:
+        row = dict(zip(cols, r))
+        if row["domain"] != "synthetic" or count.get(row["split"], 0) >= per_split:
+            continue
+        count[row["split"]] = count.get(row["split"], 0) + 1
+        dst = folder / row["audio"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(BUNDLED / row["audio"], dst)
+        picked.append("\t".join(r))
+    shutil.copy(BUNDLED / "alignments.tsv", folder / "alignments.tsv")
+    path = folder / "manifest.tsv"
+    path.write_text("\n".join([head] + picked) + "\n")
+    return path
+
+
+def test_parts_are_keyed_checked_and_recomputed(tmp_path, caplog):
+    """Real pipeline output: the report shows the ceilings; a rerun reuses every part; a 0-byte
+    or edited part is recomputed (naming the file); new audio gives new numbers."""
+    import soundfile as sf
+
+    from speechmi_jax.analysis import results
+    manifest = _small_manifest(tmp_path / "corpus")
+    config = cli.load_config(demo.__file__, _tiny_overrides([
+        f"corpus={manifest}", "max_utterances_per_split=0", "measures=['phone','infonce_next_k']"]))
+    out = tmp_path / "run"
+    res = pipeline.run_experiment(config, out)
+    first = {(r.layer, r.measure): r.value for r in res.records}
+    phone_mi = res.get("logmel", 0, "phone_mi")
+    assert 0 < phone_mi.extra["ceiling"] <= np.log2(40) and phone_mi.value <= phone_mi.extra["ceiling"]
+    assert res.get("logmel", 0, "infonce_next_k").extra["ceiling"] == pytest.approx(4.0)  # K = 16
+    report = (out / "report.md").read_text()
+    assert f"Ceiling (`extra.ceiling`): logmel {phone_mi.extra['ceiling']:.3f} bits" in report
+    assert "Ceiling (`extra.ceiling`): logmel 4.000 bits" in report
+
+    parts = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / "parts").iterdir()}
+    assert pipeline.run_experiment(config, out).records == res.records
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / "parts").iterdir()} == parts
+
+    phone_part, nce_part = out / "parts" / "logmel__phone.json", out / "parts" / "logmel__infonce_next_k.json"
+    phone_part.write_text("")                      # torn by a crash
+    doc = json.loads(nce_part.read_text())
+    doc["records"][0]["value"] = 3.99              # edited by hand
+    nce_part.write_text(json.dumps(doc))
+    with caplog.at_level(logging.WARNING, logger="speechmi_jax.rundir"):
+        again = pipeline.run_experiment(config, out)
+    assert f"{phone_part}: unreadable" in caplog.text
+    assert f"{nce_part}: checksum mismatch" in caplog.text
+    assert {(r.layer, r.measure): r.value for r in again.records} == first
+
+    rng = np.random.default_rng(0)                 # the same files, now white noise
+    for wav in (tmp_path / "corpus" / "audio").rglob("*.flac"):
+        info = sf.info(str(wav))
+        sf.write(str(wav), 0.1 * rng.standard_normal(info.frames), info.samplerate, subtype="PCM_16")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="speechmi_jax.rundir"):
+        noise = pipeline.run_experiment(config, out)
+    assert "computed for other inputs (changed: features)" in caplog.text
+    phone_noise = noise.get("logmel", 0, "phone_mi").value
+    assert phone_noise < phone_mi.value - 0.5, (phone_noise, phone_mi.value)
+    assert results.read_results(out).get("logmel", 0, "phone_mi").value == phone_noise

@@ -144,16 +144,6 @@ def _skipped_section(res: Results, show: int = 20) -> list[str]:
     return lines + [""]
 
 
-def _measures_section(res: Results) -> list[str]:
-    lines = ["## Measures", "", "| measure | unit | kind | better | meaning |", "|---|---|---|---|---|"]
-    for m in res.measures():
-        d = MEASURES[m]
-        better = "higher" if d.higher_is_better else "lower"
-        lines.append(f"| `{m}` | {d.unit} | {d.kind.replace('_', '-')} | {better} | "
-                     f"{d.description} |")
-    return lines + [""]
-
-
 def _runner_up_note(res: Results, enc: str, measure: str, best) -> str:
     others = [r for r in res.series(enc, measure) if r.layer != best.layer]
     if not others:

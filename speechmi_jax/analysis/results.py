@@ -5,6 +5,10 @@ A record (see ``docs/results_schema.md``)::
     {"encoder": "whisper_tiny_en", "layer": 3, "measure": "phone_mi", "value": 2.91,
      "ci": [2.85, 2.97], "unit": "bits", "extra": {"ceiling": 4.87, "accuracy": 0.61}}
 
+Records are built here and nowhere else: :func:`estimate_records` turns the estimators'
+per-layer MI estimates into ``*_mi`` / ``*_acc`` / ``infonce_*`` records, :func:`ctc_records`
+the linear-CTC results into ``ctc_per`` records.
+
 ``layer`` indexes ``hidden_states`` (0 = the transformer's input; a single-layer baseline
 such as log-mel has only layer 0). ``ci`` is the confidence interval ``[lo, hi]`` (95 % unless
 ``metadata["ci_level"]`` says otherwise). A measure's unit is fixed by :data:`MEASURES`; a
@@ -101,6 +105,49 @@ class Record:
         return {"encoder": self.encoder, "layer": self.layer, "measure": self.measure,
                 "value": self.value, "ci": [self.ci[0], self.ci[1]], "unit": self.unit,
                 "extra": dict(self.extra)}
+
+
+def record(encoder: str, layer: int, measure: str, value, ci, **extra) -> dict:
+    """One validated record as a dict; ``extra`` entries that are None are left out."""
+    return make_record({"encoder": encoder, "layer": layer, "measure": measure,
+                        "value": value, "ci": [ci[0], ci[1]],
+                        "extra": {k: _plain(v) for k, v in extra.items() if v is not None}},
+                       where=f"{encoder} layer {layer} {measure}").to_dict()
+
+
+def _plain(v):
+    """A numpy scalar as the Python number it holds (JSON has no numpy types)."""
+    return v.item() if getattr(v, "shape", None) == () and hasattr(v, "item") else v
+
+
+def estimate_records(encoder: str, estimates, measure: str, accuracy_measure: Optional[str] = None,
+                     **extra) -> list[dict]:
+    """Records of per-layer MI estimates (``estimators.api.MIEstimate``, one per layer).
+
+    The bound becomes a ``measure`` record whose ``extra`` holds its ``ceiling`` (H(Y) or
+    log2 K, bits), the grid point and stopping step chosen on dev (``lr``, ``l2``, ``step``),
+    ``n_test`` and the probe ``accuracy``; with ``accuracy_measure``, the accuracy also becomes
+    a record of its own. ``extra`` is added to every record.
+    """
+    out = []
+    for e in estimates:
+        out.append(record(encoder, e.layer, measure, e.bits, e.ci, ceiling=e.ceiling_bits,
+                          lr=e.lr, l2=e.l2, step=e.step, n_test=e.n_test, accuracy=e.accuracy,
+                          **extra))
+        if accuracy_measure is not None:
+            out.append(record(encoder, e.layer, accuracy_measure, e.accuracy, e.accuracy_ci,
+                              n_test=e.n_test, **extra))
+    return out
+
+
+def ctc_records(encoder: str, layers, **extra) -> list[dict]:
+    """``ctc_per`` records of per-layer linear-CTC results (``estimators.ctc.ctc_per_bank``):
+    the PER and its interval in percent; ``extra``: the learning rate and step chosen on dev,
+    the dev PER there, and the test set's size in utterances and reference phones."""
+    return [record(encoder, r.layer, "ctc_per", r.per, r.ci, lr=r.lr, step=r.step,
+                   dev_per=r.dev_per, num_test_utts=r.num_test_utts,
+                   num_test_phones=r.num_test_phones, **extra)
+            for r in layers]
 
 
 def _json_safe(obj, where):

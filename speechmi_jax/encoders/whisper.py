@@ -35,10 +35,11 @@ multiple of 0.02 s, at most ``P / 50`` s) selects a shorter window with the posi
 truncated to its frames: still padding-invariant, about ``30 / window_seconds`` times
 cheaper, but a distribution shift the model never saw. Measured on the bundled corpus with
 tiny.en (``benchmarks/whisper_window.py``; BENCHMARKS.md, "Whisper windows"): a 4 s window
-is ~23x cheaper in CPU time and changes hidden states by 5-20 % (relative, growing with
+is ~20x cheaper in CPU time and changes hidden states by 5-20 % (relative, growing with
 depth), while a phone probe moves by < 1 point at every layer with the same best layer.
 Use it knowingly, e.g. for quick runs on a CPU, and state it with the results.
-:func:`with_window` re-wraps a loaded encoder with another window. Whatever the window, the
+:func:`with_window` re-wraps a loaded encoder with another window (``load_encoder(name,
+window_seconds=W)`` sets it when loading). Whatever the window, the
 last block computes only the frames that are returned.
 """
 
@@ -50,6 +51,7 @@ import importlib.resources
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -297,7 +299,7 @@ def with_window(encoder: Encoder, window_seconds: Optional[float]) -> Encoder:
     cfg = encoder.config
     if not isinstance(cfg, WhisperEncoderConfig):
         raise TypeError(f"{encoder.name}: not a Whisper encoder built by speechmi_jax.encoders.whisper")
-    base = encoder.name.split("@")[0]
+    base = re.sub(r"@[0-9.e+-]+s$", "", encoder.name)  # a previous window's suffix, not a seed's
     return make_encoder(base, cfg.arch, encoder.params, dtype=encoder.dtype,
                         window_seconds=window_seconds, source=cfg.source)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -26,15 +25,16 @@ from speechmi_jax.estimators import bootstrap, validate
 from speechmi_jax.estimators.bank import Grid
 from speechmi_jax.estimators.infonce import CRITICS, infonce_problem, infonce_problem_shared_b
 from speechmi_jax.estimators.probe import PROBES, label_entropy, log_prior, probe_problem
-from speechmi_jax.estimators.train import TrainConfig, fit_bank
+from speechmi_jax.estimators.train import fit_layer_chunks, train_config
 
 SPLITS = ("train", "dev", "test")
 
 
 @dataclasses.dataclass(frozen=True)
 class MIEstimate:
-    """One MI lower bound. bits/nats: the point estimate on the test split; ci: (lo, hi) bits,
-    group-bootstrap percentile interval; ceiling_bits: H(Y) (probe) or log2 K (InfoNCE).
+    """One MI lower bound on the test split: bits, its group-bootstrap percentile interval ci
+    (lo, hi) in bits, and the ceiling that bounds it, ceiling_bits: H(Y) for a probe, log2 K for
+    InfoNCE (also readable as h_y_bits / log2_k). accuracy / accuracy_ci: probes only.
 
     lr / l2 / seed / step: the grid point and stopping step chosen on dev (lr None for L-BFGS).
     """
@@ -43,7 +43,6 @@ class MIEstimate:
     bits: float
     ci: tuple[float, float]
     ceiling_bits: float
-    nats: float
     lr: float | None
     l2: float
     seed: int
@@ -52,8 +51,27 @@ class MIEstimate:
     layer: int | None = None
     accuracy: float | None = None
     accuracy_ci: tuple[float, float] | None = None
-    h_y_bits: float | None = None
-    log2_k: float | None = None
+
+    @property
+    def nats(self) -> float:
+        return float(units.bits_to_nats(self.bits))
+
+    @property
+    def h_y_bits(self) -> float | None:
+        """H(Y) of the test labels, the probe bound's ceiling (None for InfoNCE)."""
+        return self.ceiling_bits if self.measure.startswith("probe") else None
+
+    @property
+    def log2_k(self) -> float | None:
+        """log2 K, the InfoNCE bound's ceiling (None for probes)."""
+        return self.ceiling_bits if self.measure.startswith("infonce") else None
+
+
+def _estimate(measure: str, nats: float, ci_nats, ceiling_nats: float, **fields) -> MIEstimate:
+    """MIEstimate from figures in nats (the estimators' working unit)."""
+    bits = lambda v: float(units.nats_to_bits(v))
+    return MIEstimate(measure=measure, bits=bits(nats), ci=(bits(ci_nats[0]), bits(ci_nats[1])),
+                      ceiling_bits=bits(ceiling_nats), **fields)
 
 
 # ----------------------------------------------------------------------------- splits and loading
@@ -75,7 +93,7 @@ def _split_codes(split, n: int) -> np.ndarray:
     return codes
 
 
-def _dev_from_train(codes, groups, dev_fraction: float, seed: int) -> np.ndarray:
+def dev_from_train(codes, groups, dev_fraction: float, seed: int) -> np.ndarray:
     """Moves a random `dev_fraction` of the training groups to dev when no dev items were given."""
     if (codes == 1).any():
         return codes
@@ -99,9 +117,10 @@ def _load(name: str, x, layers: slice, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _standardize(train, *others):
-    """Training mean/std per dim in float64: float32 squares overflow past |x| ~ 1e19 (features
-    scaled by 1e30 gave std = inf, all-zero inputs and ~0 bits)."""
+def standardize_splits(train, *others):
+    """Splits [l, n, D] standardised per layer and dimension with the first one's statistics,
+    computed in float64: float32 squares overflow past |x| ~ 1e19 (features scaled by 1e30 gave
+    std = inf, all-zero inputs and ~0 bits)."""
     mean = train.mean(axis=1, keepdims=True, dtype=np.float64)
     std = train.std(axis=1, keepdims=True, dtype=np.float64)
     std = np.where(std > 1e-6 * (np.abs(mean) + 1), std, 1.0)
@@ -109,29 +128,13 @@ def _standardize(train, *others):
     return [(x - mean) / std for x in (train, *others)]
 
 
-def _layer_chunks(num_layers: int, layer_chunk, bytes_per_layer: int, max_resident_bytes: int):
-    size = layer_chunk or max(1, min(num_layers, max_resident_bytes // max(bytes_per_layer, 1)))
-    return [slice(s, min(s + size, num_layers)) for s in range(0, num_layers, size)]
-
-
-def _ckpt_dir(checkpoint_dir, chunk: slice, n_chunks: int):
-    if checkpoint_dir is None:
-        return None
-    return str(Path(checkpoint_dir) / f"layers_{chunk.start:03d}_{chunk.stop:03d}") if n_chunks > 1 else str(checkpoint_dir)
-
-
 def _train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, checkpoint_every,
                   mesh_shape, devices, seed, defaults):
     steps = steps if steps is not None else defaults["steps"]
-    eval_every = eval_every if eval_every is not None else min(defaults["eval_every"], steps)
-    if checkpoint_dir is not None and checkpoint_every is None:
-        checkpoint_every = eval_every * max(1, (steps // eval_every) // 10)
-    return TrainConfig(
-        optimizer=optimizer, steps=steps, batch_size=batch_size, eval_every=eval_every,
-        checkpoint_every=checkpoint_every if checkpoint_dir is not None else None,
-        checkpoint_dir=None, mesh_shape=mesh_shape,
-        devices=tuple(devices) if devices is not None else None, seed=seed,
-    )
+    return train_config(optimizer, steps, batch_size,
+                        eval_every if eval_every is not None else defaults["eval_every"],
+                        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                        mesh_shape=mesh_shape, devices=devices, seed=seed)
 
 
 def _grid(optimizer, learning_rates, l2, seeds):
@@ -181,9 +184,8 @@ def probe_bank(
     learning_rates; default 2000 steps, batch_size None = full batch). l2: grid of penalties
     0.5 * l2 * |W|^2, chosen per layer on dev. With few training items per weight (N_train not
     much larger than D * C) pass a grid such as (1e-3, 1e-2, 1e-1): unregularised, the bound
-    rests on where early stopping lands and can be far looser (BENCHMARKS.md, time to converged
-    estimates: a weak layer at 16k frames, D=768, C=40 gave -0.003 bits at l2=1e-3 against 1.13
-    at the dev-chosen 1e-2). Probes start at the training label prior (W = 0), which is a
+    rests on where early stopping lands and can be far looser (measured in BENCHMARKS.md,
+    "Time to converged estimates"). Probes start at the training label prior (W = 0), which is a
     candidate at step 0. H(Y): `entropy_estimator` ("miller_madow" or "plugin", see probe.py) of
     the test labels; CE on the same test items. The interval resamples test groups (see
     bootstrap.probe_bound_ci); stratify_ci=True resamples them within each label, for test sets
@@ -199,7 +201,7 @@ def probe_bank(
     n = validate.same_length(z=(z, 1), y=(y, 0), groups=(groups, 0))
     codes = _split_codes(split, n)
     num_classes = validate.labels("y", y, num_classes)
-    codes = _dev_from_train(codes, groups, dev_fraction, seed)
+    codes = dev_from_train(codes, groups, dev_fraction, seed)
     idx = [np.flatnonzero((codes == s) & (y >= 0)) for s in range(3)]
     for s, name in enumerate(SPLITS):
         validate.enough(f"y[split == {name!r}] (labelled)", idx[s].size, 2, "a probe needs data in every split")
@@ -213,37 +215,29 @@ def probe_bank(
                                                        "eval_every": 5 if optimizer == "lbfgs" else 50})
     problem = probe_problem(probe, log_prior(y[idx[0]], num_classes), hidden)
     num_layers, _, dim = z.shape
-    chunks = _layer_chunks(num_layers, layer_chunk, 4 * dim * sum(i.size for i in idx), max_resident_bytes)
     y_test, g_test = y[idx[2]], groups[idx[2]]
     h_y = label_entropy(y_test, num_classes, entropy_estimator)
 
-    out = []
-    for chunk in chunks:
+    def load(chunk):
         xs = [_load("z", z, chunk, i) for i in idx]
         if standardize:
-            xs = _standardize(*xs)
-        data = [{"x": x, "y": y[i].astype(np.int32), "w": np.ones(i.size, np.float32)} for x, i in zip(xs, idx)]
-        cfg = dataclasses.replace(config, checkpoint_dir=_ckpt_dir(checkpoint_dir, chunk, len(chunks)))
-        res = fit_bank(problem, grid, cfg, *data, (dim, num_classes),
-                       identity_extra={"layers": [chunk.start, chunk.stop]})
-        for j in range(chunk.stop - chunk.start):
-            ce = res.test["loss"][j]
-            nats, (lo, hi) = bootstrap.probe_bound_ci(ce, y_test, g_test, h_y, stratify=stratify_ci,
-                                                      level=ci_level, num_replicates=num_bootstrap,
-                                                      seed=seed)
-            accuracy, accuracy_ci = bootstrap.mean_ci(res.test["correct"][j], g_test, level=ci_level,
-                                                      num_replicates=num_bootstrap, seed=seed)
-            pt = grid.point(int(res.choice[j]))
-            out.append(MIEstimate(
-                measure=f"probe_{probe}", bits=float(units.nats_to_bits(nats)),
-                ci=(float(units.nats_to_bits(lo)), float(units.nats_to_bits(hi))),
-                ceiling_bits=float(units.nats_to_bits(h_y)), nats=nats,
-                lr=pt["lr"] if optimizer == "adam" else None, l2=pt["l2"], seed=pt["seed"],
-                step=int(res.step[j]), n_test=int(ce.size), layer=chunk.start + j,
-                accuracy=accuracy, accuracy_ci=accuracy_ci,
-                h_y_bits=float(units.nats_to_bits(h_y)),
-            ))
-    return out
+            xs = standardize_splits(*xs)
+        return [{"x": x, "y": y[i].astype(np.int32), "w": np.ones(i.size, np.float32)} for x, i in zip(xs, idx)]
+
+    def collect(res, j, layer):
+        ce = res.test["loss"][j]
+        nats, ci = bootstrap.probe_bound_ci(ce, y_test, g_test, h_y, stratify=stratify_ci, level=ci_level,
+                                            num_replicates=num_bootstrap, seed=seed)
+        accuracy, accuracy_ci = bootstrap.mean_ci(res.test["correct"][j], g_test, level=ci_level,
+                                                  num_replicates=num_bootstrap, seed=seed)
+        pt = grid.point(int(res.choice[j]))
+        return _estimate(f"probe_{probe}", nats, ci, h_y, lr=pt["lr"] if optimizer == "adam" else None,
+                         l2=pt["l2"], seed=pt["seed"], step=int(res.step[j]), n_test=int(ce.size),
+                         layer=layer, accuracy=accuracy, accuracy_ci=accuracy_ci)
+
+    return fit_layer_chunks(problem, grid, config, num_layers, load, collect, (dim, num_classes),
+                            bytes_per_layer=4 * dim * sum(i.size for i in idx), layer_chunk=layer_chunk,
+                            max_resident_bytes=max_resident_bytes, checkpoint_dir=checkpoint_dir)
 
 
 def _single_layer(train, test, dev, name):
@@ -333,7 +327,7 @@ def infonce_bank(
         raise ValueError(f"b has shape {tuple(b.shape)}: expected {a.shape[0]} or 1 layers to match a {tuple(a.shape)}")
     n = validate.same_length(a=(a, 1), b=(b, 1), groups=(np.asarray(groups), 0))
     groups = np.asarray(groups)
-    codes = _dev_from_train(_split_codes(split, n), groups, dev_fraction, seed)
+    codes = dev_from_train(_split_codes(split, n), groups, dev_fraction, seed)
     rng = np.random.default_rng(seed)
     idx = [np.flatnonzero(codes == s) for s in range(3)]
     for s, name in enumerate(SPLITS):
@@ -347,37 +341,32 @@ def infonce_bank(
     problem = (infonce_problem_shared_b if shared_b else infonce_problem)(critic, k, hidden, embed)
     num_layers = a.shape[0]
     per_layer = 4 * (a.shape[2] + (0 if shared_b else b.shape[2])) * sum(i.size for i in idx)
-    chunks = _layer_chunks(num_layers, layer_chunk, per_layer, max_resident_bytes)
     log_k = math.log(k)
     b_all = [_load("b", b, slice(0, 1), i) for i in idx] if shared_b else None
     if shared_b and standardize:
-        b_all = _standardize(*b_all)
+        b_all = standardize_splits(*b_all)
 
-    out = []
-    for chunk in chunks:
+    def load(chunk):
         xa = [_load("a", a, chunk, i) for i in idx]
         xb = b_all if shared_b else [_load("b", b, chunk, i) for i in idx]
         if standardize:
-            xa = _standardize(*xa)
-            xb = xb if shared_b else _standardize(*xb)
-        data = [{"a": xa_, "b": xb_[0] if shared_b else xb_, "w": np.ones(i.size, np.float32)}
+            xa = standardize_splits(*xa)
+            xb = xb if shared_b else standardize_splits(*xb)
+        return [{"a": xa_, "b": xb_[0] if shared_b else xb_, "w": np.ones(i.size, np.float32)}
                 for xa_, xb_, i in zip(xa, xb, idx)]
-        cfg = dataclasses.replace(config, checkpoint_dir=_ckpt_dir(checkpoint_dir, chunk, len(chunks)))
-        res = fit_bank(problem, grid, cfg, *data, (a.shape[2], b.shape[2]), pad_multiple=k,
-                       identity_extra={"layers": [chunk.start, chunk.stop]})
-        for j in range(chunk.stop - chunk.start):
-            losses = res.test["loss"][j]
-            nats, (lo, hi) = bootstrap.mean_ci(losses, groups[idx[2]], offset=log_k, sign=-1.0,
-                                               level=ci_level, num_replicates=num_bootstrap, seed=seed)
-            pt = grid.point(int(res.choice[j]))
-            out.append(MIEstimate(
-                measure=f"infonce_{critic}", bits=float(units.nats_to_bits(nats)),
-                ci=(float(units.nats_to_bits(lo)), float(units.nats_to_bits(hi))),
-                ceiling_bits=float(units.nats_to_bits(log_k)), nats=nats, lr=pt["lr"], l2=pt["l2"],
-                seed=pt["seed"], step=int(res.step[j]), n_test=int(losses.size), layer=chunk.start + j,
-                log2_k=float(units.nats_to_bits(log_k)),
-            ))
-    return out
+
+    def collect(res, j, layer):
+        losses = res.test["loss"][j]
+        nats, ci = bootstrap.mean_ci(losses, groups[idx[2]], offset=log_k, sign=-1.0, level=ci_level,
+                                     num_replicates=num_bootstrap, seed=seed)
+        pt = grid.point(int(res.choice[j]))
+        return _estimate(f"infonce_{critic}", nats, ci, log_k, lr=pt["lr"], l2=pt["l2"], seed=pt["seed"],
+                         step=int(res.step[j]), n_test=int(losses.size), layer=layer)
+
+    return fit_layer_chunks(problem, grid, config, num_layers, load, collect, (a.shape[2], b.shape[2]),
+                            bytes_per_layer=per_layer, layer_chunk=layer_chunk,
+                            max_resident_bytes=max_resident_bytes, checkpoint_dir=checkpoint_dir,
+                            pad_multiple=k)
 
 
 def infonce_mi(a_train, b_train, a_test, b_test, *, a_dev=None, b_dev=None, groups_train=None,

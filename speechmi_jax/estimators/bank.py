@@ -10,11 +10,15 @@ estimator's parameters and one layer's data:
 The bank stacks parameters with leading axes ``[L, P]`` (layers x grid points, a grid point being a
 (learning rate, l2, seed) triple) and trains them all in one step: ``vmap`` over P shares the
 layer's features between its P estimators (so XLA fuses them into one wider matmul), ``vmap`` over L
-gives a batched matmul over layers. Nothing here loops over layers or grid points in Python.
+gives a batched matmul over layers. A problem whose per-layer working set is large sets
+``map_layers``: its layers then run one after another inside the same jitted step
+(``jax.lax.map``), which keeps each layer's working set in cache (see BENCHMARKS.md,
+"Linear-CTC bank"). Nothing here loops over layers or grid points in Python.
 
 Data is a dict of arrays whose item axis is N; the fields named in ``layer_fields`` carry a leading
 layer axis ``[L, N, ...]``, the others are shared by all layers ``[N, ...]``. Every data dict has a
-weight field ``w [N]`` (1 on real items, 0 on padding).
+weight field ``w [N]``: 0 on padding, else the item's weight in the mean held-out loss (1, or e.g.
+a CTC utterance's reference length).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Problem:
     evaluate: Callable[[Any, dict], dict]
     layer_fields: tuple[str, ...]
     config: tuple = ()  # hashable description of the architecture, part of checkpoint identity
+    map_layers: bool = False  # layers one after another (lax.map) instead of vmapped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,12 +94,12 @@ def _optimizer(name: str):
         return optax.scale_by_adam()
     if name == "lbfgs":
         # A backtracking (Armijo) line search: a much smaller program than optax's default zoom
-        # search (compiles several times faster under the bank's two vmaps) and as good on these
-        # smooth convex losses, where the unit quasi-Newton step is nearly always accepted.
+        # search (it compiles faster under the bank's two vmaps) and as good on these smooth
+        # convex losses, where the unit quasi-Newton step is nearly always accepted.
         # rtol: once an estimator has converged, float32 rounding makes every step fail the exact
         # sufficient-decrease test, and under vmap one such estimator kept the whole bank
-        # backtracking 20 evaluations per step (4.5x slower over 40 steps at D=768, C=40); a
-        # relative slack of 1e-6 in the loss (~8 float32 ulps) accepts those steps.
+        # backtracking 20 evaluations per step; a relative slack of 1e-6 in the loss (~8 float32
+        # ulps) accepts those steps. Measured cost of both: BENCHMARKS.md, "Estimator bank".
         return optax.lbfgs(
             linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=20, rtol=1e-6,
                                                               store_grad=True)
@@ -109,16 +114,19 @@ def _init_one(problem: Problem, optimizer: str, layer: jax.Array, hp: dict, in_d
     return params, _optimizer(optimizer).init(params)
 
 
-def init_bank(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, key):
+def init_bank(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, key,
+              layer_ids=None):
     """Stacked params and optimizer state with leading axes [L, P].
 
     ``key`` is a raw uint32 PRNG key; estimator (l, p) is initialised from
-    fold_in(fold_in(key, seed_p), l), so the same seed gives the same init whatever the grid.
+    fold_in(fold_in(key, seed_p), layer_ids[l]) (layer_ids default 0..L-1), so the same seed
+    gives the same init whatever the grid, and a layer the same init in any chunk of layers.
     """
     one = lambda layer, hp: _init_one(problem, optimizer, layer, hp, in_dims, key)
     over_p = jax.vmap(one, in_axes=(None, 0))
     over_lp = jax.vmap(over_p, in_axes=(0, None))
-    return over_lp(jnp.arange(num_layers), grid.arrays())
+    layers = jnp.arange(num_layers) if layer_ids is None else jnp.asarray(layer_ids, jnp.int32)
+    return over_lp(layers, grid.arrays())
 
 
 def _step_one(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict):
@@ -138,26 +146,50 @@ def _step_one(problem: Problem, optimizer: str, params, opt_state, hp: dict, bat
     return params, opt_state, value
 
 
-def _layer_axes(problem: Problem, data: dict) -> dict:
-    return {k: (0 if k in problem.layer_fields else None) for k in data}
+def over_layers(problem: Problem, fn: Callable, per_layer: tuple, data: dict, rows=None,
+                constrain_rows: Callable[[dict], dict] = lambda b: b):
+    """fn(*per_layer[l], data_l) for every layer l, stacked on a leading L axis. per_layer: pytrees
+    with leading axis L; data_l: data with the layer fields' row l (and, given rows [B], only
+    those items; problem.map_layers only). vmapped, or lax.map'ped when problem.map_layers: then
+    each layer indexes the data itself (one gather of its rows, no per-layer copy of its items)."""
+    layered = {k: v for k, v in data.items() if k in problem.layer_fields}
+    shared = {k: v for k, v in data.items() if k not in problem.layer_fields}
+    if not problem.map_layers:
+        if rows is not None:
+            raise ValueError(f"{problem.name}: rows are drawn per layer only with map_layers")
+        return jax.vmap(lambda p, d: fn(*p, {**shared, **d}))(per_layer, layered)
+
+    def one(args):
+        p, l = args
+        if rows is None:
+            d = {**shared, **{k: v[l] for k, v in layered.items()}}
+        else:
+            d = constrain_rows({**{k: v[rows] for k, v in shared.items()},
+                                **{k: v[l, rows] for k, v in layered.items()}})
+        return fn(*p, d)
+
+    num_layers = jax.tree.leaves(per_layer)[0].shape[0]
+    return jax.lax.map(one, (per_layer, jnp.arange(num_layers)))
 
 
-def bank_step(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict):
+def bank_step(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict,
+              rows: jax.Array | None = None, constrain_rows: Callable[[dict], dict] = lambda b: b):
     """One step of the whole bank: params/opt_state [L, P, ...], hp [P], batch per module docs.
 
-    Returns (params, opt_state, training objective [L, P]).
+    rows [B] (optional, problem.map_layers only): train on these items of `batch`, gathered
+    layer by layer inside the layer map (no [L, B, ...] copy of the minibatch); constrain_rows
+    pins one layer's minibatch sharding. Returns (params, opt_state, training objective [L, P]).
     """
     one = lambda pr, st, h, b: _step_one(problem, optimizer, pr, st, h, b)
     over_p = jax.vmap(one, in_axes=(0, 0, 0, None))
-    over_lp = jax.vmap(over_p, in_axes=(0, 0, None, _layer_axes(problem, batch)))
-    return over_lp(params, opt_state, hp, batch)
+    return over_layers(problem, lambda pr, st, b: over_p(pr, st, hp, b), (params, opt_state), batch,
+                       rows, constrain_rows)
 
 
 def bank_evaluate(problem: Problem, params, data: dict) -> dict:
     """Per-item held-out quantities of every estimator: {name: [L, P, N]}."""
     over_p = jax.vmap(problem.evaluate, in_axes=(0, None))
-    over_lp = jax.vmap(over_p, in_axes=(0, _layer_axes(problem, data)))
-    return over_lp(params, data)
+    return over_layers(problem, over_p, (params,), data)
 
 
 def weighted_mean_loss(items: dict, w: jax.Array) -> jax.Array:
@@ -182,10 +214,11 @@ def epoch_indices(key: jax.Array, step: jax.Array, n_real: int, batch_size: int)
     return jax.lax.dynamic_slice(perm, (pos * batch_size,), (batch_size,))
 
 
-def init_state(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, seed: int):
+def init_state(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, seed: int,
+               layer_ids=None):
     """The whole trainable state of a bank, one pytree (what a checkpoint holds)."""
     key = jax.random.key_data(jax.random.key(seed))
-    params, opt_state = init_bank(problem, optimizer, grid, num_layers, in_dims, key)
+    params, opt_state = init_bank(problem, optimizer, grid, num_layers, in_dims, key, layer_ids)
     shape = (num_layers, grid.size)
     return {
         "params": params,
@@ -227,13 +260,16 @@ def train_chunk(
     train: dict,
     dev: dict,
     constrain_batch: Callable[[dict], dict] = lambda b: b,
+    constrain_rows: Callable[[dict], dict] = lambda b: b,
 ) -> dict:
     """One dev evaluation of the current parameters (see `update_best`), then `n_steps` steps.
 
     The estimator's initial value counts as a candidate (step 0): for a probe it is the training
     label prior, so a layer with nothing to offer is not reported below what the prior achieves.
     batch_size None means full batch (all of `train`, padding weighted 0). `constrain_batch` may
-    pin the minibatch's sharding (the trainer shards it over the "data" mesh axis). The caller
+    pin the minibatch's sharding (the trainer shards it over the "data" mesh axis); with
+    problem.map_layers each layer draws its minibatch inside the layer map, pinned by
+    `constrain_rows` (one layer's fields, item axis first). The caller
     evaluates once more after the last chunk.
     """
     state = update_best(problem, state, dev)
@@ -243,6 +279,10 @@ def train_chunk(
             batch = train
         else:
             idx = epoch_indices(st["key"], st["step"], n_train, batch_size)
+            if problem.map_layers:
+                params, opt, _ = bank_step(problem, optimizer, st["params"], st["opt"], hp, train, idx,
+                                           constrain_rows)
+                return {**st, "params": params, "opt": opt, "step": st["step"] + 1}
             batch = constrain_batch(select_batch(problem, train, idx))
         params, opt, _ = bank_step(problem, optimizer, st["params"], st["opt"], hp, batch)
         return {**st, "params": params, "opt": opt, "step": st["step"] + 1}

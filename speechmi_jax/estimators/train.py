@@ -8,12 +8,15 @@
   code runs on 1 CPU, 8 simulated CPUs, a GPU box or a TPU slice; only the mesh changes.
 * every ``eval_every`` steps the dev loss of every estimator is measured and the best-so-far
   snapshot updated (inside the same jitted call, no host round trip per step);
+* ``fit_layer_chunks`` runs one bank per chunk of layers (bounding the memory that holds the
+  features) and collects one result per layer; every estimator family calls it;
 * every ``checkpoint_every`` steps the whole state (params, optimizer state, step, RNG key,
   best-so-far) is saved with an Orbax ``CheckpointManager``, together with a JSON record of the
-  run's identity (problem, grid, data fingerprint) and a checksum of the state. On start, the
-  newest checkpoint whose identity matches is restored; one that cannot be read or whose checksum
-  fails is moved aside to ``corrupt-<step>`` with a warning and the previous one is tried (the
-  replayed run then saves that step afresh).
+  run's identity (problem, grid, data fingerprint) and a checksum of the state; once a save has
+  finished, the size and SHA-256 of its files are listed too. On start, the newest checkpoint
+  whose identity matches is restored; one whose files differ from their list, that cannot be
+  read, or whose checksum fails is moved aside to ``corrupt-<step>`` with a warning and the
+  previous one is tried (the replayed run then saves that step afresh).
 
 A resumed run replays exactly the computation of an uninterrupted one (batches are a function of
 (key, step)), so on the same mesh its estimates are bitwise identical.
@@ -30,7 +33,6 @@ from functools import partial
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
@@ -134,6 +136,42 @@ def _checksums_match(a, b) -> bool:
     )
 
 
+FILE_LIST = "speechmi_files.json"
+
+
+def write_file_list(step_dir: Path) -> None:
+    """Records the size and SHA-256 of every file of a finished checkpoint step (FILE_LIST)."""
+    files = {}
+    for f in sorted(step_dir.rglob("*")):
+        if f.is_file() and f.name != FILE_LIST:
+            files[str(f.relative_to(step_dir))] = [f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest()]
+    tmp = step_dir / (FILE_LIST + ".tmp")
+    tmp.write_text(json.dumps({"files": files}))
+    tmp.rename(step_dir / FILE_LIST)
+
+
+def check_file_list(step_dir: Path) -> str | None:
+    """Why a step's files differ from its FILE_LIST (missing, resized, changed), or None when they
+    match or the step has no list (killed before writing it: Orbax's commit marker and the state
+    checksum then decide)."""
+    listed = step_dir / FILE_LIST
+    if not listed.is_file():
+        return None
+    try:
+        files = json.loads(listed.read_text())["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        return f"file list {listed.name} unreadable ({type(e).__name__}: {e})"
+    for rel, (size, digest) in files.items():
+        f = step_dir / rel
+        if not f.is_file():
+            return f"file {rel} is missing"
+        if f.stat().st_size != size:
+            return f"file {rel} has {f.stat().st_size} bytes, {size} when saved"
+        if hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+            return f"file {rel} differs from the saved one (SHA-256)"
+    return None
+
+
 class _Checkpointer:
     """Orbax CheckpointManager over the bank state plus a JSON identity/checksum record."""
 
@@ -144,12 +182,22 @@ class _Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
         )
+        self._unlisted: int | None = None  # step saved (asynchronously) but not yet in a file list
 
     def save(self, step: int, state: dict):
+        self._list_finished()
         meta = {"identity": self.identity, "checksum": _checksum(state), "step": int(step)}
         self.manager.save(
             step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         )
+        self._unlisted = int(step)
+
+    def _list_finished(self):
+        """Waits for the pending asynchronous save and writes its file list (FILE_LIST)."""
+        self.manager.wait_until_finished()
+        if self._unlisted is not None and (self.directory / str(self._unlisted)).is_dir():
+            write_file_list(self.directory / str(self._unlisted))
+        self._unlisted = None
 
     def _set_aside(self, step: int, why: str):
         """Warns and renames a bad step directory to corrupt-<step>[-n] (kept for inspection, no
@@ -169,6 +217,12 @@ class _Checkpointer:
         """Newest good checkpoint's state, or None. Bad ones are set aside with a warning."""
         for step in sorted(self.manager.all_steps(), reverse=True):
             where = self.directory / str(step)
+            damage = check_file_list(where)
+            if damage:
+                # Found before Orbax reads anything: a restore that fails part-way leaves reads in
+                # flight whose callbacks then hit a closed event loop (one traceback each).
+                self._set_aside(step, damage)
+                continue
             try:
                 meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             except Exception as e:  # noqa: BLE001 - any unreadable record means a bad checkpoint
@@ -194,7 +248,7 @@ class _Checkpointer:
         return None
 
     def close(self):
-        self.manager.wait_until_finished()
+        self._list_finished()
         self.manager.close()
 
 
@@ -202,8 +256,10 @@ class _Checkpointer:
 def _train_chunk_jit(problem, mesh, optimizer, batch_size, n_train, n_steps, state, hp, train, dev):
     shardings = _data_sharding(mesh, train, problem.layer_fields)
     constrain = lambda batch: jax.lax.with_sharding_constraint(batch, shardings)
+    one_layer = _data_sharding(mesh, train, ())
+    constrain_rows = lambda batch: jax.lax.with_sharding_constraint(batch, one_layer)
     return bank_lib.train_chunk(
-        problem, optimizer, batch_size, n_train, n_steps, state, hp, train, dev, constrain
+        problem, optimizer, batch_size, n_train, n_steps, state, hp, train, dev, constrain, constrain_rows
     )
 
 
@@ -214,8 +270,7 @@ def _final_eval_jit(problem, state, dev):
 
 @partial(jax.jit, static_argnums=(0,))
 def _evaluate_chosen(problem, params, data):
-    axes = {k: (0 if k in problem.layer_fields else None) for k in data}
-    return jax.vmap(problem.evaluate, in_axes=(0, axes))(params, data)
+    return bank_lib.over_layers(problem, problem.evaluate, (params,), data)
 
 
 @dataclasses.dataclass
@@ -244,12 +299,14 @@ def fit_bank(
     *,
     pad_multiple: int = 1,
     identity_extra: dict | None = None,
+    layer_ids=None,
 ) -> BankResult:
     """Trains the bank on `train`, selects per layer on `dev`, evaluates the choice on `test`.
 
     train/dev/test: host numpy dicts (layer fields [L, N, ...], others [N, ...], "w" [N]).
     pad_multiple: dev/test item counts are padded to a multiple of lcm(pad_multiple, data devices)
-    (InfoNCE evaluates in blocks of K, so it passes K).
+    (InfoNCE evaluates in blocks of K, so it passes K). layer_ids [L]: the layers' ids, which
+    seed their estimators' initialisation (default 0..L-1).
     """
     mesh = make_mesh(config)
     n_data = mesh.shape["data"]
@@ -273,7 +330,8 @@ def fit_bank(
         train_d = jax.device_put(train, NamedSharding(mesh, PS()))
     hp = jax.device_put(grid.arrays(), NamedSharding(mesh, PS()))
 
-    state = bank_lib.init_state(problem, config.optimizer, grid, num_layers, in_dims, config.seed)
+    state = bank_lib.init_state(problem, config.optimizer, grid, num_layers, in_dims, config.seed,
+                                layer_ids)
     shardings = _state_sharding(mesh, state, grid.size)
     state = jax.device_put(state, shardings)
 
@@ -329,3 +387,67 @@ def fit_bank(
     items = {k: np.asarray(v)[:, :n_test] for k, v in items.items()}
     steps = np.asarray(state["best_step"])[np.arange(num_layers), choice]
     return BankResult(items, choice, steps, best_loss, resumed_from)
+
+
+def train_config(optimizer: str, steps: int, batch_size, eval_every: int, *, checkpoint_dir=None,
+                 checkpoint_every=None, mesh_shape=None, devices=None, seed: int = 0) -> TrainConfig:
+    """A TrainConfig whose checkpoint cadence defaults to about ten checkpoints per run (only
+    with a checkpoint_dir); the directory itself is set per layer chunk by fit_layer_chunks."""
+    eval_every = min(eval_every, steps)
+    if checkpoint_dir is not None and checkpoint_every is None:
+        checkpoint_every = eval_every * max(1, (steps // eval_every) // 10)
+    return TrainConfig(
+        optimizer=optimizer, steps=steps, batch_size=batch_size, eval_every=eval_every,
+        checkpoint_every=checkpoint_every if checkpoint_dir is not None else None,
+        mesh_shape=mesh_shape, devices=tuple(devices) if devices is not None else None, seed=seed,
+    )
+
+
+def layer_chunks(num_layers: int, layer_chunk, bytes_per_layer: int, max_resident_bytes: int):
+    """Slices of [0, num_layers): `layer_chunk` layers each, or as many as fit in
+    `max_resident_bytes` at `bytes_per_layer` (None: all that fit)."""
+    if layer_chunk is not None and layer_chunk < 1:
+        raise ValueError(f"layer_chunk must be >= 1 or None, got {layer_chunk}")
+    size = layer_chunk or max(1, min(num_layers, max_resident_bytes // max(bytes_per_layer, 1)))
+    return [slice(s, min(s + size, num_layers)) for s in range(0, num_layers, size)]
+
+
+def fit_layer_chunks(
+    problem: bank_lib.Problem,
+    grid: bank_lib.Grid,
+    config: TrainConfig,
+    num_layers: int,
+    load,
+    collect,
+    in_dims,
+    *,
+    bytes_per_layer: int,
+    layer_chunk: int | None = None,
+    max_resident_bytes: int = 2**31,
+    checkpoint_dir=None,
+    pad_multiple: int = 1,
+    layer_ids=None,
+) -> list:
+    """Trains one bank per chunk of layers and collects one result per layer, in layer order.
+
+    load(chunk: slice) -> (train, dev, test) host dicts for layers[chunk] (see fit_bank);
+    collect(result: BankResult, j, layer_id) -> the result of the chunk's j-th layer.
+    layer_ids [num_layers]: the layers' names in checkpoint identities (default 0..L-1). Every
+    chunk draws the same minibatches (a function of the seed and the step), so the chunking
+    never changes an estimate (initialisation is seeded by the layer id, too). With several chunks each checkpoints into its own subdirectory.
+    """
+    layer_ids = list(range(num_layers)) if layer_ids is None else [int(i) for i in layer_ids]
+    chunks = layer_chunks(num_layers, layer_chunk, bytes_per_layer, max_resident_bytes)
+    out = []
+    for chunk in chunks:
+        ids = layer_ids[chunk]
+        where = None
+        if checkpoint_dir is not None:
+            where = Path(checkpoint_dir)
+            if len(chunks) > 1:
+                where = where / f"layers_{chunk.start:03d}_{chunk.stop:03d}"
+        cfg = dataclasses.replace(config, checkpoint_dir=None if where is None else str(where))
+        res = fit_bank(problem, grid, cfg, *load(chunk), in_dims, pad_multiple=pad_multiple,
+                       identity_extra={"layers": ids}, layer_ids=ids)
+        out.extend(collect(res, j, layer) for j, layer in enumerate(ids))
+    return out

@@ -6,15 +6,21 @@ carry their utterance index as group (the bootstrap unit). Index builders return
 a caller can gather from a memmap only what it needs; `gather` applies them.
 
 * shift_pairs(offsets, k): frame t vs frame t + k of the same utterance.
-* same_frame_pairs(offsets): frame t vs frame t (a layer vs the input features: the caller
-  passes the two arrays, e.g. infonce_bank(a=z[1:], b=z[:1])).
 * context_pairs(x, offsets, window, segment, mode): the mean (or concatenation) of frames
   t - window .. t - 1 vs the mean of frames t .. t + segment - 1.
+* input_context(fs, lm, context_s): for each frame of one feature set, the frames of another
+  (log-mel) within ``context_s`` of the same instant, stacked: a layer vs its input.
+* FrameView(hidden [L, N, D], frames [P]): ``hidden[:, frames]`` gathered lazily, so a bank
+  reads only the rows it needs from a float16 memmap.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from speechmi_jax import frames as frames_lib
 
 
 def _check_offsets(offsets) -> np.ndarray:
@@ -46,12 +52,6 @@ def shift_pairs(offsets, k: int):
     return rows, rows + k, groups
 
 
-def same_frame_pairs(offsets):
-    """(rows, rows, groups): frame t of one array vs frame t of another."""
-    rows, groups = _anchors(offsets, 0, 0)
-    return rows, rows, groups
-
-
 def gather(x, rows) -> np.ndarray:
     """x[..., rows, :] as float32 (reads only those rows of a memmap)."""
     return np.asarray(x[..., rows, :], np.float32)
@@ -76,3 +76,59 @@ def context_pairs(x, offsets, window: int, segment: int = 1, mode: str = "mean")
         raise ValueError(f"mode={mode!r}: expected 'mean' or 'concat'")
     b = np.mean([x[..., rows + i, :] for i in range(segment)], axis=0)
     return a, b, groups
+
+
+@dataclasses.dataclass
+class FrameView:
+    """``hidden[:, frames]`` without copying: [L, P, D] rows gathered from a feature cache.
+
+    Supports exactly the indexing the estimators use: ``view[layer_slice]`` and
+    ``view[:, item_idx]``, so a float16 memmap is read only for the rows a bank needs.
+    """
+
+    hidden: np.ndarray  # [L, N, D]
+    frames: np.ndarray  # [P] frame indices into N
+
+    @property
+    def shape(self):
+        return (self.hidden.shape[0], self.frames.size, self.hidden.shape[2])
+
+    @property
+    def ndim(self):
+        return 3
+
+    @property
+    def dtype(self):
+        return self.hidden.dtype
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return FrameView(self.hidden[key], self.frames)
+        if isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None):
+            return np.asarray(self.hidden[:, self.frames[key[1]]])
+        raise TypeError(f"FrameView supports [layers] and [:, items], got {key!r}")
+
+
+def input_context(fs, lm, context_s: float) -> np.ndarray:
+    """For each frame of ``fs``, the log-mel frames of ``lm`` within ``context_s`` of its centre.
+
+    ``fs``, ``lm``: feature sets (``features.FeatureSet``) of the same utterances in the same
+    order. Returns float16 [N, (2c+1) * D_mel] where c = round(context_s * mel frame rate);
+    frames past an utterance's edge repeat its first/last log-mel frame.
+    """
+    if list(fs.utt_ids) != list(lm.utt_ids):
+        raise ValueError("input_context: the feature sets hold different utterances")
+    c = int(round(context_s * lm.encoder["frame_rate"]))
+    mel = lm.layer(0)
+    out = np.empty((fs.num_frames, (2 * c + 1) * mel.shape[1]), np.float16)
+    for u in range(fs.num_utterances):
+        f0, f1 = int(fs.utt_offsets[u]), int(fs.utt_offsets[u + 1])
+        m0, m1 = int(lm.utt_offsets[u]), int(lm.utt_offsets[u + 1])
+        centres = frames_lib.frame_centres(f1 - f0, fs.encoder["frame_rate"],
+                                           fs.encoder["frame_offset_s"])
+        idx = np.rint((centres - lm.encoder["frame_offset_s"])
+                      * lm.encoder["frame_rate"]).astype(np.int64)
+        win = np.clip(idx[:, None] + np.arange(-c, c + 1)[None, :], 0, m1 - m0 - 1)  # [T, 2c+1]
+        win = win + m0
+        out[f0:f1] = np.asarray(mel[win.reshape(-1)]).reshape(f1 - f0, -1)
+    return out

@@ -1,0 +1,258 @@
+"""The measures a run can make: one registry, each entry with its labels, its views and the
+records it writes (names in ``analysis.results.MEASURES``).
+
+A measure is a function of :class:`Inputs` (one encoder's all-layer feature set, the corpus,
+the run config) that trains one estimator bank over every layer and returns its records, built
+by ``analysis/results.py``. Adding one: write the function, :func:`register` it with the
+config keys that decide its numbers (they key its saved part, so changing one recomputes it).
+
+Decisions taken here (and nowhere else):
+
+* **Labels** come from the feature set: ``fs.phone`` indexes ``fs.phone_set`` (the corpus'
+  phone set, written into the cache), speakers are ``fs.speakers``. Silence is the label
+  ``phones.SILENCE`` of that set; a phone set without it is an error for the measures that
+  need it (speakers, CTC).
+* **Splits** come from the corpus (disjoint by prompt for the bundled one); the bootstrap and
+  the dev split are by utterance.
+* **Speaker measure** uses the synthetic, same-channel speakers only when ``speaker_domain``
+  is set: a band-limited real recording among synthetic voices would be identified by its
+  channel, not its voice (the bundled corpus marks ``domain`` and ``channel`` per utterance).
+  Speaker labels are on speech frames (silence excluded). Its interval resamples test
+  utterances within each speaker (the test set's speaker composition is fixed by design).
+* **InfoNCE views** (``config.views``). ``infonce_next_k``: pairs (z_t, z_{t+k}) of one layer
+  inside one utterance, ``k = round(next_k_seconds * frame_rate)``. ``infonce_input``: z_t
+  against the log-mel frames within ``input_context_s`` of the frame's centre (stacked), the
+  same input for every encoder, so the figures are comparable across encoders.
+* **CTC targets** come from each utterance's phone *segments* (not the frame labels, which
+  lose phones shorter than a frame), so encoders of different frame rates are scored against
+  the same references.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from speechmi_jax.analysis import results as results_lib
+from speechmi_jax.data import phones as phones_lib
+
+log = logging.getLogger("speechmi_jax.measures")
+
+
+@dataclasses.dataclass
+class Inputs:
+    """What a measure gets: one encoder's features and the run's context."""
+
+    encoder: str            # the name as the config spells it (the records' ``encoder``)
+    fs: Any                 # features.FeatureSet of every hidden state [L+1, N, D]
+    corpus: Any             # data.corpus.Corpus the features were extracted from
+    config: Any             # the run config (configs/base.py)
+    checkpoint_dir: str     # where the measure's estimator bank checkpoints
+    input_features: Any = None  # log-mel FeatureSet of the same corpus (needs_input measures)
+
+    @property
+    def splits(self) -> np.ndarray:
+        """The split name of every frame [N]."""
+        return np.asarray(self.fs.splits)[self.fs.utt_index]
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """A registry entry: ``compute(inputs) -> records`` of the ``records`` measures.
+
+    settings: config keys (dotted) whose values decide the numbers; with the feature-cache
+    key(s) they key the saved part of a run. needs_input: also uses the log-mel features.
+    """
+
+    name: str
+    records: tuple[str, ...]
+    settings: tuple[str, ...]
+    compute: Callable[[Inputs], list[dict]]
+    needs_input: bool = False
+
+
+REGISTRY: dict[str, Measure] = {}
+
+
+def register(name: str, records, settings, *, needs_input: bool = False):
+    """Decorator: adds ``compute`` to :data:`REGISTRY` as the measure ``name``."""
+    def deco(compute):
+        unknown = [r for r in records if r not in results_lib.MEASURES]
+        if unknown:
+            raise ValueError(f"measure {name!r} writes {unknown}, which analysis.results does "
+                             f"not know; register_measure them first")
+        if name in REGISTRY:
+            raise ValueError(f"measure {name!r} is registered twice")
+        REGISTRY[name] = Measure(name, tuple(records), tuple(settings), compute, needs_input)
+        return compute
+    return deco
+
+
+def settings_of(measure: str, config) -> dict:
+    """The config values that decide ``measure``'s numbers, as plain JSON data."""
+    out = {}
+    for key in REGISTRY[measure].settings:
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node.to_dict() if hasattr(node, "to_dict") else node
+    return out
+
+
+def file_name(encoder: str) -> str:
+    """A file-name-safe form of an encoder name (its parts and checkpoints are saved under it)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder).strip("_")
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def label_id(fs, symbol: str, what: str) -> int:
+    """Index of ``symbol`` in the feature set's phone set, or an error naming the set."""
+    try:
+        return list(fs.phone_set).index(symbol)
+    except ValueError:
+        raise ValueError(f"{what}: the corpus' phone set has no {symbol!r} label (it is "
+                         f"{list(fs.phone_set)[:10]}{'...' if len(fs.phone_set) > 10 else ''})"
+                         ) from None
+
+
+def seen_in_train(y: np.ndarray, splits: np.ndarray, what: str) -> np.ndarray:
+    """Unlabels (-1) held-out items whose class never occurs in the training split.
+
+    A probe cannot be scored on a class it never saw; such items are few (rare phones in a
+    small corpus) and are logged, never dropped silently.
+    """
+    seen = np.unique(y[(splits == "train") & (y >= 0)])
+    unseen = (y >= 0) & ~np.isin(y, seen)
+    if unseen.any():
+        log.warning("%s: %d held-out items of classes %s absent from the training split are "
+                    "left out", what, int(unseen.sum()), sorted(set(y[unseen].tolist())))
+    return np.where(unseen, -1, y).astype(np.int32)
+
+
+def cap_training_frames(y: np.ndarray, splits: np.ndarray, max_frames: int,
+                        seed: int) -> np.ndarray:
+    """Keeps at most ``max_frames`` labelled training frames (a seeded random subset; the rest
+    become -1). Dev and test frames are all kept, so the reported figure uses every held-out
+    frame; the probe's training cost stops growing with the corpus."""
+    train = np.flatnonzero((splits == "train") & (y >= 0))
+    if not max_frames or train.size <= max_frames:
+        return y
+    drop = np.random.default_rng(seed).choice(train, train.size - max_frames, replace=False)
+    y = y.copy()
+    y[drop] = -1
+    return y
+
+
+def speaker_labels(fs, corpus, speaker_domain: Optional[str]):
+    """Frame speaker ids [N] over speech frames (silence/unlabelled = -1), restricted to one
+    domain -> (ids, speaker names)."""
+    domain = {u.id: u.metadata.get("domain") for u in corpus}
+    keep_utt = np.array([speaker_domain is None or domain.get(i) == speaker_domain
+                         for i in fs.utt_ids])
+    names = sorted({s for s, k in zip(fs.speakers, keep_utt) if k})
+    if len(names) < 2:
+        raise ValueError(f"speaker measure: {len(names)} speakers in domain {speaker_domain!r}; "
+                         f"need >= 2")
+    ids = np.array([names.index(s) if k else -1 for s, k in zip(fs.speakers, keep_utt)], np.int32)
+    sil = label_id(fs, phones_lib.SILENCE, "speaker measure (speech frames)")
+    y = ids[fs.utt_index]
+    return np.where((fs.phone >= 0) & (fs.phone != sil), y, -1).astype(np.int32), names
+
+
+def ctc_targets(fs, corpus) -> list[np.ndarray]:
+    """Per utterance of ``fs``, its phone-segment sequence as ids of ``fs.phone_set``, runs
+    merged and silence removed (``estimators.ctc.ctc_targets``)."""
+    from speechmi_jax.estimators import ctc
+    sil = label_id(fs, phones_lib.SILENCE, "ctc measure")
+    ids = {p: i for i, p in enumerate(fs.phone_set)}
+    by_id = {u.id: u for u in corpus}
+    out = []
+    for uid in fs.utt_ids:
+        segs = by_id[uid].phones or ()
+        bad = sorted({p for _, _, p in segs if p not in ids})
+        if bad:
+            raise ValueError(f"ctc measure: utterance {uid!r} has phones {bad} that are not in "
+                             f"the feature set's phone set")
+        out.append(ctc.ctc_targets([ids[p] for _, _, p in segs], sil))
+    return out
+
+
+def _subsample(idx: np.ndarray, max_items: int, seed: int) -> np.ndarray:
+    if max_items and idx.size > max_items:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, max_items, replace=False))
+    return idx
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+@register("phone", ("phone_mi", "phone_acc"), ("probe", "max_train_frames", "seed"))
+def phone(x: Inputs) -> list[dict]:
+    from speechmi_jax.estimators import api
+    y = seen_in_train(x.fs.phone, x.splits, "phone probe")
+    y = cap_training_frames(y, x.splits, x.config.max_train_frames, x.config.seed)
+    est = api.probe_bank(x.fs.hidden, y, x.fs.utt_index, x.splits,
+                         num_classes=len(x.fs.phone_set), checkpoint_dir=x.checkpoint_dir,
+                         **x.config.probe)
+    return results_lib.estimate_records(x.encoder, est, "phone_mi", "phone_acc")
+
+
+@register("speaker", ("speaker_mi", "speaker_acc"),
+          ("probe", "max_train_frames", "seed", "speaker_domain"))
+def speaker(x: Inputs) -> list[dict]:
+    from speechmi_jax.estimators import api
+    y, names = speaker_labels(x.fs, x.corpus, x.config.speaker_domain)
+    y = cap_training_frames(y, x.splits, x.config.max_train_frames, x.config.seed)
+    # A test set's speakers and their share of it are chosen by design (every utterance has one
+    # speaker), so the interval resamples utterances within each speaker.
+    est = api.probe_bank(x.fs.hidden, y, x.fs.utt_index, x.splits, num_classes=len(names),
+                         checkpoint_dir=x.checkpoint_dir, stratify_ci=True, **x.config.probe)
+    return results_lib.estimate_records(x.encoder, est, "speaker_mi", "speaker_acc",
+                                        speakers=names)
+
+
+@register("infonce_next_k", ("infonce_next_k",),
+          ("infonce", "views.next_k_seconds", "views.max_pairs", "seed"))
+def infonce_next_k(x: Inputs) -> list[dict]:
+    from speechmi_jax.estimators import api, views
+    k = max(1, int(round(x.config.views.next_k_seconds * x.fs.encoder["frame_rate"])))
+    ia, ib, _ = views.shift_pairs(x.fs.utt_offsets, k)
+    keep = _subsample(np.arange(ia.size), x.config.views.max_pairs, x.config.seed)
+    ia, ib = ia[keep], ib[keep]
+    est = api.infonce_bank(views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib),
+                           x.fs.utt_index[ia], x.splits[ia], checkpoint_dir=x.checkpoint_dir,
+                           **x.config.infonce)
+    return results_lib.estimate_records(x.encoder, est, "infonce_next_k", k_frames=k)
+
+
+@register("infonce_input", ("infonce_input",),
+          ("infonce", "views.input_context_s", "views.max_pairs", "seed"), needs_input=True)
+def infonce_input(x: Inputs) -> list[dict]:
+    from speechmi_jax.estimators import api, views
+    ctx = views.input_context(x.fs, x.input_features, x.config.views.input_context_s)  # [N, Dctx]
+    idx = _subsample(np.arange(x.fs.num_frames), x.config.views.max_pairs, x.config.seed + 1)
+    est = api.infonce_bank(views.FrameView(x.fs.hidden, idx), ctx[idx][None], x.fs.utt_index[idx],
+                           x.splits[idx], checkpoint_dir=x.checkpoint_dir, **x.config.infonce)
+    return results_lib.estimate_records(x.encoder, est, "infonce_input")
+
+
+@register("ctc", ("ctc_per",), ("ctc",))
+def ctc_per(x: Inputs) -> list[dict]:
+    """Linear-CTC PER per layer, against phone-segment targets (see the module docstring)."""
+    from speechmi_jax.estimators import ctc
+    targets = ctc_targets(x.fs, x.corpus)
+    train, dev, test = ctc.splits_from_features(x.fs, targets=targets)
+
+    def keep(split):
+        has_phones = [targets[u].size > 0 for u in split.utts]
+        return dataclasses.replace(split, utts=split.utts[has_phones])
+
+    layers = ctc.ctc_per_bank(keep(train), keep(dev), keep(test), num_phones=len(x.fs.phone_set),
+                              checkpoint_dir=x.checkpoint_dir, **x.config.ctc)
+    return results_lib.ctc_records(x.encoder, layers)

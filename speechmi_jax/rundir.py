@@ -1,0 +1,107 @@
+"""A run directory: its config, and the saved part of every (encoder, measure).
+
+    <out>/config.json                     the run's config (a directory holds one experiment)
+    <out>/parts/<encoder>__<measure>.json one finished measure of one encoder
+    <out>/checkpoints/<encoder>/<measure>-<key hash>  estimator bank checkpoints (resume
+                                          mid-measure; those of an older key are removed)
+    <out>/cache/                          feature caches, keyed by content (features.py)
+
+A part holds its records, its wall time, its **key** and a sha256 **checksum** of both. The key
+is what the numbers depend on: the feature cache key of the encoder's features (which hashes
+the encoder's weights and the corpus' audio, alignments and splits), the log-mel input's when
+the measure uses it, the measure's config settings and :data:`PART_SCHEMA`. A part whose key
+differs (the corpus' audio changed, say), whose checksum does not match (edited, or torn by a
+crash) or that cannot be read at all is logged, naming the file and the reason, and computed
+again: a stale or damaged part is never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger("speechmi_jax.rundir")
+
+# Bump when what a part's records mean changes (record layout, label derivation, estimators).
+PART_SCHEMA = "speechmi_jax.part/2"
+
+
+def _checksum(doc: dict) -> str:
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
+class RunDir:
+    """One run directory (see the module docstring)."""
+
+    def __init__(self, out_dir, config_json: str):
+        """Claims ``out_dir`` for the config serialised as ``config_json`` (validate first:
+        a refused config must not be written). Raises ValueError if the directory holds
+        another config."""
+        self.out = Path(out_dir)
+        cfg_path = self.out / "config.json"
+        if cfg_path.exists():
+            held = cfg_path.read_text()
+            if held != config_json:
+                raise ValueError(
+                    f"{cfg_path} holds a different config: this run directory belongs to another "
+                    f"experiment. Use a new --out, or delete {self.out} to start over.")
+        self.parts = self.out / "parts"
+        self.parts.mkdir(parents=True, exist_ok=True)
+        if not cfg_path.exists():
+            tmp = cfg_path.with_suffix(".json.tmp")
+            tmp.write_text(config_json)
+            tmp.replace(cfg_path)
+
+    def part_path(self, encoder_file: str, measure: str) -> Path:
+        return self.parts / f"{encoder_file}__{measure}.json"
+
+    def checkpoint_dir(self, encoder_file: str, measure: str, key: dict) -> str:
+        """Where the measure's bank checkpoints for ``key``; checkpoints of other keys (stale
+        inputs) are deleted."""
+        folder = (self.out / "checkpoints" / encoder_file).resolve()
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        here = folder / f"{measure}-{digest}"
+        if folder.is_dir():
+            for old in folder.glob(f"{measure}-*"):
+                if old != here:
+                    log.info("removing checkpoints of stale inputs %s", old)
+                    shutil.rmtree(old, ignore_errors=True)
+        return str(here)
+
+    def load_part(self, encoder_file: str, measure: str, key: dict) -> Optional[dict]:
+        """The saved part if it exists, is intact and was computed for ``key``; else None
+        (every reason but "not computed yet" is logged with the file's path)."""
+        path = self.part_path(encoder_file, measure)
+        if not path.exists():
+            return None
+        why = None
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            why = f"unreadable ({type(e).__name__}: {e})"
+        else:
+            if not isinstance(doc, dict) or doc.get("sha256") != _checksum(doc):
+                why = "checksum mismatch (the file was edited or torn)"
+            elif doc.get("key") != key:
+                old = doc.get("key") if isinstance(doc.get("key"), dict) else {}
+                changed = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+                why = f"computed for other inputs (changed: {', '.join(changed)})"
+        if why is not None:
+            log.warning("%s: %s; computing it again", path, why)
+            return None
+        return doc
+
+    def save_part(self, encoder_file: str, measure: str, key: dict, records: list[dict],
+                  seconds: float) -> dict:
+        doc = {"key": key, "records": records, "seconds": seconds}
+        doc["sha256"] = _checksum(doc)
+        path = self.part_path(encoder_file, measure)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))
+        tmp.replace(path)
+        return doc
