@@ -1,4 +1,10 @@
-"""InfoNCE bound against closed-form Gaussian MI, through the views it is built from."""
+"""InfoNCE bound against closed-form Gaussian MI, through the views it is built from.
+
+Tolerances are two-sided. A held-out InfoNCE figure is a lower bound in expectation, so it may
+exceed the truth only by its sampling error (about 0.02 nats at 4096 held-out pairs; margin
+0.05 nats, which a critic that saw its test pairs in training would overshoot), and may fall short
+by the stated tolerance (the log K gap plus what the small critic misses).
+"""
 
 import jax
 import numpy as np
@@ -8,23 +14,42 @@ import speechmi_jax as smi
 from speechmi_jax.estimators import api, known, views
 
 ONE = dict(devices=jax.devices()[:1])
-FIT = dict(k=128, learning_rates=(3e-3,), steps=1200, eval_every=100, hidden=64, embed=32, **ONE)
+FIT = dict(k=128, learning_rates=(3e-3,), steps=600, eval_every=100, hidden=64, embed=32, **ONE)
+OVER = 0.05  # nats a held-out bound may exceed the truth by (sampling error)
+
+TWO_PAIR = known.two_pair_cov(5, 5, n_pairs=2, rho=0.8)
 
 
-def test_two_pair_gaussian_within_10_percent():
-    cov = known.two_pair_cov(5, 5, n_pairs=2, rho=0.8)
-    truth = known.gaussian_mi(cov, 5)
+@pytest.fixture(scope="module")
+def two_pair():
+    truth = known.gaussian_mi(TWO_PAIR, 5)
     assert truth == pytest.approx(-np.log(1 - 0.64), rel=1e-9)  # 1.022 nats
-    a, b = known.sample_gaussian(cov, 5, 20000, seed=0)
-    at, bt = known.sample_gaussian(cov, 5, 4096, seed=1)
-    est = smi.infonce_mi(a, b, at, bt, **FIT)
-    assert truth < np.log(128) - 2
-    assert est.nats == pytest.approx(truth, rel=0.10), (est, truth)
+    a, b = known.sample_gaussian(TWO_PAIR, 5, 12000, seed=0)
+    at, bt = known.sample_gaussian(TWO_PAIR, 5, 4096, seed=1)
+    return truth, (a, b, at, bt)
+
+
+@pytest.mark.parametrize("critic, short", [("separable", 0.12), ("concat", 0.15)])
+def test_two_pair_gaussian_both_sides(two_pair, critic, short):
+    truth, data = two_pair
+    est = smi.infonce_mi(*data, **{**FIT, "critic": critic})
+    assert truth - short <= est.nats <= truth + OVER, (critic, est, truth)
+    assert est.step > 0 and est.measure == f"infonce_{critic}"
     assert est.log2_k == est.ceiling_bits == 7.0
     assert est.ci[0] <= est.bits <= est.ci[1]
 
 
-def test_shift_view_of_ar1_sequences_within_10_percent():
+def test_bilinear_critic_misses_the_quadratic_terms(two_pair):
+    # x^T W y cannot express the quadratic term in y of the Gaussian log density ratio: the design
+    # measurement is 0.64 of 1.022 nats. It is still a held-out lower bound (upper side), and a
+    # trained bilinear critic reaches at least half the truth (lower side: 0 if training broke).
+    truth, data = two_pair
+    est = smi.infonce_mi(*data, **{**FIT, "critic": "bilinear"})
+    assert 0.5 * truth <= est.nats <= 0.85 * truth, (est, truth)
+    assert est.step > 0
+
+
+def test_shift_view_of_ar1_sequences_both_sides():
     # Two independent AR(1) coordinates, phi = 0.9: frames t and t + 2 are Gaussian with
     # correlation phi^2 per coordinate, I = -2 * 1/2 log(1 - phi^4).
     phi, lengths = 0.9, np.full(300, 80)
@@ -41,19 +66,25 @@ def test_shift_view_of_ar1_sequences_within_10_percent():
     (est,) = api.infonce_bank(views.gather(x, rows_a)[None], views.gather(x, rows_b)[None],
                               groups, split, **FIT)
     truth = -np.log(1 - phi**4)
-    assert est.nats == pytest.approx(truth, rel=0.10), (est, truth)
+    assert truth - 0.12 <= est.nats <= truth + OVER, (est, truth)
 
 
-def test_independent_views_near_zero():
+def test_independent_layer_reads_zero_next_to_informative_one():
+    # b [1, N, Db] (e.g. the input features) is paired with every layer of a [L, N, Da]; layer 1 is
+    # independent of b. The independent layer's figure must come from a trained critic (step > 0:
+    # the constant initial critic, bound exactly 0, is no candidate) and read ~0 on held-out pairs;
+    # the informative layer, trained in the same bank, shows that training works (two-sided).
     rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(2, 8000, 3)).astype(np.float32)
-    at, bt = rng.normal(size=(2, 2048, 3)).astype(np.float32)
-    est = smi.infonce_mi(a, b, at, bt, groups_test=np.arange(2048) // 16, **FIT)
-    # The zero-initialised critic is the step-0 candidate (bound exactly 0 up to float32 rounding);
-    # dev picks it or a slightly trained critic.
-    assert abs(est.bits) < 0.01, est
-    assert est.ci[0] <= 1e-6 and est.ci[1] >= -1e-6, est
-    assert est.ci[0] <= est.bits <= est.ci[1], est
+    b = rng.normal(size=(1, 6000, 2)).astype(np.float32)
+    a = np.stack([b[0] + 0.5 * rng.normal(size=(6000, 2)), rng.normal(size=(6000, 2))]).astype(np.float32)
+    groups = np.arange(6000) // 20
+    split = np.where(groups < 200, "train", np.where(groups < 250, "dev", "test"))
+    informative, noise = api.infonce_bank(a, b, groups, split, **{**FIT, "steps": 400})
+    truth = -np.log(1 - 1 / 1.25)  # per-coordinate corr^2 = 1 / (1 + 0.25), two coordinates
+    assert truth - 0.15 <= informative.nats <= truth + OVER, informative
+    assert noise.step > 0 and informative.step > 0
+    assert -0.05 <= noise.nats <= 0.02, noise
+    assert noise.ci[0] <= noise.bits <= noise.ci[1]
 
 
 def test_context_view_shapes_and_values():
@@ -76,17 +107,3 @@ def test_too_few_pairs_for_k():
         smi.infonce_mi(a[:200], b[:200], a[200:], b[200:], k=128, **ONE)
     with pytest.raises(ValueError, match=r"b has shape \(3, 300, 3\): expected 2 or 1 layers"):
         api.infonce_bank(np.stack([a, a]), np.stack([b, b, b]), np.arange(300), np.zeros(300, int))
-
-
-def test_layers_vs_shared_input_features():
-    # b [1, N, Db] (e.g. the input features) is paired with every layer of a [L, N, Da].
-    rng = np.random.default_rng(0)
-    b = rng.normal(size=(1, 6000, 2)).astype(np.float32)
-    a = np.stack([b[0] + 0.5 * rng.normal(size=(6000, 2)), rng.normal(size=(6000, 2))]).astype(np.float32)
-    groups = np.arange(6000) // 20
-    split = np.where(groups < 200, "train", np.where(groups < 250, "dev", "test"))
-    fit = {**FIT, "steps": 400}
-    informative, noise = api.infonce_bank(a, b, groups, split, **fit)
-    truth = -np.log(1 - 1 / 1.25)  # per-coordinate corr^2 = 1 / (1 + 0.25), two coordinates
-    assert informative.nats == pytest.approx(truth, rel=0.15)
-    assert abs(noise.bits) < 0.02

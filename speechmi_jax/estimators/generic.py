@@ -111,11 +111,12 @@ def with_sq_norm(x: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def residual_problem(kind: str, k: int, hidden: int, embed: int, gaussian: bool = True) -> Problem:
+def residual_problem(kind: str, k: int, hidden: int, embed: int) -> Problem:
     """InfoNCE critic s = s_G + s_theta: the fixed Gaussian critic of each pair's features
     ("ga" [N, m], "q" [N], see `gaussian_offset`) plus a trained `infonce.py` critic (zero at
-    initialisation, so step 0 is the Gaussian critic alone, a dev candidate; without the
-    Gaussian part, gaussian=False, step 0 is the constant critic and no candidate). Trained on blocks of k pairs;
+    initialisation; step 0, the Gaussian critic alone, is no dev candidate: where no canonical
+    correlation clears the null edge it is the constant critic, whose bound is 0 by
+    construction, so every reported figure comes from a trained critic). Trained on blocks of k pairs;
     evaluated with every real pair as one block: per-item loss [N] is -log softmax over the real
     candidates (weight-0 items, data["mask"] = 0, are no candidates and get loss 0)."""
     base = infonce_problem(kind, k, hidden, embed)
@@ -134,8 +135,8 @@ def residual_problem(kind: str, k: int, hidden: int, embed: int, gaussian: bool 
         return {"loss": jnp.where(real, per_item, 0.0)}
 
     return Problem(f"infonce_{kind}_gauss_residual", base.init, loss, evaluate,
-                   ("a", "b", "ga", "q", "mask"), base.config + ("gauss_residual", gaussian),
-                   step0_candidate=gaussian)
+                   ("a", "b", "ga", "q", "mask"), base.config + ("gauss_residual",),
+                   step0_candidate=False)
 
 
 def _check_pair(i, x, y, split):
@@ -258,7 +259,7 @@ def estimate_mi_bank(
     for d in data.values():
         d["w"] = np.ones(d["a"].shape[1], np.float32)
     test_w = data["test"]["mask"]
-    problem = residual_problem(critic, k, hidden, embed, gaussian)
+    problem = residual_problem(critic, k, hidden, embed)
     grid = _grid("adam", learning_rates, l2, (seed,))
     config = _train_config("adam", steps, k, eval_every, None, None, None,
                            devices if devices is not None else jax.devices()[:1], seed, {})
