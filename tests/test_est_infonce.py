@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import speechmi_jax as smi
-from speechmi_jax.estimators import api, known, views
+from speechmi_jax.estimators import api, generic, known, views
 
 ONE = dict(devices=jax.devices()[:1])
 FIT = dict(k=128, learning_rates=(3e-3,), steps=600, eval_every=100, hidden=64, embed=32, **ONE)
@@ -107,3 +107,36 @@ def test_too_few_pairs_for_k():
         smi.infonce_mi(a[:200], b[:200], a[200:], b[200:], k=128, **ONE)
     with pytest.raises(ValueError, match=r"b has shape \(3, 300, 3\): expected 2 or 1 layers"):
         api.infonce_bank(np.stack([a, a]), np.stack([b, b, b]), np.arange(300), np.zeros(300, int))
+
+
+def test_same_utterance_negatives_rank_content_above_utterance_identity():
+    # Layer A holds the content (AR(1), phi = 0.9, 2 dims) and a faint, noisy utterance vector; layer B
+    # a faint, noisy copy of the content and the utterance vector itself. Frames t and t + 2
+    # share the utterance vector exactly, so with negatives from *other* utterances B's pairs
+    # are told apart by utterance identity and B climbs towards the log K ceiling: that measure ranks
+    # B above A (it fails the sensitivity check, asserted below). With negatives from the same
+    # utterance the utterance vector no longer helps and A ranks above B, as it must.
+    phi, n_utt, t_len = 0.9, 150, 64
+    rng = np.random.default_rng(0)
+    content = np.zeros((n_utt, t_len, 2))
+    content[:, 0] = rng.normal(size=(n_utt, 2))
+    for t in range(1, t_len):
+        content[:, t] = phi * content[:, t - 1] + np.sqrt(1 - phi**2) * rng.normal(size=(n_utt, 2))
+    utt = np.repeat(rng.normal(size=(n_utt, 1, 2)), t_len, axis=1)
+    layer_a = np.concatenate([content, 0.3 * utt + rng.normal(size=utt.shape)], -1).reshape(-1, 4)
+    layer_b = np.concatenate([0.3 * content + rng.normal(size=content.shape), utt], -1).reshape(-1, 4)
+    x = np.stack([layer_a, layer_b]).astype(np.float32)  # [L=2, frames, 4]
+    offsets = np.arange(n_utt + 1) * t_len
+    rows_a, rows_b, groups = views.shift_pairs(offsets, 2)
+    split = np.where(groups < 110, "train", np.where(groups < 125, "dev", "test"))
+    a, b = x[:, rows_a], x[:, rows_b]
+
+    same_a, same_b = generic.infonce_same_utterance_bank(a, b, groups, split, k=16, steps=400, **ONE)
+    assert same_a.step > 0 and same_b.step > 0
+    assert same_a.nats >= 0.5 and same_b.nats <= 0.25 and same_a.nats > same_b.nats + 0.3, (same_a, same_b)
+    assert same_a.nats <= -np.log(1 - phi**4) + OVER  # A's pairs carry the content's MI at most
+    assert same_a.log2_k == 4.0
+
+    cross_a, cross_b = api.infonce_bank(a, b, groups, split, **{**FIT, "k": 16, "steps": 400})
+    assert cross_b.nats > cross_a.nats, (cross_a, cross_b)  # cross-utterance negatives fail here
+    assert cross_b.nats >= same_b.nats + 1.0  # B's figure there is utterance identity, not content

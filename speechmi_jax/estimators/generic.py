@@ -2,6 +2,7 @@
 
     estimate_mi(x_train, y_train, x_test, y_test, **options)          -> MIEstimate
     estimate_mi_bank([x_train], [y_train], [x_test], [y_test], **options) -> [MIEstimate]
+    infonce_same_utterance_bank(a [L, N, Da], b [L, N, Db], groups, split) -> [MIEstimate] * L
 
 What it does, each step chosen by measurement on the known-MI tasks of `tasks.py`
 (BENCHMARKS.md, "Generic MI estimator on known-MI tasks"):
@@ -37,6 +38,7 @@ different dimensions are zero-padded: a constant coordinate carries no informati
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -46,7 +48,8 @@ from scipy import special, stats
 
 from speechmi_jax import units
 from speechmi_jax.estimators import bootstrap, validate
-from speechmi_jax.estimators.api import MIEstimate, _grid, _standardize, _train_config
+from speechmi_jax.estimators.api import (MIEstimate, _dev_from_train, _grid, _load, _split_codes, _standardize,
+                                         _train_config)
 from speechmi_jax.estimators.bank import Problem
 from speechmi_jax.estimators.infonce import CRITICS, critic_scores, infonce_problem, nce_losses
 from speechmi_jax.estimators.train import fit_bank
@@ -301,3 +304,98 @@ def estimate_mi(x_train, y_train, x_test, y_test, **options) -> MIEstimate:
     `estimate_mi_bank`. On the eight known-MI tasks of `tasks.py` at 2500 + 2500 samples its mean
     absolute error is about 0.05 nats (BENCHMARKS.md)."""
     return estimate_mi_bank([x_train], [y_train], [x_test], [y_test], **options)[0]
+
+
+# --------------------------------------------------------------- same-utterance negatives
+
+
+def utterance_blocks(groups: np.ndarray, k: int, rng) -> np.ndarray:
+    """Blocks of k pair indices, each block inside one group (utterance): idx [n_blocks, k].
+
+    A group's pairs are shuffled and cut into whole blocks (the remainder, and any group with
+    fewer than k pairs, is left out). In InfoNCE over such a block the negatives of a query are
+    other frames of its own utterance (as CPC and wav2vec 2.0 draw them), so what identifies
+    the utterance (speaker, channel) no longer tells the positive from the negatives."""
+    blocks = []
+    for g in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == g))
+        n = (members.size // k) * k
+        blocks.extend(members[:n].reshape(-1, k))
+    return np.asarray(blocks, np.int64).reshape(-1, k)
+
+
+@functools.lru_cache(maxsize=None)
+def block_problem(kind: str, k: int, hidden: int, embed: int) -> Problem:
+    """InfoNCE whose items are whole blocks: a [N_blocks, k, Da], b [N_blocks, k, Db]. Training
+    scores each drawn block on its own (negatives from the block only); evaluate returns each
+    block's mean per-query loss [N_blocks] (blocks are equal-sized, so the mean over blocks is the
+    mean over queries)."""
+    base = infonce_problem(kind, k, hidden, embed)
+    per_block = lambda params, a, b: nce_losses(critic_scores(params, a, b, kind))
+
+    def loss(params, batch):
+        return jnp.mean(jax.vmap(per_block, in_axes=(None, 0, 0))(params, batch["a"], batch["b"]))
+
+    def evaluate(params, data):
+        return {"loss": jax.vmap(per_block, in_axes=(None, 0, 0))(params, data["a"], data["b"]).mean(-1)}
+
+    return dataclasses.replace(base, name=f"infonce_{kind}_blocks", loss=loss, evaluate=evaluate,
+                               config=base.config + ("blocks",))
+
+
+def infonce_same_utterance_bank(
+    a, b, groups, split, *,
+    k: int = 16,
+    blocks_per_step: int = 8,
+    critic: str = "separable",
+    hidden: int = 64,
+    embed: int = 32,
+    learning_rates=(1e-3, 3e-3),
+    steps: int = 600,
+    eval_every: int = 100,
+    dev_fraction: float = 0.1,
+    num_bootstrap: int = 1000,
+    ci_level: float = 0.95,
+    devices=None,
+    seed: int = 0,
+) -> list[MIEstimate]:
+    """InfoNCE bound I(A_l; B_l) >= log K - L_NCE per layer with negatives from the same
+    utterance, in training and in evaluation: a [L, N, Da], b [L, N, Db], groups [N] (utterance
+    ids), split [N] as `infonce_bank`. K (`k`) is bounded by the utterances' pair counts; every
+    block is one utterance's k pairs (`utterance_blocks`), `blocks_per_step` blocks per Adam step.
+    Ceiling log2 K. The CI resamples utterances."""
+    validate.ndim("a", a, 3, "[L, N, Da]")
+    validate.ndim("b", b, 3, "[L, N, Db]")
+    groups = np.asarray(groups)
+    n = validate.same_length(a=(a, 1), b=(b, 1), groups=(groups, 0))
+    codes = _dev_from_train(_split_codes(split, n), groups, dev_fraction, seed)
+    rng = np.random.default_rng(seed)
+    blocks = [utterance_blocks(groups[codes == s], k, rng) for s in range(3)]
+    idx = [np.flatnonzero(codes == s)[blk] for s, blk in enumerate(blocks)]  # [n_blocks, k]
+    for s, name in enumerate(("train", "dev", "test")):
+        validate.enough(f"same-utterance blocks of K={k} in split {name!r}", len(idx[s]),
+                        blocks_per_step if s == 0 else 1, "utterances with at least K pairs")
+    flat = [i.reshape(-1) for i in idx]
+    xa = _standardize(*[_load("a", a, slice(0, a.shape[0]), f) for f in flat])
+    xb = _standardize(*[_load("b", b, slice(0, b.shape[0]), f) for f in flat])
+    data = [{"a": x.reshape(x.shape[0], -1, k, x.shape[-1]), "b": y.reshape(y.shape[0], -1, k, y.shape[-1]),
+             "w": np.ones(len(i), np.float32)} for x, y, i in zip(xa, xb, idx)]
+    grid = _grid("adam", learning_rates, (0.0,), (seed,))
+    config = _train_config("adam", steps, blocks_per_step, eval_every, None, None, None,
+                           devices if devices is not None else jax.devices()[:1], seed, {})
+    res = fit_bank(block_problem(critic, k, hidden, embed), grid, config, *data, (a.shape[2], b.shape[2]))
+    log_k = float(np.log(k))
+    block_groups = groups[idx[2][:, 0]]
+    out = []
+    for layer in range(a.shape[0]):
+        nats, (lo, hi) = bootstrap.mean_ci(res.test["loss"][layer], block_groups, offset=log_k, sign=-1.0,
+                                           level=ci_level, num_replicates=num_bootstrap, seed=seed)
+        pt = grid.point(int(res.choice[layer]))
+        out.append(MIEstimate(
+            measure=f"infonce_same_utterance_{critic}", bits=float(units.nats_to_bits(nats)),
+            ci=(float(units.nats_to_bits(lo)), float(units.nats_to_bits(hi))),
+            ceiling_bits=float(units.nats_to_bits(log_k)), nats=nats, lr=pt["lr"], l2=pt["l2"],
+            seed=pt["seed"], step=int(res.step[layer]), n_test=int(idx[2].size), layer=layer,
+            log2_k=float(units.nats_to_bits(log_k)),
+        ))
+    return out
