@@ -302,7 +302,7 @@ def estimate_mi(x_train, y_train, x_test, y_test, **options) -> MIEstimate:
     module doc): an InfoNCE lower bound on held-out pairs, in bits (nats alongside), with its CI
     and ceiling log2 K; lr / l2 / step are medians over the folds' dev choices. Options as
     `estimate_mi_bank`. On the eight known-MI tasks of `tasks.py` at 2500 + 2500 samples its mean
-    absolute error is about 0.05 nats (BENCHMARKS.md)."""
+    absolute error is 0.06 nats (BENCHMARKS.md)."""
     return estimate_mi_bank([x_train], [y_train], [x_test], [y_test], **options)[0]
 
 
