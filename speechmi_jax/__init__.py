@@ -6,6 +6,7 @@ Public API (see README):
     corpus = load_corpus("bundled")             # Corpus; corpus.split("train")
     est = probe_mi(z_train, y_train, z_test, y_test)     # supervised bound, bits
     est = infonce_mi(a_train, b_train, a_test, b_test)   # label-free bound, bits
+    est = estimate_mi(x_train, y_train, x_test, y_test)  # generic MI estimate, bits
 
 Names resolve lazily so that ``import speechmi_jax`` stays cheap.
 """
@@ -23,6 +24,7 @@ _EXPORTS = {
     "load_corpus": "speechmi_jax.data.corpus",
     "probe_mi": "speechmi_jax.estimators.api",
     "infonce_mi": "speechmi_jax.estimators.api",
+    "estimate_mi": "speechmi_jax.estimators.generic",
     "MIEstimate": "speechmi_jax.estimators.api",
     "nats_to_bits": "speechmi_jax.units",
     "bits_to_nats": "speechmi_jax.units",

@@ -10,4 +10,7 @@
     bootstrap  percentile intervals resampling groups (utterances)
     validate   input checks with errors that name the array and the expectation
     known      distributions with closed-form / Monte-Carlo MI (tests and benchmarks)
+    tasks      known-MI task set ("Beyond Normal" families) with closed-form truths
+    generic    estimate_mi: the generic estimator (Gaussianised marginals, Gaussian + neural
+               critic, cross-fitted, held-out InfoNCE over one block of all pairs)
 """

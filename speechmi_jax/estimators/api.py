@@ -63,8 +63,8 @@ class MIEstimate:
 
     @property
     def log2_k(self) -> float | None:
-        """log2 K, the InfoNCE bound's ceiling (None for probes)."""
-        return self.ceiling_bits if self.measure.startswith("infonce") else None
+        """log2 K, the contrastive bound's ceiling (None for probes)."""
+        return None if self.measure.startswith("probe") else self.ceiling_bits
 
 
 def _estimate(measure: str, nats: float, ci_nats, ceiling_nats: float, **fields) -> MIEstimate:

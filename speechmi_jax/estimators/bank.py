@@ -46,6 +46,9 @@ class Problem:
     layer_fields: tuple[str, ...]
     config: tuple = ()  # hashable description of the architecture, part of checkpoint identity
     map_layers: bool = False  # layers one after another (lax.map) instead of vmapped
+    # Whether the initial parameters are a dev candidate: yes for a probe (the label prior), no
+    # for a critic whose init is a constant score (bound exactly 0, however broken training is).
+    step0_candidate: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +239,8 @@ def update_best(problem: Problem, state: dict, dev: dict) -> dict:
     snapshot. A NaN dev loss (a diverged learning rate) never counts as an improvement."""
     dev_loss = weighted_mean_loss(bank_evaluate(problem, state["params"], dev), dev["w"])
     better = dev_loss < state["best_loss"]  # [L, P]; False on NaN
+    if not problem.step0_candidate:
+        better = better & (state["step"] > 0)
 
     def keep(new, old):
         mask = better.reshape(better.shape + (1,) * (new.ndim - 2))
@@ -264,8 +269,9 @@ def train_chunk(
 ) -> dict:
     """One dev evaluation of the current parameters (see `update_best`), then `n_steps` steps.
 
-    The estimator's initial value counts as a candidate (step 0): for a probe it is the training
-    label prior, so a layer with nothing to offer is not reported below what the prior achieves.
+    The estimator's initial value counts as a candidate (step 0) when `problem.step0_candidate`:
+    for a probe it is the training label prior, so a layer with nothing to offer is not reported
+    below what the prior achieves.
     batch_size None means full batch (all of `train`, padding weighted 0). `constrain_batch` may
     pin the minibatch's sharding (the trainer shards it over the "data" mesh axis); with
     problem.map_layers each layer draws its minibatch inside the layer map, pinned by

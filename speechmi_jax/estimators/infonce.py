@@ -22,6 +22,7 @@ Data fields: a [N, Da], b [N, Db] (b may be shared by all layers), w [N].
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -53,8 +54,10 @@ def _mlp(p, x):
 
 def init_critic(key, in_dims, kind: str, hidden: int, embed: int):
     """Random hidden layers, zero output layer: every critic starts with all scores equal, i.e.
-    at the trivial bound log K - L_NCE = 0 exactly (the step-0 candidate of dev selection), and
-    its first gradient is non-zero."""
+    at the trivial bound log K - L_NCE = 0 exactly, and its first gradient is non-zero. That
+    initial critic is no dev candidate (`Problem.step0_candidate`): a reported bound always comes
+    from a trained critic, so "no information" reads as a trained critic scoring ~0 on held-out
+    pairs, never as an untrained one scoring 0 by construction."""
     da, db = in_dims
     ka, kb = jax.random.split(key)
     if kind == "separable":
@@ -109,6 +112,7 @@ def infonce_problem(kind: str, k: int, hidden: int = 256, embed: int = 64) -> Pr
         evaluate=evaluate,
         layer_fields=("a", "b"),
         config=(kind, k, hidden, embed),
+        step0_candidate=False,
     )
 
 
@@ -120,4 +124,4 @@ def infonce_problem_shared_b(kind: str, k: int, hidden: int = 256, embed: int = 
 
 @functools.lru_cache(maxsize=None)
 def _shared_b(base: Problem) -> Problem:
-    return Problem(base.name + "_shared_b", base.init, base.loss, base.evaluate, ("a",), base.config)
+    return dataclasses.replace(base, name=base.name + "_shared_b", layer_fields=("a",))
