@@ -13,7 +13,8 @@ Sources (all 16 kHz mono 16-bit FLAC in ``DIR/audio/<source>/``):
 * real recordings: the Asterisk core prompts in en, es, fr, it and ru from the wideband
   ``asterisk-core-sounds-*-g722`` packages (G.722, decoded to 16 kHz by ffmpeg), and the
   speech examples of ``codec2-examples`` (8 kHz telephone band, resampled to 16 kHz with
-  soxr). Recordings over 20 s are cut into equal chunks. No phone alignments.
+  soxr). Tones, silences, an empty file and codec2's concatenation of its other examples
+  are left out; recordings over 20 s are cut into equal chunks. No phone alignments.
 * synthetic English: verses of the King James Bible (``bible-kjv-text``, read with the
   ``bible`` program of ``bible-kjv``; 6-40 words) spoken by flite (awb, rms, slt, kal16) and
   festival (ked_diphone, kal_diphone, cmu_us_slt_arctic_hts), each voice its own verses.
@@ -34,7 +35,7 @@ contains a dev/test prompt's text. The manifest marks each utterance's ``domain`
 
 Build time, measured on a 2-core machine shared with about 7 other jobs (load average ~9, so
 loaded; this job got 43% of a CPU): the full set (``--hours 3``: 3.02 h, 1.80 h of it real,
-3003 utterances, 207 MB) took 435 s, mostly one ffmpeg run per G.722 file; the slice the test
+3003 utterances, 207 MB) took 435 s; the slice the test
 builds (``--hours 0.02``: 123 s of audio, 26 utterances) took 6 s.
 
 Needs the Debian packages asterisk-core-sounds-{en,es,fr,it,ru}-g722, asterisk-core-sounds-en
