@@ -137,3 +137,15 @@ def test_synthetic_phone_timings_are_aligned(built):
     for shift in (0.12, -0.12):
         shifted = _vowel_minus_silence_db(utts, shift)
         assert aligned - shifted > 15.0, (shift, shifted, aligned)
+
+
+def test_bad_requests_are_refused_with_the_reason(tmp_path):
+    with pytest.raises(ValueError, match="hours must be positive"):
+        bp.build(tmp_path / "x", hours=0.0)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(bp.PretrainBuildError, match="refusing to overwrite"):
+        bp.build(tmp_path / "mine", hours=0.01)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    with pytest.raises(bp.PretrainBuildError, match="HASH is missing"):
+        bp.verify(tmp_path / "mine")

@@ -505,6 +505,8 @@ def build(out: str | os.PathLike, hours: float = 3.0, seed: int = 0,
 def verify(out: str | os.PathLike) -> str:
     """Recomputes the content hash; raises when it differs from ``HASH``."""
     out = Path(out)
+    if not (out / "HASH").is_file():
+        raise PretrainBuildError(f"{out / 'HASH'} is missing: {out} is not a finished build")
     want = (out / "HASH").read_text(encoding="utf-8").strip()
     got = content_hash(out)
     if got != want:
