@@ -33,10 +33,11 @@ contains a dev/test prompt's text. The manifest marks each utterance's ``domain`
 (real/synthetic), ``source``, ``language``, ``system``, ``voice`` and ``licence`` (the files in
 ``DIR/LICENSES/``, one per Debian package, with attribution and the package's copyright file).
 
-Build time, measured on a 2-core machine shared with about 7 other jobs (load average ~9, so
-loaded; this job got 43% of a CPU): the full set (``--hours 3``: 3.02 h, 1.80 h of it real,
-3003 utterances, 207 MB) took 435 s, and a rebuild (load ~7) 321 s with the same hash; the
-slice the test builds (``--hours 0.02``: 123 s of audio, 26 utterances) took 6 s.
+Build time, measured on a 2-core machine shared with about 7 other jobs (so loaded; load
+average 6-9 at the end of each build): the full set (``--hours 3``: 3.02 h, 1.80 h of it real,
+3003 utterances, 207 MB) took 177-435 s in four builds; both rebuilds with unchanged code
+reproduced the hash. The slice the test builds (``--hours 0.02``: 123 s of audio, 26
+utterances) took 6 s.
 
 Needs the Debian packages asterisk-core-sounds-{en,es,fr,it,ru}-g722, asterisk-core-sounds-en
 (transcripts), codec2-examples, bible-kjv, flite, festival, festvox-kallpc16k,
@@ -113,17 +114,19 @@ REAL_WEIGHT, VOICE_WEIGHT = 2.0, 1.0
 LICENCE_NOTES = {
     "codec2-examples": ("LGPL-2.1", "Speech examples of Codec 2, copyright 2007-2019 David "
                         "Rowe and contributors (Debian package codec2-examples)."),
-    "bible-kjv-text": ("public domain (text); legend kept as asked", "King James Version "
-                       "(1611), public domain. Read with the Bible Retrieval System by Chip "
-                       "Chapin, Hewlett Packard Company, whose legend follows in the Debian "
-                       "copyright file below."),
+    "bible-kjv-text": ("public domain (KJV text); the reader's legend is kept",
+                       "King James Version (1611), public domain. Read with the Bible "
+                       "Retrieval System by Chip Chapin, Hewlett Packard Company, whose legend "
+                       "follows in the Debian copyright file below."),
     "flite": ("CMU/Edinburgh permissive (BSD-like)", "Synthesized with flite 2 and its "
               "cmu_us_awb, cmu_us_rms, cmu_us_slt and cmu_us_kal16 voices, Carnegie Mellon "
               "University."),
     "festival": ("X11-like permissive", "Synthesized with the Festival Speech Synthesis "
                  "System, University of Edinburgh and Carnegie Mellon University."),
-    "festvox-kdlpc16k": ("festvox permissive", "Voice ked_diphone (Debian festvox-kdlpc16k)."),
-    "festvox-kallpc16k": ("festvox permissive", "Voice kal_diphone (Debian festvox-kallpc16k)."),
+    "festvox-kdlpc16k": ("X11-like permissive", "Voice ked_diphone (Debian festvox-kdlpc16k), "
+                         "Centre for Speech Technology Research, University of Edinburgh."),
+    "festvox-kallpc16k": ("X11-like permissive", "Voice kal_diphone (Debian festvox-kallpc16k), "
+                          "copyright 1998 Alan W Black and Kevin Lenzo."),
     "festvox-us-slt-hts": ("BSD-3-clause", "Voice cmu_us_slt_arctic_hts (Debian "
                            "festvox-us-slt-hts), CMU and Nagoya Institute of Technology."),
 }
