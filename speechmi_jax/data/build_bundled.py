@@ -158,16 +158,21 @@ def parse_festival_segs(text: str, source: str) -> list[tuple[float, float, str]
     return segs
 
 
-def synth_flite(voice: str, text: str, wav_path: str):
-    res = subprocess.run(["flite", "-voice", voice, "-psdur", "-t", text, "-o", wav_path],
-                         capture_output=True, text=True, check=True)
+def synth_flite(voice: str, text: str, wav_path: str, options: tuple[str, ...] = ()):
+    """flite with phone timings; ``options`` are extra flite arguments (e.g. ``--setf``)."""
+    res = subprocess.run(["flite", "-voice", voice, *options, "-psdur", "-t", text,
+                          "-o", wav_path], capture_output=True, text=True, check=True)
     return parse_flite_psdur(res.stdout, f"flite {voice} {text!r}")
 
 
-def synth_festival(voice: str, items: list[tuple[str, str]], workdir: str):
-    """Synthesizes ``[(key, text)]`` in one festival run -> {key: (wav path, segments)}."""
+def synth_festival(voice: str, items: list[tuple[str, str]], workdir: str,
+                   setup: dict[str, str] | None = None):
+    """Synthesizes ``[(key, text)]`` in one festival run -> {key: (wav path, segments)};
+    ``setup[key]`` (optional) is Scheme run before that item (e.g. a ``Parameter.set``)."""
     lines = [f"(voice_{voice})"]
     for key, text in items:
+        if setup and key in setup:
+            lines.append(setup[key])
         esc = text.replace("\\", "\\\\").replace('"', '\\"')
         lines.append(f'(set! utt (utt.synth (eval (list \'Utterance \'Text "{esc}"))))')
         lines.append(f'(utt.save.wave utt "{workdir}/{key}.wav" \'riff)')
@@ -184,6 +189,17 @@ def synth_festival(voice: str, items: list[tuple[str, str]], workdir: str):
         out[key] = (f"{workdir}/{key}.wav",
                     parse_festival_segs(Path(segs_path).read_text(), segs_path))
     return out
+
+
+def finish_segments(segs, duration_s: float, source: str) -> list[tuple[float, float, str]]:
+    """A synthesizer's or aligner's raw segments -> phone-set segments covering the audio."""
+    segs = align_lib.normalize_segments(segs, source=source)
+    # flite's kal voices pad the final pause past the audio: clip to the audio.
+    segs = align_lib.fit_to_duration(segs, duration_s, source=source, tolerance_s=0.2)
+    # festival's waves run ~25 ms past the final pause's end: extend that pause.
+    if segs[-1][2] == phones_lib.SILENCE and segs[-1][1] < duration_s:
+        segs[-1] = (segs[-1][0], duration_s, segs[-1][2])
+    return segs
 
 
 def align_pocketsphinx(audio16: np.ndarray, text: str, source: str):
@@ -211,7 +227,7 @@ def align_pocketsphinx(audio16: np.ndarray, text: str, source: str):
     return segs
 
 
-def _write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
+def write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,16 +272,10 @@ def build(out: str | os.PathLike, max_prompts: int = 110, speakers=tuple(SPEAKER
                 else:
                     wav_path, segs = fest[spk][name]
                     store, store_rate = audio_lib.read_audio(wav_path, SAMPLE_RATE)[0], SAMPLE_RATE
-                duration = len(store) / store_rate
-                segs = align_lib.normalize_segments(segs, source=source)
-                # flite's kal voices pad the final pause past the audio: clip to the audio.
-                segs = align_lib.fit_to_duration(segs, duration, source=source, tolerance_s=0.2)
-                # festival's waves run ~25 ms past the final pause's end: extend that pause.
-                if segs[-1][2] == phones_lib.SILENCE and segs[-1][1] < duration:
-                    segs[-1] = (segs[-1][0], duration, segs[-1][2])
+                segs = finish_segments(segs, len(store) / store_rate, source)
                 utt_id = f"{spk}-{name}"
                 rel = Path("audio") / spk / f"{name}.flac"
-                _write_flac(out / rel, store, store_rate)
+                write_flac(out / rel, store, store_rate)
                 table[utt_id] = segs
                 rows.append(dict(id=utt_id, audio=str(rel), speaker=spk, text=text,
                                  split=splits[name], alignment="alignments.tsv", prompt=name,
