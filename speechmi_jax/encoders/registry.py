@@ -69,6 +69,9 @@ def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
     if model_type == "whisper":
         from speechmi_jax.encoders import whisper
         return whisper.load_whisper_hf(path, dtype=dtype, allow_pickle=allow_pickle)
+    if model_type == "speechmi-causal-logmel":  # APC pretraining's causal encoder (ssl/)
+        from speechmi_jax.encoders import wav2vec2
+        return wav2vec2.load_causal(path, dtype=dtype)
     if model_type in WAV2VEC2_FAMILY:
         from speechmi_jax.encoders import wav2vec2
         return wav2vec2.load_wav2vec2_family(path, dtype=dtype, allow_pickle=allow_pickle)
