@@ -1,0 +1,11 @@
+"""Self-supervised speech objectives as mutual-information bounds.
+
+Every objective bounds I(view_ctx; Z_target) >= H(Z_target) - E[-log p_psi(Z_target | view_ctx)]
+(the SSL section of the design brief). Building blocks:
+
+    masking    wav2vec 2.0 / HuBERT span masking of real frames
+    quantizer  Gumbel-softmax vector quantizers (VQ-APC's single codebook, wav2vec 2.0's product
+               quantizer with its diversity loss)
+    synthetic  sources with known answers: a stationary Gaussian VAR(1) process (closed-form
+               I(past; x_{t+n})) and a hidden-Markov source (known state entropy)
+"""
