@@ -1,0 +1,302 @@
+"""The pretraining loop: a population of P models in one jitted, vmapped, data-parallel step.
+
+``pretrain(config, out_dir)`` (the ``speechmi pretrain`` command) trains P members of one shape
+that differ in seed, learning rate, mask probability or APC shift n (``config.population``):
+
+* one ``jax.jit`` step = ``jax.vmap`` over members of (loss, grad, AdamW update, EMA update);
+  the batch [B, S] is sharded over a 1-D ("data",) mesh of all devices (``NamedSharding``; B is
+  split ``gcd(B, devices)`` ways), the members' state is replicated. Every member sees the same
+  batches (a function of (``config.seed``, step)); its own key (its seed) drives init, masking and
+  Gumbel noise, folded with the step.
+* optimiser: ``optax`` AdamW (``scale_by_adam`` -> decoupled weight decay -> linear warm-up then
+  cosine decay to ``final_lr_fraction``), times the member's learning rate.
+* every ``eval_every`` steps: the dev loss and bound of every member on fixed dev batches; one
+  JSONL record per member (``metrics.jsonl``: train_* = mean over the steps since the last
+  record, dev_*: loss, nll_bits, h_target_bits, bound_bits, perplexity (VQ), masked_acc (MLM),
+  target_var (data2vec)); a tqdm bar shows member 0's loss and bound.
+* collapse guard (learned targets): when a member's dev target variance falls under
+  ``collapse.min_target_var`` the trainer warns with the numbers and records
+  ``"collapse": true``.
+* every ``checkpoint_every`` steps an Orbax ``CheckpointManager`` per member saves its params,
+  optimiser state, EMA teacher, key and step (``keep`` newest). A rerun restores the newest step
+  saved by every member, drops later metrics records and replays: batches and keys are functions
+  of (seed, step), so the result is identical to an uninterrupted run.
+* at the end each member's encoder is exported (``model/config.json`` + ``model/model.safetensors``).
+
+Layout of ``out_dir``: ``pretrain_config.json``, and for P = 1 ``metrics.jsonl``,
+``checkpoints/``, ``model/``; for P > 1 the same under ``member-<i>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
+
+from speechmi_jax.ssl import data as data_lib
+from speechmi_jax.ssl import models
+
+log = logging.getLogger("speechmi_jax.ssl")
+HP_KEYS = ("seed", "lr", "mask_prob", "shift")
+_EVAL_FOLD = 2**31 - 1  # the eval key of a member: fold_in(member key, this)
+
+
+class CollapseWarning(UserWarning):
+    """A learned target's entropy proxy fell under the configured threshold."""
+
+
+# ----------------------------------------------------------------------------- setup
+
+def population(config) -> list[dict]:
+    """Members' hyperparameters: each ``config.population`` list has length P or 1 (broadcast)."""
+    pop = {k: list(config.population[k]) for k in HP_KEYS}
+    sizes = {len(v) for v in pop.values()} - {1}
+    if len(sizes) > 1:
+        raise ValueError(f"config.population: lists must have one common length (or 1), got "
+                         f"{ {k: len(v) for k, v in pop.items()} }")
+    p = sizes.pop() if sizes else 1
+    return [{k: v[i] if len(v) > 1 else v[0] for k, v in pop.items()} for i in range(p)]
+
+
+def build_task(config, corpus, sets, out_dir: Path):
+    """The task of ``config.objective`` (fits cluster targets for HuBERT)."""
+    obj, m = config.objective, config.model
+    if obj in ("apc", "vqapc"):
+        arch = models.w2v.causal_arch(**dict(m.causal))
+        return models.APCTask(arch, vq_codes=m.vq_codes if obj == "vqapc" else 0,
+                              vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=obj)
+    if obj not in ("hubert", "data2vec"):
+        raise ValueError(f"config.objective={obj!r}: expected one of apc, vqapc, hubert, data2vec")
+    hf = dict(m.hf_config)
+    task = models.MaskedTask(obj, json.dumps(hf, sort_keys=True), mask_span=config.mask_span,
+                             top_k=config.data2vec.top_k,
+                             normalize_targets=config.data2vec.normalize_targets,
+                             ema_decay=config.data2vec.ema_decay)
+    if obj == "hubert":
+        t = config.targets
+        arch = task.arch
+        info = data_lib.cluster_targets(
+            corpus, sets, source=t.source, layer=t.layer, k=t.k, dst_rate=16000 / arch.hop,
+            dst_offset_s=arch.receptive_field / 2 / 16000,
+            num_frames_fn=lambda n: models.w2v.num_frames(arch, n), cache_dir=out_dir / "cache",
+            seed=t.seed, iters=t.iters, max_frames=t.max_frames)
+        task = models.MaskedTask(obj, task.hf_config, mask_span=config.mask_span, num_codes=t.k,
+                                 h_target_bits=info["h_target_bits"])
+    return task
+
+
+def optimizer(config) -> optax.GradientTransformation:
+    """AdamW with a unit peak (the member's lr multiplies the updates): warm-up, cosine decay."""
+    o = config.optim
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, o.warmup_steps, max(config.steps, o.warmup_steps + 1),
+                                                  end_value=o.final_lr_fraction)
+    return optax.chain(optax.clip_by_global_norm(o.clip_norm),
+                       optax.scale_by_adam(o.b1, o.b2, o.eps),
+                       optax.add_decayed_weights(o.weight_decay),
+                       optax.scale_by_learning_rate(schedule))
+
+
+def _hp_arrays(members):
+    return {"lr": jnp.asarray([m["lr"] for m in members], jnp.float32),
+            "mask_prob": jnp.asarray([m["mask_prob"] for m in members], jnp.float32),
+            "shift": jnp.asarray([m["shift"] for m in members], jnp.int32)}
+
+
+def make_functions(task, tx):
+    """(init [P keys] -> state, train_step(state, batch, hp), evaluate(state, batch, hp)), pure."""
+
+    def init_one(key):
+        params, aux = task.init(key)
+        return {"params": params, "opt_state": tx.init(params), "aux": aux, "key": key,
+                "step": jnp.zeros((), jnp.int32)}
+
+    def step_one(st, batch, hp):
+        key = jax.random.fold_in(st["key"], st["step"])
+        (_, m), grads = jax.value_and_grad(task.loss, has_aux=True)(st["params"], st["aux"], batch,
+                                                                    key, hp, True)
+        updates, opt_state = tx.update(grads, st["opt_state"], st["params"])
+        updates = jax.tree.map(lambda u: u * hp["lr"], updates)
+        params = optax.apply_updates(st["params"], updates)
+        aux = task.after_step(params, st["aux"], hp)
+        return {"params": params, "opt_state": opt_state, "aux": aux, "key": st["key"],
+                "step": st["step"] + 1}, m
+
+    def eval_one(st, batch, hp):
+        key = jax.random.fold_in(st["key"], _EVAL_FOLD)
+        return task.loss(st["params"], st["aux"], batch, key, hp, False)[1]
+
+    init = jax.vmap(init_one)
+    step = jax.vmap(step_one, in_axes=(0, None, 0))
+    evaluate = jax.vmap(eval_one, in_axes=(0, None, 0))
+    return init, step, evaluate
+
+
+# ----------------------------------------------------------------------------- checkpoints + metrics
+
+def _member_dir(out_dir: Path, i: int, p: int) -> Path:
+    return out_dir if p == 1 else out_dir / f"member-{i}"
+
+
+def _slice(state, i):
+    return jax.tree.map(lambda x: x[i], state)
+
+
+def _restore(managers, state):
+    """Newest step saved by every member -> (stacked state, step) or (state, 0)."""
+    common = set.intersection(*(set(m.all_steps()) for m in managers))
+    if not common:
+        return state, 0
+    step = max(common)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
+    restored = [m.restore(step, args=ocp.args.StandardRestore(_slice(abstract, 0))) for m in managers]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *restored), step
+
+
+def _truncate_metrics(path: Path, step: int):
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _mean(records: list[dict]) -> dict:
+    return {k: float(np.mean([r[k] for r in records])) for k in records[0]} if records else {}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
+    """Trains the population of ``config``; returns each member's last metrics record."""
+    from speechmi_jax.data.corpus import load_corpus
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members = population(config)
+    p = len(members)
+    if config.checkpoint_every % config.eval_every:
+        raise ValueError(f"checkpoint_every={config.checkpoint_every} must be a multiple of "
+                         f"eval_every={config.eval_every}")
+    identity = json.loads(config.to_json())
+    ident_path = out_dir / "pretrain_config.json"
+    if ident_path.exists() and json.loads(ident_path.read_text()) != identity:
+        raise ValueError(f"{out_dir} holds a run of another config ({ident_path}); use another --out")
+    ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+
+    corpus = load_corpus(config.corpus)
+    sets = {"train": data_lib.load_split(corpus, config.train_split, config.max_utterances),
+            "dev": data_lib.load_split(corpus, config.dev_split, config.max_dev_utterances)}
+    task = build_task(config, corpus, sets, out_dir)
+    crop = int(round(config.crop_seconds * 16000)) // task.frame_hop * task.frame_hop
+    code_frames = int(models.w2v.num_frames(task.arch, np.asarray(crop))) if task.has_codes else 0
+    batch_of = lambda step: data_lib.train_batch(sets["train"], config.seed, step, config.batch_size, crop,
+                                                 task.frame_hop, code_frames)
+    dev = data_lib.dev_batches(sets["dev"], config.batch_size, crop, task.frame_hop, code_frames,
+                               config.max_dev_batches)
+
+    devices = jax.devices()[:math.gcd(config.batch_size, len(jax.devices()))]
+    mesh = jax.make_mesh((len(devices),), ("data",), (AxisType.Auto,), devices=devices)
+    data_sh, rep = NamedSharding(mesh, PS("data")), NamedSharding(mesh, PS())
+    put_batch = lambda b: jax.device_put(b, data_sh)
+    dev = [put_batch(b) for b in dev]
+
+    tx = optimizer(config)
+    init, step_fn, eval_fn = make_functions(task, tx)
+    hp = jax.device_put(_hp_arrays(members), rep)
+    keys = jnp.stack([jax.random.PRNGKey(m["seed"]) for m in members])
+    state = jax.jit(init, out_shardings=rep)(keys)
+    step_jit = jax.jit(step_fn, out_shardings=(rep, rep), donate_argnums=(0,))
+    eval_jit = jax.jit(eval_fn, out_shardings=rep)
+
+    dirs = [_member_dir(out_dir, i, p) for i in range(p)]
+    managers = [ocp.CheckpointManager(
+        (d / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+        for d in dirs]
+    state, start = _restore(managers, state)
+    state = jax.device_put(state, rep)
+    for d in dirs:
+        _truncate_metrics(d / "metrics.jsonl", start)
+    if start:
+        log.info("%s: resumed from step %d", out_dir, start)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {config.objective}", unit="step")
+    last: list[dict] = [{} for _ in members]
+    pending: list[list[dict]] = [[] for _ in members]
+    try:
+        for step in range(start, config.steps):
+            state, m = step_jit(state, put_batch(batch_of(step)), hp)
+            m = jax.device_get(m)
+            for i in range(p):
+                pending[i].append({k: float(v[i]) for k, v in m.items()})
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{m['loss'][0]:.4f}", bound=f"{m['bound_bits'][0]:.3f}b")
+            if done % config.eval_every == 0 or done == config.steps:
+                dev_m = [jax.device_get(eval_jit(state, b, hp)) for b in dev]
+                for i in range(p):
+                    rec = {"step": done, "member": i, **{k: members[i][k] for k in HP_KEYS}}
+                    rec.update({f"train_{k}": v for k, v in _mean(pending[i]).items()})
+                    rec.update({f"dev_{k}": v for k, v in
+                                _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m]).items()})
+                    rec["collapse"] = _collapse_guard(task, config, rec)
+                    with open(dirs[i] / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    last[i] = rec
+                    pending[i] = []
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                for i, mgr in enumerate(managers):
+                    mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
+    finally:
+        if bar is not None:
+            bar.close()
+        for mgr in managers:
+            mgr.wait_until_finished()
+            mgr.close()
+    for i, d in enumerate(dirs):
+        task.export(jax.device_get(_slice(state["params"], i)), d / "model")
+    return last
+
+
+def _collapse_guard(task, config, rec: dict) -> bool:
+    """Warns and returns True when a learned target's dev variance proxy is under the threshold."""
+    if not task.learned_target:
+        return False
+    var, thr = rec["dev_target_var"], config.collapse.min_target_var
+    if var >= thr:
+        return False
+    warnings.warn(
+        f"{config.objective} member {rec['member']} (seed {rec['seed']}, lr {rec['lr']}) at step "
+        f"{rec['step']}: the learned target is collapsing: dev target variance {var:.3g} < "
+        f"{thr:g}, H(Z_target) proxy {rec['dev_h_target_bits']:.2f} bits, bound "
+        f"{rec['dev_bound_bits']:.3f} bits", CollapseWarning, stacklevel=3)
+    return True
+
+
+def pretrain_command(config: str, out: str | None, smoke: bool, overrides) -> int:
+    """``speechmi pretrain``: a config path or a bundled name (apc, vqapc, hubert, data2vec)."""
+    from speechmi_jax import cli
+
+    path = Path(config)
+    if not path.is_file() and (Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py").is_file():
+        path = Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py"
+    cfg = cli.load_config(path, overrides, arg="smoke" if smoke else "")
+    out_dir = Path(out or Path("runs") / f"pretrain-{path.stem}")
+    last = pretrain(cfg, out_dir)
+    for rec in last:
+        print(f"member {rec['member']}: step {rec['step']} dev loss {rec['dev_loss']:.4f}, "
+              f"H(Z_target) {rec['dev_h_target_bits']:.3f} bits, bound {rec['dev_bound_bits']:.3f} bits")
+    print(f"model, checkpoints and metrics.jsonl in {out_dir}/")
+    return 0
