@@ -27,18 +27,29 @@ CASES = {
 }
 
 
-def _perturbed_params(arch, seed=0, scale=0.3):
-    params = wav2vec2.init_params(arch, jax.random.PRNGKey(seed))
-    leaves, tree = jax.tree_util.tree_flatten_with_path(params)
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    out = []
-    for (path, p), k in zip(leaves, keys):
-        size = max(float(jnp.abs(p).mean()), 0.1)
-        q = p + scale * size * jax.random.normal(k, p.shape)
-        if "batch_norm_var" in jax.tree_util.keystr(path):
-            q = jnp.abs(q) + 0.5
-        out.append(q)
-    return jax.tree_util.tree_unflatten(tree, out)
+def _random_params(arch, seed=0):
+    """Random parameters of the module's shapes (numpy, no Flax init: seconds faster per model).
+
+    Kernels N(0, 1 / fan_in); norm scales 1 + 0.3 N; biases and BatchNorm means 0.3 N; BatchNorm
+    variances 0.5 + U[0, 1): nothing is at its trivial init value.
+    """
+    shapes = jax.eval_shape(lambda: wav2vec2.init_params(arch, jax.random.PRNGKey(0)))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name, shape = jax.tree_util.keystr(path), leaf.shape
+        noise = rng.standard_normal(shape)
+        if name.endswith("['batch_norm_var']"):
+            return 0.5 + rng.random(shape)
+        if name.endswith("['scale']") or name.endswith("['batch_norm_scale']"):
+            return 1.0 + 0.3 * noise
+        if "kernel" in name or "rel_attn_embed" in name:
+            stacked = "['layers']" in name and "['encoder']" in name
+            fan_in = int(np.prod(shape[1 if stacked else 0:-1]))
+            return noise / np.sqrt(max(fan_in, 1))
+        return 0.3 * noise
+
+    return jax.tree_util.tree_map_with_path(lambda p, l: np.asarray(draw(p, l), np.float32), shapes)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -48,7 +59,7 @@ def exported(request, tmp_path_factory):
     family, overrides = CASES[request.param]
     config = tiny_config(family, num_hidden_layers=2, **overrides)
     arch = wav2vec2.arch_from_config(config)
-    params = _perturbed_params(arch)
+    params = _random_params(arch)
     emb = jax.random.normal(jax.random.PRNGKey(9), (arch.hidden_size,))
     out = export.save_hf(config, params, tmp_path_factory.mktemp(request.param), mask_embedding=emb)
     loaded = smi.load_encoder(out)
@@ -90,7 +101,7 @@ def test_transformers_loads_it_and_matches(exported):
 def test_export_errors(tmp_path):
     config = tiny_config("hubert", num_hidden_layers=2)
     arch = wav2vec2.arch_from_config(config)
-    params = wav2vec2.init_params(arch, jax.random.PRNGKey(0))
+    params = _random_params(arch)
     bad = jax.tree.map(lambda p: p, params)
     bad["encoder"]["layers"]["attention"]["q_proj"]["kernel"] = jnp.zeros((2, 32, 16))
     with pytest.raises(checkpoint.CheckpointError, match=r"q_proj\.weight of shape \(16, 32\), expected \(32, 32\)"):
@@ -103,3 +114,55 @@ def test_export_errors(tmp_path):
     with pytest.raises(ValueError, match=r"mask_embedding: expected shape \(32,\)"):
         export.save_hf(config, params, tmp_path, mask_embedding=np.zeros(8))
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_wav2vec2_pretraining_head_round_trips_and_matches_transformers(tmp_path):
+    torch = pytest.importorskip("torch")
+    import flax.linen as nn
+    import transformers
+
+    from speechmi_jax.ssl.quantizer import GumbelProductQuantizer
+
+    config = tiny_config("wav2vec2", num_hidden_layers=2, num_codevector_groups=2, num_codevectors_per_group=8,
+                         codevector_dim=16, proj_codevector_dim=12)
+    arch = wav2vec2.arch_from_config(config)
+    params = _random_params(arch)
+    feats = jax.random.normal(jax.random.PRNGKey(3), (1, 5, 16))  # [B, T, conv_dim[-1]]
+    head = {"quantizer": GumbelProductQuantizer(2, 8, 16).init(jax.random.PRNGKey(4), feats)["params"],
+            "project_q": nn.Dense(12).init(jax.random.PRNGKey(5), jnp.zeros((1, 16)))["params"],
+            "project_hid": nn.Dense(12).init(jax.random.PRNGKey(6), jnp.zeros((1, 32)))["params"]}
+    emb = jax.random.normal(jax.random.PRNGKey(7), (32,))
+    out = export.save_hf(config, params, tmp_path, mask_embedding=emb, pretraining_head=head)
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["Wav2Vec2ForPreTraining"]
+
+    # our side: the backbone loads (the head is dropped) and the head reads back unchanged
+    loaded = smi.load_encoder(out)
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    back = export.read_pretraining_head(out)
+    assert jax.tree.structure(back) == jax.tree.structure(jax.tree.map(np.asarray, head))
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(head)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+    # transformers' side: every key present, and its quantizer + projections agree with ours
+    model, info = transformers.Wav2Vec2ForPreTraining.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    np.testing.assert_array_equal(model.wav2vec2.masked_spec_embed.detach().numpy(), np.asarray(emb))
+    model.eval()
+    x = torch.from_numpy(_waveform())
+    with torch.no_grad():
+        base = model.wav2vec2(x)
+        ref = model(x)
+    extract = jnp.asarray(base.extract_features.numpy())
+    quantized, ppl, _ = GumbelProductQuantizer(2, 8, 16).apply({"params": head["quantizer"]}, extract)
+    proj_q = nn.Dense(12).apply({"params": head["project_q"]}, quantized)
+    proj_hid = nn.Dense(12).apply({"params": head["project_hid"]}, jnp.asarray(base.last_hidden_state.numpy()))
+    np.testing.assert_allclose(np.asarray(proj_q), ref.projected_quantized_states.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(proj_hid), ref.projected_states.numpy(), atol=1e-5)
+    assert float(ppl) == pytest.approx(float(ref.codevector_perplexity), rel=1e-5)
+
+    with pytest.raises(ValueError, match="only wav2vec2 has a pretraining head"):
+        export.save_hf(tiny_config("hubert", num_hidden_layers=2), params, tmp_path / "h", pretraining_head=head)
+    bad = {**head, "project_q": {"kernel": jnp.zeros((16, 7)), "bias": jnp.zeros(7)}}
+    with pytest.raises(checkpoint.CheckpointError, match=r"project_q\.weight of shape \(7, 16\), expected \(12, 16\)"):
+        export.save_hf(config, params, tmp_path / "b", pretraining_head=bad)

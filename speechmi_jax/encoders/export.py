@@ -16,6 +16,19 @@ input before anything is written, so the map cannot drift from the loader's.
 ``save_hf(config, params, out_dir)`` writes ``config.json`` (the transformers config, with
 ``architectures`` set) and ``model.safetensors`` (base-model keys, no task prefix). The result
 loads with ``smi.load_encoder(out_dir)`` and with ``transformers.AutoModel.from_pretrained``.
+
+wav2vec 2.0 pretraining head: ``save_hf(..., pretraining_head=head)`` writes transformers'
+``Wav2Vec2ForPreTraining`` layout instead (backbone under ``wav2vec2.``, plus ``quantizer.*``,
+``project_q.*``, ``project_hid.*``), so a model pretrained here resumes in transformers with its
+quantizer. ``head`` is the Flax tree
+
+  {"quantizer": GumbelProductQuantizer params {"weight_proj": {kernel [C, G V], bias [G V]},
+                                               "codevectors": [1, G V, codevector_dim / G]},
+   "project_q":   Dense params {kernel [codevector_dim, P], bias [P]},
+   "project_hid": Dense params {kernel [D, P], bias [P]}}
+
+with C = conv_dim[-1], G = num_codevector_groups, V = num_codevectors_per_group, P =
+proj_codevector_dim, all from the config. :func:`read_pretraining_head` reads it back.
 """
 
 from __future__ import annotations
@@ -102,7 +115,67 @@ def _as_config(config):
     return copy.deepcopy(config)
 
 
-def save_hf(config, params, out_dir: str | os.PathLike, *, mask_embedding=None) -> Path:
+def _head_shapes(config) -> dict[str, tuple[int, ...]]:
+    """Torch key -> shape of Wav2Vec2ForPreTraining's head for this config."""
+    g, v = config.num_codevector_groups, config.num_codevectors_per_group
+    dim, proj = config.codevector_dim, config.proj_codevector_dim
+    if dim % g:
+        raise ValueError(f"config: codevector_dim={dim} is not divisible by num_codevector_groups={g}")
+    return {"quantizer.codevectors": (1, g * v, dim // g),
+            "quantizer.weight_proj.weight": (g * v, config.conv_dim[-1]),
+            "quantizer.weight_proj.bias": (g * v,),
+            "project_q.weight": (proj, dim), "project_q.bias": (proj,),
+            "project_hid.weight": (proj, config.hidden_size), "project_hid.bias": (proj,)}
+
+
+# torch key -> (Flax path in the head tree, transposed?)
+_HEAD_KEYS = {
+    "quantizer.codevectors": (("quantizer", "codevectors"), False),
+    "quantizer.weight_proj.weight": (("quantizer", "weight_proj", "kernel"), True),
+    "quantizer.weight_proj.bias": (("quantizer", "weight_proj", "bias"), False),
+    "project_q.weight": (("project_q", "kernel"), True),
+    "project_q.bias": (("project_q", "bias"), False),
+    "project_hid.weight": (("project_hid", "kernel"), True),
+    "project_hid.bias": (("project_hid", "bias"), False),
+}
+
+
+def _head_state_dict(config, head) -> dict[str, np.ndarray]:
+    shapes = _head_shapes(config)
+    state = {}
+    for key, (path, transposed) in _HEAD_KEYS.items():
+        tree = head
+        for name in path:
+            if not isinstance(tree, Mapping) or name not in tree:
+                raise checkpoint.CheckpointError(f"pretraining_head: missing leaf {'/'.join(path)} (for {key})")
+            tree = tree[name]
+        value = np.asarray(jax.device_get(tree), np.float32)
+        value = value.T if transposed else value
+        if value.shape != shapes[key]:
+            raise checkpoint.CheckpointError(
+                f"pretraining_head/{'/'.join(path)}: gives {key} of shape {value.shape}, expected "
+                f"{shapes[key]} for this config")
+        state[key] = np.ascontiguousarray(value)
+    return state
+
+
+def read_pretraining_head(path: str | os.PathLike):
+    """The Flax head tree (see the module docstring) of a ``Wav2Vec2ForPreTraining`` directory."""
+    from transformers import AutoConfig
+
+    path = Path(path)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    state = checkpoint.read_state_dict(path)
+    shapes = _head_shapes(config)
+    checkpoint.check_state_dict(shapes, {k: v for k, v in state.items() if k in shapes}, path)
+    head: dict = {}
+    for key, (names, transposed) in _HEAD_KEYS.items():
+        wav2vec2._set(head, names, np.asarray(state[key].T if transposed else state[key], np.float32))
+    return head
+
+
+def save_hf(config, params, out_dir: str | os.PathLike, *, mask_embedding=None,
+            pretraining_head=None) -> Path:
     """Writes a transformers model directory: config.json + model.safetensors.
 
     Args:
@@ -114,6 +187,8 @@ def save_hf(config, params, out_dir: str | os.PathLike, *, mask_embedding=None) 
       mask_embedding: [D], the learned embedding of masked frames (``masked_spec_embed``); when
         None it is not written and transformers initialises it (it only matters for masked
         training).
+      pretraining_head: wav2vec2 only; the quantizer and projections (module docstring): writes
+        the ``Wav2Vec2ForPreTraining`` layout.
 
     Returns:
       The output directory.
@@ -124,6 +199,9 @@ def save_hf(config, params, out_dir: str | os.PathLike, *, mask_embedding=None) 
     if config.model_type not in MODEL_CLASSES:
         raise ValueError(f"config: model_type {config.model_type!r} cannot be exported; expected one of "
                          f"{tuple(MODEL_CLASSES)}")
+    if pretraining_head is not None and config.model_type != "wav2vec2":
+        raise ValueError(f"pretraining_head: only wav2vec2 has a pretraining head layout, config has "
+                         f"model_type {config.model_type!r}")
     arch = wav2vec2.arch_from_config(config)
     state = state_dict_from_params(arch, params)
     if mask_embedding is not None:
@@ -132,6 +210,10 @@ def save_hf(config, params, out_dir: str | os.PathLike, *, mask_embedding=None) 
             raise ValueError(f"mask_embedding: expected shape ({arch.hidden_size},), got {emb.shape}")
         state["masked_spec_embed"] = emb
     config.architectures = [MODEL_CLASSES[config.model_type]]
+    if pretraining_head is not None:
+        state = {f"{wav2vec2.PREFIXES['wav2vec2']}.{k}": v for k, v in state.items()}
+        state.update(_head_state_dict(config, pretraining_head))
+        config.architectures = ["Wav2Vec2ForPreTraining"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, os.fspath(out / checkpoint.SAFETENSORS), metadata={"format": "pt"})
