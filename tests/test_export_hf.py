@@ -1,7 +1,8 @@
 """Flax params -> transformers directory: our loader and transformers' PyTorch model both read it.
 
-Tiny random models (2 layers, d 32), every parameter perturbed so that a transposed kernel, a
-dropped bias or a wrong weight-norm split shows. Tolerances: our own reload within 1e-5 (the
+Tiny random models (2 layers, d 32) of wav2vec2, HuBERT, data2vec-audio and WavLM, no parameter at
+its trivial init value, so that a transposed kernel, a dropped bias or a wrong weight-norm split
+shows. Tolerances: our own reload within 1e-5 (the
 weight-norm split g * v / ||v|| rounds the positional kernel by ~1 ulp), transformers within
 1e-4 (the parity tolerance of test_wav2vec2_parity.py).
 """
@@ -24,6 +25,7 @@ CASES = {
     "wav2vec2-layer-preln": ("wav2vec2", PRE_LN),
     "hubert-batchnorm-posconv": ("hubert", dict(conv_pos_batch_norm=True, feat_proj_layer_norm=False)),
     "data2vec-audio": ("data2vec-audio", {}),
+    "wavlm": ("wavlm", {}),  # relative position bias and gated-attention constants
 }
 
 
