@@ -57,6 +57,12 @@ def test_kmeans_assign_matches_brute_force():
     want = np.argmin(((x[:, None] - c[None]) ** 2).sum(-1), axis=1)
     for chunk in (1000, 97):
         np.testing.assert_array_equal(np.asarray(kmeans_assign(x, c, chunk=chunk)), want)
+    # utterance-sized calls of 40 different lengths share one compiled (padded) shape
+    from speechmi_jax.estimators import kmeans
+    before = kmeans._assign._cache_size()
+    for n in range(300, 340):
+        np.testing.assert_array_equal(np.asarray(kmeans_assign(x[:n], c)), want[:n])
+    assert kmeans._assign._cache_size() - before <= 1
 
 
 def test_kmeans_plusplus_beats_a_bad_start_and_is_seeded():

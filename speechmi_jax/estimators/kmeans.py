@@ -80,7 +80,9 @@ def _assign(x, centroids, chunk: int):
 def kmeans_assign(x, centroids, *, chunk: int = DEFAULT_CHUNK) -> jax.Array:
     """Nearest centre of every point: x [N, D], centroids [k, D] -> ids [N] int32.
 
-    Works in chunks of ``chunk`` points (memory O(chunk * k) for the distances).
+    Works in chunks of ``chunk`` points (memory O(chunk * k) for the distances). N is padded to
+    a power of two (below ``chunk``) or a multiple of ``chunk``, so per-utterance calls reuse a
+    few compiled shapes.
     """
     x = jnp.asarray(x, jnp.float32)
     centroids = jnp.asarray(centroids, jnp.float32)
@@ -88,7 +90,11 @@ def kmeans_assign(x, centroids, *, chunk: int = DEFAULT_CHUNK) -> jax.Array:
     if centroids.ndim != 2 or centroids.shape[1] != x.shape[1]:
         raise ValueError(f"centroids: expected [k, {x.shape[1]}] (x is {tuple(x.shape)}), got "
                          f"{tuple(centroids.shape)}")
-    return _assign(x, centroids, chunk)
+    # Pad N to a bucket so calls with many different N (one utterance at a time) compile only
+    # O(log N) shapes: powers of two up to one chunk, whole chunks above.
+    n = x.shape[0]
+    size = max(256, 1 << (n - 1).bit_length()) if n < chunk else -(-n // chunk) * chunk
+    return _assign(jnp.pad(x, ((0, size - n), (0, 0))), centroids, chunk)[:n]
 
 
 def _kmeans_pp(key, x, k: int, candidates: int):
