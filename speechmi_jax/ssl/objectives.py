@@ -151,8 +151,9 @@ def mlm(logits, codes, masked, h_target_bits):
     ce = -jnp.take_along_axis(logp, codes[..., None].astype(jnp.int32), axis=-1)[..., 0]
     loss = (ce * w).sum() / n
     acc = ((jnp.argmax(logits, -1) == codes) * w).sum() / n
-    h_nats = h_target_bits * math.log(2.0)
-    return _report(loss, loss, jnp.asarray(h_nats, jnp.float32), masked_acc=acc, frames=n)
+    h_bits = jnp.asarray(h_target_bits, jnp.float32)
+    return {"loss": loss, "nll_bits": nats_to_bits(loss), "h_target_bits": h_bits,
+            "bound_bits": h_bits - nats_to_bits(loss), "masked_acc": acc, "frames": n}
 
 
 def instance_norm(x, mask, eps: float = 1e-5):

@@ -29,6 +29,7 @@ Layout of ``out_dir``: ``pretrain_config.json``, and for P = 1 ``metrics.jsonl``
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -94,24 +95,55 @@ def build_task(config, corpus, sets, out_dir: Path):
     return task
 
 
-def optimizer(config) -> optax.GradientTransformation:
-    """AdamW with a unit peak (the member's lr multiplies the updates): warm-up, cosine decay."""
-    o = config.optim
-    schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, o.warmup_steps, max(config.steps, o.warmup_steps + 1),
-                                                  end_value=o.final_lr_fraction)
-    return optax.chain(optax.clip_by_global_norm(o.clip_norm),
-                       optax.scale_by_adam(o.b1, o.b2, o.eps),
-                       optax.add_decayed_weights(o.weight_decay),
-                       optax.scale_by_learning_rate(schedule))
+def optimizer(o: dict) -> optax.GradientTransformation:
+    """AdamW's direction with a unit learning rate: clip, Adam, decoupled weight decay, negate.
+
+    The step size (member lr x :func:`lr_schedule`) multiplies the updates in the train step, so
+    the learning rate and the step counts are traced values a population can vary.
+    """
+    return optax.chain(optax.clip_by_global_norm(o["clip_norm"]),
+                       optax.scale_by_adam(o["b1"], o["b2"], o["eps"]),
+                       optax.add_decayed_weights(o["weight_decay"]),
+                       optax.scale(-1.0))
 
 
-def _hp_arrays(members):
-    return {"lr": jnp.asarray([m["lr"] for m in members], jnp.float32),
+def lr_schedule(step, warmup, total, final_fraction: float):
+    """Linear warm-up from 0 over ``warmup`` steps, then cosine decay from 1 to ``final_fraction``
+    at ``total`` (optax's ``warmup_cosine_decay_schedule``, with traceable step counts)."""
+    step = step.astype(jnp.float32)
+    warm = step / jnp.maximum(warmup, 1)
+    progress = jnp.clip((step - warmup) / jnp.maximum(total - warmup, 1), 0.0, 1.0)
+    decay = final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(step < warmup, warm, decay)
+
+
+def _hp_arrays(members, config):
+    p = len(members)
+    return {"warmup": jnp.full((p,), config.optim.warmup_steps, jnp.int32),
+            "total": jnp.full((p,), config.steps, jnp.int32),
+            "lr": jnp.asarray([m["lr"] for m in members], jnp.float32),
             "mask_prob": jnp.asarray([m["mask_prob"] for m in members], jnp.float32),
             "shift": jnp.asarray([m["shift"] for m in members], jnp.int32)}
 
 
-def make_functions(task, tx):
+@functools.lru_cache(maxsize=16)
+def compiled(task, optim: tuple, num_devices: int):
+    """Jitted (init, train_step, evaluate) of :func:`make_functions`, cached per task and optimiser
+    so that runs of one shape in a process compile once (step counts are traced, not static).
+    optim: sorted ``config.optim`` items."""
+    tx = optimizer(dict(optim))
+    init, step_fn, eval_fn = make_functions(task, tx, dict(optim)["final_lr_fraction"])
+    rep = NamedSharding(_mesh(num_devices), PS())
+    return (jax.jit(init, out_shardings=rep),
+            jax.jit(step_fn, out_shardings=(rep, rep), donate_argnums=(0,)),
+            jax.jit(eval_fn, out_shardings=rep))
+
+
+def _mesh(num_devices: int):
+    return jax.make_mesh((num_devices,), ("data",), (AxisType.Auto,), devices=jax.devices()[:num_devices])
+
+
+def make_functions(task, tx, final_lr_fraction: float):
     """(init [P keys] -> state, train_step(state, batch, hp), evaluate(state, batch, hp)), pure."""
 
     def init_one(key):
@@ -124,7 +156,8 @@ def make_functions(task, tx):
         (_, m), grads = jax.value_and_grad(task.loss, has_aux=True)(st["params"], st["aux"], batch,
                                                                     key, hp, True)
         updates, opt_state = tx.update(grads, st["opt_state"], st["params"])
-        updates = jax.tree.map(lambda u: u * hp["lr"], updates)
+        lr = hp["lr"] * lr_schedule(st["step"], hp["warmup"], hp["total"], final_lr_fraction)
+        updates = jax.tree.map(lambda u: u * lr, updates)
         params = optax.apply_updates(st["params"], updates)
         aux = task.after_step(params, st["aux"], hp)
         return {"params": params, "opt_state": opt_state, "aux": aux, "key": st["key"],
@@ -162,9 +195,11 @@ def _restore(managers, state):
 
 
 def _truncate_metrics(path: Path, step: int):
+    """Drops the records after ``step`` (all of them for a fresh start): the replay rewrites them."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    keep = [line for line in path.read_text().splitlines()
+            if line and step and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -202,19 +237,17 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
     dev = data_lib.dev_batches(sets["dev"], config.batch_size, crop, task.frame_hop, code_frames,
                                config.max_dev_batches)
 
-    devices = jax.devices()[:math.gcd(config.batch_size, len(jax.devices()))]
-    mesh = jax.make_mesh((len(devices),), ("data",), (AxisType.Auto,), devices=devices)
+    num_devices = math.gcd(config.batch_size, len(jax.devices()))
+    mesh = _mesh(num_devices)
     data_sh, rep = NamedSharding(mesh, PS("data")), NamedSharding(mesh, PS())
     put_batch = lambda b: jax.device_put(b, data_sh)
     dev = [put_batch(b) for b in dev]
 
-    tx = optimizer(config)
-    init, step_fn, eval_fn = make_functions(task, tx)
-    hp = jax.device_put(_hp_arrays(members), rep)
+    optim = tuple(sorted((k, v) for k, v in config.optim.to_dict().items() if k != "warmup_steps"))
+    init_jit, step_jit, eval_jit = compiled(task, optim, num_devices)
+    hp = jax.device_put(_hp_arrays(members, config), rep)
     keys = jnp.stack([jax.random.PRNGKey(m["seed"]) for m in members])
-    state = jax.jit(init, out_shardings=rep)(keys)
-    step_jit = jax.jit(step_fn, out_shardings=(rep, rep), donate_argnums=(0,))
-    eval_jit = jax.jit(eval_fn, out_shardings=rep)
+    state = init_jit(keys)
 
     dirs = [_member_dir(out_dir, i, p) for i in range(p)]
     managers = [ocp.CheckpointManager(
@@ -234,7 +267,23 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
         bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {config.objective}", unit="step")
     last: list[dict] = [{} for _ in members]
     pending: list[list[dict]] = [[] for _ in members]
+
+    def evaluate(done):
+        dev_m = [jax.device_get(eval_jit(state, b, hp)) for b in dev]
+        for i in range(p):
+            rec = {"step": done, "member": i, **{k: members[i][k] for k in HP_KEYS}}
+            rec.update({f"train_{k}": v for k, v in _mean(pending[i]).items()})
+            rec.update({f"dev_{k}": v for k, v in
+                        _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m]).items()})
+            rec["collapse"] = _collapse_guard(task, config, rec)
+            with open(dirs[i] / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            last[i] = rec
+            pending[i] = []
+
     try:
+        if start == 0:
+            evaluate(0)  # the untrained model: the reference for "training lowered the dev loss"
         for step in range(start, config.steps):
             state, m = step_jit(state, put_batch(batch_of(step)), hp)
             m = jax.device_get(m)
@@ -245,17 +294,7 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
                 bar.update(1)
                 bar.set_postfix(loss=f"{m['loss'][0]:.4f}", bound=f"{m['bound_bits'][0]:.3f}b")
             if done % config.eval_every == 0 or done == config.steps:
-                dev_m = [jax.device_get(eval_jit(state, b, hp)) for b in dev]
-                for i in range(p):
-                    rec = {"step": done, "member": i, **{k: members[i][k] for k in HP_KEYS}}
-                    rec.update({f"train_{k}": v for k, v in _mean(pending[i]).items()})
-                    rec.update({f"dev_{k}": v for k, v in
-                                _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m]).items()})
-                    rec["collapse"] = _collapse_guard(task, config, rec)
-                    with open(dirs[i] / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(rec) + "\n")
-                    last[i] = rec
-                    pending[i] = []
+                evaluate(done)
             if done % config.checkpoint_every == 0 or done == config.steps:
                 for i, mgr in enumerate(managers):
                     mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))

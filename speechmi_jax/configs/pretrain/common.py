@@ -6,10 +6,12 @@ docstring and in README ("Pretraining").
 
 import ml_collections
 
-# A HuBERT / data2vec-audio backbone of ~0.1 M parameters: the standard conv stem (320x
-# downsampling, 50 frames/s) at 32 channels, 2 post-LN transformer layers of width 64.
+# A HuBERT / data2vec-audio backbone of ~0.1 M parameters: a 3-layer conv stem of 32 channels
+# with the standard 320x downsampling (50 frames/s; kernels 10, 8, 4, strides 5, 8, 8: fewer
+# layers than the 7 of the base models compile ~2x faster), 2 post-LN transformer layers of
+# width 64.
 SMALL_BACKBONE = dict(
-    conv_dim=(32,) * 7, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+    conv_dim=(32,) * 3, conv_kernel=(10, 8, 4), conv_stride=(5, 8, 8), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
     intermediate_size=128, num_conv_pos_embedding_groups=4,
 )
 # Positional convs: HuBERT's one weight-normed conv of kernel 16; data2vec-audio's stack of 2
@@ -47,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.targets = ml_collections.ConfigDict(dict(source="mfcc", layer=0, k=50, seed=0, iters=50,
                                                max_frames=50000))
     c.data2vec = ml_collections.ConfigDict(dict(top_k=2, normalize_targets=True, ema_decay=0.995))
-    c.collapse = ml_collections.ConfigDict(dict(min_target_var=1e-3))
+    c.collapse = ml_collections.ConfigDict(dict(min_target_var=1e-2))
     return c
 
 
