@@ -23,12 +23,13 @@ def _fit(loss_fn, params, steps, lr):
 
     @jax.jit
     def run(params):
-        def body(carry, _):
+        def body(carry, key):  # loss_fn(params, key): a fresh key (masking) every step
             p, s = carry
-            g = jax.grad(loss_fn)(p)
+            g = jax.grad(loss_fn)(p, key)
             u, s = tx.update(g, s, p)
             return (optax.apply_updates(p, u), s), None
-        return jax.lax.scan(body, (params, tx.init(params)), None, length=steps)[0][0]
+        keys = jax.random.split(jax.random.PRNGKey(123), steps)
+        return jax.lax.scan(body, (params, tx.init(params)), keys)[0][0]
 
     return run(params)
 
@@ -44,7 +45,7 @@ def test_apc_gaussian_bound_approaches_var_closed_form_from_below():
 
     p0 = {"w": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
     before = metrics(p0, x_test)
-    p = _fit(lambda p: metrics(p, x_train)["loss"], p0, 400, 0.05)  # trained with APC's L1 loss
+    p = _fit(lambda p, _: metrics(p, x_train)["loss"], p0, 400, 0.05)  # trained with APC's L1 loss
     after = metrics(p, x_test)
     oracle = metrics({"w": jnp.asarray(np.linalg.matrix_power(A, SHIFT).T, jnp.float32),
                       "b": jnp.zeros(2)}, x_test)
@@ -91,7 +92,7 @@ def test_mlm_on_hmm_source_reports_code_entropy_and_beats_prior():
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     p0 = {"emb": jnp.zeros(d), "conv": 0.3 * jax.random.normal(keys[0], (5, d, 32)),
           "out": 0.3 * jax.random.normal(keys[1], (32, k))}
-    p = _fit(lambda p: metrics(p, jnp.asarray(x), codes, keys[2])["loss"], p0, 300, 0.02)
+    p = _fit(lambda p, key: metrics(p, jnp.asarray(x), codes, key)["loss"], p0, 300, 0.02)
     prior = np.bincount(np.asarray(codes).reshape(-1), minlength=k).max() / codes.size
     for i in range(3):  # several maskings of held-out sequences
         m = metrics(p, jnp.asarray(x_dev), codes_dev, jax.random.PRNGKey(10 + i))
