@@ -50,14 +50,17 @@ MODEL_CLASSES = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "wavlm": 
 _BATCHES_TRACKED = "encoder.pos_conv_embed.batch_norm.num_batches_tracked"
 
 
-def _leaf(params, entry) -> np.ndarray:
-    tree = params
-    for name in entry.path:
+def _get(tree, path: tuple[str, ...], what: str, key: str) -> np.ndarray:
+    """The leaf at ``path`` as float32 numpy; a clear error naming it when absent."""
+    for name in path:
         if not isinstance(tree, Mapping) or name not in tree:
-            raise checkpoint.CheckpointError(
-                f"params: missing leaf {'/'.join(entry.path)} (needed for {entry.sources[0][0]})")
+            raise checkpoint.CheckpointError(f"{what}: missing leaf {'/'.join(path)} (needed for {key})")
         tree = tree[name]
-    value = np.asarray(jax.device_get(tree), np.float32)
+    return np.asarray(jax.device_get(tree), np.float32)
+
+
+def _leaf(params, entry) -> np.ndarray:
+    value = _get(params, entry.path, "params", entry.sources[0][0])
     return value if entry.layer is None else value[entry.layer]
 
 
@@ -144,12 +147,7 @@ def _head_state_dict(config, head) -> dict[str, np.ndarray]:
     shapes = _head_shapes(config)
     state = {}
     for key, (path, transposed) in _HEAD_KEYS.items():
-        tree = head
-        for name in path:
-            if not isinstance(tree, Mapping) or name not in tree:
-                raise checkpoint.CheckpointError(f"pretraining_head: missing leaf {'/'.join(path)} (for {key})")
-            tree = tree[name]
-        value = np.asarray(jax.device_get(tree), np.float32)
+        value = _get(head, path, "pretraining_head", key)
         value = value.T if transposed else value
         if value.shape != shapes[key]:
             raise checkpoint.CheckpointError(
