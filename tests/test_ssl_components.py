@@ -77,11 +77,25 @@ def test_kmeans_plusplus_beats_a_bad_start_and_is_seeded():
     assert info["inertia"] < 40 * 3  # a merged pair alone adds 50 * 2 * 2.5^2 = 625
 
 
+def test_kmeans_relocates_an_empty_cluster():
+    # Start from 4 of the 5 true centres plus one far from every point: that centre gets no
+    # points, so it must move to a worst-served point (in the blob with no centre) to recover it.
+    x, _, centres = _blobs(seed=2)
+    init = np.vstack([centres[:4], [[100.0, 100.0]]])
+    c = np.asarray(kmeans_fit(x, 5, init=init, chunk=128))
+    match = np.argmin(((centres[:, None] - c[None]) ** 2).sum(-1), axis=1)
+    assert sorted(match.tolist()) == list(range(5))
+    assert np.abs(c[match] - centres).max() < 0.1
+    assert np.bincount(np.asarray(kmeans_assign(x, c)), minlength=5).min() > 400
+
+
 def test_kmeans_errors():
     with pytest.raises(ValueError, match=r"k=5: expected 1 <= k <= N = 3"):
         kmeans_fit(np.zeros((3, 2)), 5)
     with pytest.raises(ValueError, match=r"expected points \[N, D\]"):
         kmeans_fit(np.zeros(10), 2)
+    with pytest.raises(ValueError, match=r"init: expected centres \[k=2, D=2\], got \(3, 2\)"):
+        kmeans_fit(np.zeros((4, 2)), 2, init=np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"centroids: expected \[k, 2\]"):
         kmeans_assign(np.zeros((4, 2)), np.zeros((3, 5)))
 

@@ -14,7 +14,8 @@ package, its KMeans is CPU-only, and this stays one jitted program on the produc
   "greedy" variant with ``2 + log k`` candidates per step as in scikit-learn) on a random
   subsample of at most ``init_sample`` points, then Lloyd iterations on all points until the
   relative decrease of the inertia falls under ``tol`` or ``iters`` is reached. A cluster that
-  loses all its points keeps its previous centre.
+  loses all its points moves to the point farthest from its centre (one candidate per chunk,
+  farthest first; as scikit-learn relocates empty clusters).
 * :func:`kmeans_assign`: nearest centre of each point, int32.
 * :func:`plugin_entropy_bits`: plug-in entropy of the ids, bits (the estimator of
   ``probe.entropy_from_counts``; bits through ``units``).
@@ -122,12 +123,17 @@ def _kmeans_pp(key, x, k: int, candidates: int):
     return centroids
 
 
-@functools.partial(jax.jit, static_argnames=("k", "iters", "chunk", "init_sample"))
-def _fit(key, x, k: int, iters: int, tol, chunk: int, init_sample: int):
+@functools.partial(jax.jit, static_argnames=("k", "init_sample"))
+def _seed(key, x, k: int, init_sample: int):
     n = x.shape[0]
     key_sub, key_pp = jax.random.split(key)
     sub = x if init_sample >= n else x[jax.random.choice(key_sub, n, (init_sample,), replace=False)]
-    centroids = _kmeans_pp(key_pp, sub, k, 2 + int(math.log(k)))
+    return _kmeans_pp(key_pp, sub, k, 2 + int(math.log(k)))
+
+
+@functools.partial(jax.jit, static_argnames=("iters", "chunk"))
+def _lloyd(x, centroids, iters: int, tol, chunk: int):
+    k = centroids.shape[0]
     xs, w = _chunked(x, chunk)
 
     def lloyd(carry):
@@ -139,14 +145,23 @@ def _fit(key, x, k: int, iters: int, tol, chunk: int, init_sample: int):
             d2 = _sq_dists(xc, centroids)
             ids = jnp.argmin(d2, axis=1)
             onehot = jax.nn.one_hot(ids, k, dtype=xc.dtype) * wc[:, None]  # [chunk, k]
+            nearest = jnp.min(d2, axis=1) * wc  # [chunk]
+            far = jnp.argmax(nearest)
             sums, counts, inertia = acc
             sums = sums + jnp.dot(onehot.T, xc, precision=lax.Precision.HIGHEST)
-            inertia = inertia + jnp.sum(jnp.min(d2, axis=1) * wc)
-            return (sums, counts + onehot.sum(axis=0), inertia), None
+            acc = (sums, counts + onehot.sum(axis=0), inertia + jnp.sum(nearest))
+            return acc, (xc[far], nearest[far])  # this chunk's worst-served point
 
         init = (jnp.zeros_like(centroids), jnp.zeros((k,), x.dtype), jnp.zeros((), x.dtype))
-        (sums, counts, inertia), _ = lax.scan(accumulate, init, (xs, w))
+        (sums, counts, inertia), (far_x, far_d) = lax.scan(accumulate, init, (xs, w))
         new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centroids)
+        # Empty clusters move to the worst-served points (one per chunk, farthest first).
+        order = jnp.argsort(-far_d)
+        empty = counts == 0
+        rank = jnp.clip(jnp.cumsum(empty) - 1, 0, far_d.shape[0] - 1)
+        pick = order[rank]  # [k]
+        relocate = empty & (jnp.cumsum(empty) <= far_d.shape[0]) & (far_d[pick] > 0)
+        new = jnp.where(relocate[:, None], far_x[pick], new)
         return new, inertia, last, it + 1
 
     def cond(carry):
@@ -160,7 +175,8 @@ def _fit(key, x, k: int, iters: int, tol, chunk: int, init_sample: int):
 
 
 def kmeans_fit(x, k: int, *, iters: int = 100, seed: int = 0, tol: float = 1e-4,
-               chunk: int = DEFAULT_CHUNK, init_sample: int = 100_000, return_info: bool = False):
+               chunk: int = DEFAULT_CHUNK, init_sample: int = 100_000, init=None,
+               return_info: bool = False):
     """k-means centres of x [N, D] -> centroids [k, D] float32.
 
     Args:
@@ -173,6 +189,7 @@ def kmeans_fit(x, k: int, *, iters: int = 100, seed: int = 0, tol: float = 1e-4,
       chunk: points per assignment block (memory O(chunk * k)).
       init_sample: k-means++ runs on a random subsample of at most this many points
         (its cost is O(k * init_sample * D * log k)).
+      init: starting centres [k, D] instead of k-means++ (e.g. the previous fit's).
       return_info: also return ``{"inertia": float, "iterations": int}``, the inertia being that
         of the centres before the last update.
     """
@@ -182,8 +199,12 @@ def kmeans_fit(x, k: int, *, iters: int = 100, seed: int = 0, tol: float = 1e-4,
         raise ValueError(f"k={k}: expected 1 <= k <= N = {x.shape[0]} points")
     if not bool(jnp.all(jnp.isfinite(x))):
         raise ValueError(f"x: {int(jnp.sum(~jnp.isfinite(x)))} non-finite values in points {tuple(x.shape)}")
-    centroids, inertia, it = _fit(jax.random.PRNGKey(seed), x, int(k), int(iters), jnp.float32(tol),
-                                  int(chunk), int(max(init_sample, k)))
+    if init is None:
+        init = _seed(jax.random.PRNGKey(seed), x, int(k), int(max(init_sample, k)))
+    init = jnp.asarray(init, jnp.float32)
+    if init.shape != (k, x.shape[1]):
+        raise ValueError(f"init: expected centres [k={k}, D={x.shape[1]}], got {tuple(init.shape)}")
+    centroids, inertia, it = _lloyd(x, init, int(iters), jnp.float32(tol), int(chunk))
     if return_info:
         return centroids, {"inertia": float(inertia), "iterations": int(it)}
     return centroids
