@@ -3,11 +3,13 @@
 ``pretrain(config, out_dir)`` (the ``speechmi pretrain`` command) trains P members of one shape
 that differ in seed, learning rate, mask probability or APC shift n (``config.population``):
 
-* one ``jax.jit`` step = ``jax.vmap`` over members of (loss, grad, AdamW update, EMA update);
-  the batch [B, S] is sharded over a 1-D ("data",) mesh of all devices (``NamedSharding``; B is
-  split ``gcd(B, devices)`` ways), the members' state is replicated. Every member sees the same
-  batches (a function of (``config.seed``, step)); its own key (its seed) drives init, masking and
-  Gumbel noise, folded with the step.
+* one ``jax.jit`` step = ``jax.vmap`` over members of (loss, grad, AdamW update, EMA update) on a
+  ("member", "data") mesh (``NamedSharding``): the members' state [P, ...] is split over
+  gcd(P, devices) devices, the batch [B, S] over gcd(B, the rest), so one member alone is plain
+  data parallelism over all devices. (Replicating a population's state while sharding its batch
+  over 8 simulated CPU devices deadlocked XLA's CPU collectives; this layout does not.) Every
+  member sees the same batches (a function of (``config.seed``, step)); its own key (its seed)
+  drives init, masking and Gumbel noise, folded with the step.
 * optimiser: ``optax`` AdamW (``scale_by_adam`` -> decoupled weight decay -> linear warm-up then
   cosine decay to ``final_lr_fraction``), times the member's learning rate.
 * every ``eval_every`` steps: the dev loss and bound of every member on fixed dev batches; one
@@ -127,20 +129,28 @@ def _hp_arrays(members, config):
 
 
 @functools.lru_cache(maxsize=16)
-def compiled(task, optim: tuple, num_devices: int):
-    """Jitted (init, train_step, evaluate) of :func:`make_functions`, cached per task and optimiser
-    so that runs of one shape in a process compile once (step counts are traced, not static).
-    optim: sorted ``config.optim`` items."""
+def compiled(task, optim: tuple, mesh_shape: tuple[int, int]):
+    """Jitted (init, train_step, evaluate) of :func:`make_functions`, cached per task, optimiser
+    and mesh so that runs of one shape in a process compile once (step counts are traced, not
+    static). optim: sorted ``config.optim`` items; mesh_shape: (member, data) device counts."""
     tx = optimizer(dict(optim))
     init, step_fn, eval_fn = make_functions(task, tx, dict(optim)["final_lr_fraction"])
-    rep = NamedSharding(_mesh(num_devices), PS())
-    return (jax.jit(init, out_shardings=rep),
-            jax.jit(step_fn, out_shardings=(rep, rep), donate_argnums=(0,)),
-            jax.jit(eval_fn, out_shardings=rep))
+    members = NamedSharding(make_mesh(*mesh_shape), PS("member"))
+    return (jax.jit(init, out_shardings=members),
+            jax.jit(step_fn, out_shardings=(members, members), donate_argnums=(0,)),
+            jax.jit(eval_fn, out_shardings=members))
 
 
-def _mesh(num_devices: int):
-    return jax.make_mesh((num_devices,), ("data",), (AxisType.Auto,), devices=jax.devices()[:num_devices])
+def mesh_shape(num_members: int, batch_size: int, num_devices: int) -> tuple[int, int]:
+    """(member, data) device counts: members spread over gcd(P, devices) devices, each member's
+    batch over gcd(B, the rest)."""
+    m = math.gcd(num_members, num_devices)
+    return m, math.gcd(batch_size, num_devices // m)
+
+
+def make_mesh(members: int, data: int):
+    return jax.make_mesh((members, data), ("member", "data"), (AxisType.Auto,) * 2,
+                         devices=jax.devices()[:members * data])
 
 
 def make_functions(task, tx, final_lr_fraction: float):
@@ -183,14 +193,14 @@ def _slice(state, i):
     return jax.tree.map(lambda x: x[i], state)
 
 
-def _restore(managers, state):
+def _restore(managers, state, sharding):
     """Newest step saved by every member -> (stacked state, step) or (state, 0)."""
     common = set.intersection(*(set(m.all_steps()) for m in managers))
     if not common:
         return state, 0
     step = max(common)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
-    restored = [m.restore(step, args=ocp.args.StandardRestore(_slice(abstract, 0))) for m in managers]
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=sharding), state)
+    restored = [m.restore(step, args=ocp.args.StandardRestore(abstract)) for m in managers]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *restored), step
 
 
@@ -237,14 +247,14 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
     dev = data_lib.dev_batches(sets["dev"], config.batch_size, crop, task.frame_hop, code_frames,
                                config.max_dev_batches)
 
-    num_devices = math.gcd(config.batch_size, len(jax.devices()))
-    mesh = _mesh(num_devices)
-    data_sh, rep = NamedSharding(mesh, PS("data")), NamedSharding(mesh, PS())
+    shape = mesh_shape(p, config.batch_size, len(jax.devices()))
+    mesh = make_mesh(*shape)
+    data_sh, rep = NamedSharding(mesh, PS("data")), NamedSharding(mesh, PS("member"))
     put_batch = lambda b: jax.device_put(b, data_sh)
     dev = [put_batch(b) for b in dev]
 
     optim = tuple(sorted((k, v) for k, v in config.optim.to_dict().items() if k != "warmup_steps"))
-    init_jit, step_jit, eval_jit = compiled(task, optim, num_devices)
+    init_jit, step_jit, eval_jit = compiled(task, optim, shape)
     hp = jax.device_put(_hp_arrays(members, config), rep)
     keys = jnp.stack([jax.random.PRNGKey(m["seed"]) for m in members])
     state = init_jit(keys)
@@ -254,7 +264,7 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
         (d / "checkpoints").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
         for d in dirs]
-    state, start = _restore(managers, state)
+    state, start = _restore(managers, state, NamedSharding(mesh, PS()))
     state = jax.device_put(state, rep)
     for d in dirs:
         _truncate_metrics(d / "metrics.jsonl", start)
