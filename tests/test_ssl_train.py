@@ -1,8 +1,9 @@
 """The pretraining loop on the bundled corpus (8 simulated devices): a short APC population run
 lowers the dev loss; a population of 2 equals 2 separate runs; SIGKILL mid-run then rerun gives
 identical metrics and model; data2vec without its anti-collapse safeguards collapses and the
-guard fires, with them it does not; ``speechmi pretrain --smoke`` runs every objective and the
-exported models load with ``smi.load_encoder``."""
+guard fires, with them it does not; ``speechmi pretrain --smoke`` runs every objective (APC,
+VQ-APC, HuBERT iterations 1 and 2, data2vec, wav2vec 2.0) and the exported models load with
+``smi.load_encoder``."""
 
 import json
 import os
@@ -132,13 +133,15 @@ def test_learned_target_collapses_without_safeguard_and_guard_fires(tmp_path):
 
 
 def test_pretrain_smoke_every_objective_exports_a_loadable_encoder(tmp_path):
-    for name in ("apc", "vqapc", "hubert", "data2vec"):
+    for name in ("apc", "vqapc", "hubert", "data2vec", "wav2vec2"):
         out = tmp_path / name
         assert cli.main(["pretrain", name, "--smoke", "--out", str(out)]) == 0
         last = _records(out / "metrics.jsonl")[-1]
         assert np.isfinite([last["dev_loss"], last["dev_bound_bits"], last["dev_h_target_bits"]]).all()
         if name == "vqapc":
             assert 1.0 <= last["dev_perplexity"] <= 32.0
+        if name == "wav2vec2":  # InfoNCE bound <= log2(K + 1); 2 groups x 32 codes
+            assert last["dev_bound_bits"] <= np.log2(11) and 2.0 <= last["dev_perplexity"] <= 64.0
         if name == "hubert":
             assert 0.0 < last["dev_h_target_bits"] <= np.log2(50) and "dev_masked_acc" in last
         enc = smi.load_encoder(out / "model")

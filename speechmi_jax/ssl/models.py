@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from speechmi_jax.encoders import wav2vec2 as w2v
 from speechmi_jax.ssl import objectives
 from speechmi_jax.ssl.masking import span_mask
-from speechmi_jax.ssl.quantizer import GumbelVQ
+from speechmi_jax.ssl.quantizer import GumbelProductQuantizer, GumbelVQ
 
 NUM_MELS = 80
 
@@ -112,6 +112,33 @@ class MaskedModel(nn.Module):
         return out.hidden_states, out.mask, nn.Dense(self.out_dim, name="head")(out.hidden_states[-1])
 
 
+class ContrastiveModel(nn.Module):
+    """wav2vec 2.0: (waveforms, lengths, time_mask) -> (context [B, T, F], quantized [B, T, F],
+    perplexity, diversity loss).
+
+    The quantizer reads the *unmasked* transformer input (hidden_states[0] of a second pass of the
+    same backbone, of which XLA keeps only the stem and positional conv); fairseq/transformers
+    quantize the conv features before the projection, a detail the exported encoder never sees.
+    """
+
+    arch: w2v.Arch
+    groups: int
+    codes: int
+    final_dim: int
+    temperature: float
+
+    @nn.compact
+    def __call__(self, waveforms, lengths, time_mask, train: bool = False):
+        emb = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (self.arch.hidden_size,))
+        backbone = w2v.Wav2Vec2Family(self.arch, name="backbone")
+        ctx = backbone(waveforms, lengths, time_mask, emb)
+        clean = backbone(waveforms, lengths)
+        q, ppl, diversity = GumbelProductQuantizer(self.groups, self.codes, self.final_dim, name="quantizer")(
+            clean.hidden_states[0], temperature=self.temperature, train=train, mask=clean.mask)
+        q = nn.Dense(self.final_dim, name="project_q")(q)
+        return nn.Dense(self.final_dim, name="head")(ctx.hidden_states[-1]), q, ppl, diversity
+
+
 def real_frames(arch: w2v.Arch, lengths, num_samples: int):
     """[B] samples -> [B, T] bool real-frame mask of the backbone (T from the padded length)."""
     t = int(w2v.num_frames(arch, w2v.np.asarray(num_samples)))
@@ -120,7 +147,7 @@ def real_frames(arch: w2v.Arch, lengths, num_samples: int):
 
 @dataclasses.dataclass(frozen=True)
 class MaskedTask:
-    """HuBERT-style MLM (``kind="hubert"``) or data2vec (``kind="data2vec"``) on the backbone.
+    """HuBERT-style MLM (``kind="hubert"``), data2vec or wav2vec 2.0 on the backbone.
 
     hf_config: the transformers config as a JSON string (hashable; rebuilt for export).
     num_codes, h_target_bits: HuBERT's K and the plug-in entropy of its fitted ids.
@@ -136,13 +163,25 @@ class MaskedTask:
     top_k: int = 2
     normalize_targets: bool = True
     ema_decay: float = 0.999
+    num_negatives: int = 10  # wav2vec 2.0: distractors, codebook, temperatures, diversity weight
+    codebook_groups: int = 2
+    codebook_vars: int = 32
+    final_dim: int = 32
+    gumbel_temperature: float = 2.0
+    logit_temperature: float = 0.1
+    diversity_weight: float = 0.1
     frame_hop: int = 320
     learned_target: bool = False
 
     def __post_init__(self):
-        if self.kind not in ("hubert", "data2vec"):
-            raise ValueError(f"MaskedTask kind={self.kind!r}: expected 'hubert' or 'data2vec'")
-        object.__setattr__(self, "learned_target", self.kind == "data2vec")
+        if self.kind not in ("hubert", "data2vec", "wav2vec2"):
+            raise ValueError(f"MaskedTask kind={self.kind!r}: expected 'hubert', 'data2vec' or 'wav2vec2'")
+        object.__setattr__(self, "learned_target", self.kind != "hubert")
+
+    @property
+    def collapse_metric(self):
+        """The dev metric whose fall signals a collapsing learned target."""
+        return {"data2vec": "target_var", "wav2vec2": "perplexity"}.get(self.kind)
 
     @property
     def name(self):
@@ -165,6 +204,9 @@ class MaskedTask:
     @property
     def model(self):
         arch = self.arch
+        if self.kind == "wav2vec2":
+            return ContrastiveModel(arch, self.codebook_groups, self.codebook_vars, self.final_dim,
+                                    self.gumbel_temperature)
         return MaskedModel(arch, self.num_codes if self.kind == "hubert" else arch.hidden_size)
 
     def init(self, key):
@@ -178,7 +220,17 @@ class MaskedTask:
         arch = self.arch
         audio, lengths = batch["audio"], batch["lengths"]
         real = real_frames(arch, lengths, audio.shape[1])
-        masked = span_mask(key, real, hp["mask_prob"], self.mask_span)
+        k_mask, k_neg, k_gumbel = jax.random.split(key, 3)
+        masked = span_mask(k_mask, real, hp["mask_prob"], self.mask_span)
+        if self.kind == "wav2vec2":
+            ctx, q, ppl, diversity = self.model.apply({"params": params}, audio, lengths, masked, train,
+                                                      rngs={"gumbel": k_gumbel})
+            negatives = objectives.sample_negatives(k_neg, masked, self.num_negatives)
+            m = objectives.contrastive(ctx, q, masked, negatives, temperature=self.logit_temperature,
+                                       num_groups=self.codebook_groups, perplexity=ppl)
+            m["diversity"] = diversity
+            m["loss"] = m["loss"] + self.diversity_weight * diversity
+            return m["loss"], m
         hidden, _, head = self.model.apply({"params": params}, audio, lengths, masked)
         if self.kind == "hubert":
             m = objectives.mlm(head, batch["codes"], masked, self.h_target_bits)

@@ -197,3 +197,47 @@ def data2vec(pred, target, masked):
     mean = (wf[:, None] * tgt).sum(0) / n
     target_var = ((wf[:, None] * jnp.square(tgt - mean)).sum(0) / n).mean()
     return _report(loss, nll, h, target_var=target_var, frames=n)
+
+
+def sample_negatives(key, masked, num_negatives: int):
+    """wav2vec 2.0's distractors: for every frame, ``num_negatives`` positions drawn uniformly (with
+    replacement) among the masked frames of the same utterance -> int32 [B, T, K]."""
+    b, t = masked.shape
+    n = masked.sum(1).astype(jnp.int32)  # [B]
+    order = jnp.argsort(~masked, axis=1, stable=True)  # masked positions first
+    u = jax.random.uniform(key, (b, t, num_negatives))
+    rank = jnp.minimum((u * n[:, None, None]).astype(jnp.int32), jnp.maximum(n - 1, 0)[:, None, None])
+    return jnp.take_along_axis(order, rank.reshape(b, -1), axis=1).reshape(b, t, num_negatives)
+
+
+def contrastive(context, quantized, masked, negatives, *, temperature: float = 0.1, num_groups: int,
+                perplexity):
+    """wav2vec 2.0 (Baevski et al. 2020, arXiv:2006.11477), the contrastive part.
+
+    Views: the masked context c_t -> the quantized latent q_t of the unmasked input at t.
+    Z_target: the Gumbel product-quantizer code of frame t (learned). p_psi: softmax over
+    cos(c_t, q) / temperature among q_t and K distractors q_j (``negatives`` [B, T, K], from
+    :func:`sample_negatives`; a distractor at t itself or equal to q_t is excluded, as in
+    fairseq). Bound: the InfoNCE form I(c; q) >= log(K + 1) - L_NCE (the contrastive p_psi's
+    own bound; ``bound_bits``). H(Z_target): the code entropy is not available per frame; its
+    proxy ``h_target_bits`` = G log2(perplexity / G), an upper bound on the entropy of the code
+    tuple from the batch's marginal code distribution (collapse sends it to 0).
+
+    context, quantized [B, T, D]; masked [B, T] bool; perplexity: the quantizer's (summed over G).
+    """
+    b, t, d = quantized.shape
+    k = negatives.shape[-1]
+    negs = jnp.take_along_axis(quantized, negatives.reshape(b, -1)[..., None], axis=1).reshape(b, t, k, d)
+    cands = jnp.concatenate([quantized[:, :, None], negs], axis=2)  # [B, T, K + 1, D]
+    unit = lambda v: v * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(v), -1, keepdims=True), 1e-12))
+    logits = jnp.einsum("btd,btkd->btk", unit(context), unit(cands)) / temperature
+    invalid = (negatives == jnp.arange(t)[None, :, None]) | jnp.all(negs == quantized[:, :, None], axis=-1)
+    logits = logits.at[..., 1:].set(jnp.where(invalid, -1e9, logits[..., 1:]))
+    w = masked.astype(jnp.float32)
+    n = jnp.maximum(w.sum(), 1.0)
+    nce = ((jax.nn.logsumexp(logits, -1) - logits[..., 0]) * w).sum() / n
+    acc = ((jnp.argmax(logits, -1) == 0) * w).sum() / n
+    h_proxy = num_groups * jnp.log2(jnp.maximum(perplexity / num_groups, 1.0))
+    bound = math.log2(k + 1) - nats_to_bits(nce)
+    return {"loss": nce, "nll_bits": nats_to_bits(nce), "h_target_bits": h_proxy, "bound_bits": bound,
+            "masked_acc": acc, "perplexity": perplexity, "frames": n}

@@ -16,9 +16,9 @@ that differ in seed, learning rate, mask probability or APC shift n (``config.po
   JSONL record per member (``metrics.jsonl``: train_* = mean over the steps since the last
   record, dev_*: loss, nll_bits, h_target_bits, bound_bits, perplexity (VQ), masked_acc (MLM),
   target_var (data2vec)); a tqdm bar shows member 0's loss and bound.
-* collapse guard (learned targets): when a member's dev target variance falls under
-  ``collapse.min_target_var`` the trainer warns with the numbers and records
-  ``"collapse": true``.
+* collapse guard (learned targets): when a member's dev target variance (data2vec) or codebook
+  perplexity (wav2vec 2.0) falls under ``collapse.min_target_var`` / ``collapse.min_perplexity``
+  the trainer warns with the numbers and records ``"collapse": true``.
 * every ``checkpoint_every`` steps an Orbax ``CheckpointManager`` per member saves its params,
   optimiser state, EMA teacher, key and step (``keep`` newest). A rerun restores the newest step
   saved by every member, drops later metrics records and replays: batches and keys are functions
@@ -77,13 +77,13 @@ def build_task(config, corpus, sets, out_dir: Path):
         arch = models.w2v.causal_arch(**dict(m.causal))
         return models.APCTask(arch, vq_codes=m.vq_codes if obj == "vqapc" else 0,
                               vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=obj)
-    if obj not in ("hubert", "data2vec"):
-        raise ValueError(f"config.objective={obj!r}: expected one of apc, vqapc, hubert, data2vec")
+    if obj not in ("hubert", "data2vec", "wav2vec2"):
+        raise ValueError(f"config.objective={obj!r}: expected one of apc, vqapc, hubert, data2vec, wav2vec2")
     hf = dict(m.hf_config)
     task = models.MaskedTask(obj, json.dumps(hf, sort_keys=True), mask_span=config.mask_span,
                              top_k=config.data2vec.top_k,
                              normalize_targets=config.data2vec.normalize_targets,
-                             ema_decay=config.data2vec.ema_decay)
+                             ema_decay=config.data2vec.ema_decay, **dict(config.wav2vec2))
     if obj == "hubert":
         t = config.targets
         arch = task.arch
@@ -320,15 +320,18 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
 
 
 def _collapse_guard(task, config, rec: dict) -> bool:
-    """Warns and returns True when a learned target's dev variance proxy is under the threshold."""
-    if not task.learned_target:
+    """Warns and returns True when a learned target's dev proxy (data2vec: target variance,
+    wav2vec 2.0: codebook perplexity) is under its ``config.collapse`` threshold."""
+    metric = getattr(task, "collapse_metric", None)
+    if metric is None:
         return False
-    var, thr = rec["dev_target_var"], config.collapse.min_target_var
-    if var >= thr:
+    value, thr = rec[f"dev_{metric}"], config.collapse[f"min_{metric}"]
+    if value >= thr:
         return False
+    what = {"target_var": "target variance", "perplexity": "codebook perplexity"}[metric]
     warnings.warn(
         f"{config.objective} member {rec['member']} (seed {rec['seed']}, lr {rec['lr']}) at step "
-        f"{rec['step']}: the learned target is collapsing: dev target variance {var:.3g} < "
+        f"{rec['step']}: the learned target is collapsing: dev {what} {value:.3g} < "
         f"{thr:g}, H(Z_target) proxy {rec['dev_h_target_bits']:.2f} bits, bound "
         f"{rec['dev_bound_bits']:.3f} bits", CollapseWarning, stacklevel=3)
     return True

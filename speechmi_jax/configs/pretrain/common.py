@@ -49,7 +49,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.targets = ml_collections.ConfigDict(dict(source="mfcc", layer=0, k=50, seed=0, iters=50,
                                                max_frames=50000))
     c.data2vec = ml_collections.ConfigDict(dict(top_k=2, normalize_targets=True, ema_decay=0.995))
-    c.collapse = ml_collections.ConfigDict(dict(min_target_var=1e-2))
+    c.wav2vec2 = ml_collections.ConfigDict(dict(
+        num_negatives=10, codebook_groups=2, codebook_vars=32, final_dim=32, gumbel_temperature=2.0,
+        logit_temperature=0.1, diversity_weight=0.1))
+    # Under these a learned target counts as collapsed: data2vec's target variance (normalised
+    # targets have ~1), wav2vec 2.0's codebook perplexity (G = 2: one code per group in use).
+    c.collapse = ml_collections.ConfigDict(dict(min_target_var=1e-2, min_perplexity=2.5))
     return c
 
 
