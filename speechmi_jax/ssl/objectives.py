@@ -8,14 +8,23 @@ Every objective is read through the four columns of Liu, Yeh & Glass (ICASSP 202
 (the cross-entropy E[-log p_psi] upper-bounds the conditional entropy H(Z_target | view_ctx)).
 Each function returns a dict of scalars: ``loss`` (what the optimiser minimises) and, in bits
 (:mod:`speechmi_jax.units`), ``nll_bits`` = E[-log p_psi], ``h_target_bits`` and
-``bound_bits = h_target_bits - nll_bits``, per target frame.
+``bound_bits = h_target_bits - nll_bits`` (wav2vec 2.0: ``log2(K + 1) - nll_bits``), per target
+frame.
 
-| objective | views | Z_target | p_psi | H(Z_target) |
-|---|---|---|---|---|
-| :func:`apc` (Chung et al. 2019) | frames <= t -> frame t+n | log-mel frame | Gaussian (full covariance) or Laplace (diagonal) on the residual | Gaussian entropy of the target frames |
-| VQ-APC (Chung, Tang, Glass 2020) | same, context through a Gumbel VQ | log-mel frame | as APC | as APC; the codebook perplexity is logged |
-| :func:`mlm` (HuBERT, Hsu et al. 2021) | unmasked frames -> masked frame | k-means id | softmax over K codes | plug-in entropy of the fitted ids (<= log2 K) |
-| :func:`data2vec` (Baevski et al. 2022) | masked student -> EMA teacher | mean of the teacher's top-k layers | Gaussian (diagonal) on the residual | Gaussian entropy of the targets (learned: can collapse) |
+Table 1's rows (views; Z_target; p_psi; H(Z_target)):
+
+* :func:`apc` (Chung et al. 2019): frames <= t -> frame t+n; the log-mel frame; Gaussian (full
+  covariance) or Laplace (diagonal) on the residual; Gaussian entropy of the target frames.
+* VQ-APC (Chung, Tang, Glass 2020): the same through a Gumbel VQ in the context network; the
+  codebook perplexity is logged.
+* :func:`mlm` (HuBERT, Hsu et al. 2021): unmasked frames -> a masked frame; its k-means id;
+  softmax over K codes; plug-in entropy of the fitted ids (<= log2 K).
+* :func:`data2vec` (Baevski et al. 2022): masked student -> EMA teacher; the mean of the
+  teacher's top-k layers (learned: can collapse); diagonal Gaussian on the residual; Gaussian
+  entropy of the targets.
+* :func:`contrastive` (wav2vec 2.0, Baevski et al. 2020): masked context -> quantized latent;
+  a Gumbel product-quantizer code (learned); softmax over cosines with K distractors (the
+  InfoNCE bound log(K + 1) - L); a perplexity proxy, kept up by a diversity loss.
 
 Continuous targets (APC, data2vec). Their differential entropy is not known; ``h_target_bits`` is
 the entropy of a Gaussian with the targets' covariance, measured on the same frames. That is the
@@ -25,7 +34,8 @@ Gaussian (the closed-form test of ``synthetic``), an over-estimate otherwise, so
 vs VQ-APC on the same log-mel, or APC with different encoders) it is the same number and cancels:
 compare ``nll_bits`` there. p_psi's scale is the maximum-likelihood fit to the residuals of the
 frames being scored (a plug-in: optimistic by about D^2 / (4 N) nats for D dimensions and N
-frames).
+frames). Both covariances get a 1e-4 ridge: log-mel bands at the 80 dB floor make them nearly
+singular.
 """
 
 from __future__ import annotations
