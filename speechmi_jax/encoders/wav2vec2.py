@@ -762,7 +762,8 @@ class CausalLogMelEncoder(nn.Module):
     centred at i * 10 ms) -> Linear 80 -> D -> + gelu(causal grouped conv, kernel K, left-padded)
     = hidden_states[0] -> L pre-LN transformer layers whose frame t attends to real frames <= t
     -> hidden_states[1..L] (the last after the final LayerNorm). Frame t of every hidden state
-    depends on frames <= t only. Not a transformers architecture: saved by :func:`save_causal`
+    depends on log-mel frames <= t only (the log-mel's 80 dB floor is relative to the utterance's
+    loudest bin, its one utterance-level statistic). Not a transformers architecture: saved by :func:`save_causal`
     as config.json + model.safetensors in this package's own layout.
     ``__call__`` returns (EncoderOutput, log-mel [B, T, 80]): the log-mel is APC's target.
     """
