@@ -3,6 +3,8 @@
     speechmi demo [--out DIR] [--smoke]        the README's main job, on the bundled corpus
     speechmi run CONFIG.py [--out DIR] [--set key=value ...]
     speechmi report RUN_DIR                    rewrite report.md and plots from results.json
+    speechmi pretrain CONFIG [--smoke] [--out DIR] [--set key=value ...]
+                                               self-supervised pretraining (speechmi_jax/ssl)
 
 A run directory holds ``results.json``, ``results.csv``, ``report.md``, PNG plots, the
 feature cache and estimator checkpoints; running the same command again resumes where it
@@ -117,8 +119,20 @@ def main(argv=None) -> int:
                            help="rewrite report.md and plots from a run's results.json")
     p_rep.add_argument("run_dir")
 
+    p_pre = sub.add_parser("pretrain", parents=[common], help="self-supervised pretraining "
+                           "(APC, VQ-APC, HuBERT, data2vec, wav2vec 2.0)")
+    p_pre.add_argument("config", help="a config file, or apc | vqapc | hubert | data2vec | "
+                                      "wav2vec2 (speechmi_jax/configs/pretrain/)")
+    p_pre.add_argument("--out", default=None, help="run directory (default runs/pretrain-<config name>)")
+    p_pre.add_argument("--smoke", action="store_true", help="the config's small settings")
+    p_pre.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config value")
+
     args = parser.parse_args(argv)
     try:
+        if args.command == "pretrain":
+            from speechmi_jax.ssl.trainer import pretrain_command
+            return pretrain_command(args.config, args.out, args.smoke, args.overrides)
         if args.command == "report":
             from speechmi_jax.analysis import report, results
             run_dir = Path(args.run_dir)

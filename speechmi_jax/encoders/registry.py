@@ -82,6 +82,9 @@ def _load(name: str, dtype, allow_pickle: bool, window_seconds: Optional[float])
         from speechmi_jax.encoders import whisper
         return whisper.load_whisper_hf(path, dtype=dtype, allow_pickle=allow_pickle,
                                        window_seconds=window_seconds)
+    if model_type == "speechmi-causal-logmel":  # APC pretraining's causal encoder (ssl/)
+        from speechmi_jax.encoders import wav2vec2
+        return wav2vec2.load_causal(path, dtype=dtype)
     if model_type in WAV2VEC2_FAMILY:
         from speechmi_jax.encoders import wav2vec2
         return wav2vec2.load_wav2vec2_family(path, dtype=dtype, allow_pickle=allow_pickle)

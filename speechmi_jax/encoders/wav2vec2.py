@@ -374,7 +374,9 @@ class Attention(nn.Module):
             const = self.param("gru_rel_pos_const", nn.initializers.ones, (h,), jnp.float32)
             gate = gates[..., 0] * (gates[..., 1] * const - 1.0) + 2.0  # [B, T, H]
             logits = logits + gate.transpose(0, 2, 1)[..., None] * position_bias[None]
-        logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+        # key_mask [B, T] (keys) or [B, T, T] (query x key, e.g. causal)
+        allowed = key_mask[:, None, None, :] if key_mask.ndim == 2 else key_mask[:, None]
+        logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         out = merge_heads(weights @ v)
         return _dense(d, "out_proj", self.dtype)(out)
@@ -451,7 +453,9 @@ class Wav2Vec2Family(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, waveforms, lengths):
+    def __call__(self, waveforms, lengths, time_mask=None, mask_embedding=None):
+        """``time_mask`` [B, T] bool / ``mask_embedding`` [D] (masked pretraining only): the
+        feature projection's output at masked frames is replaced by the embedding."""
         arch = self.arch
         if waveforms.shape[1] < arch.receptive_field:
             raise ValueError(f"{arch.model_type}: waveforms have {waveforms.shape[1]} samples, fewer "
@@ -463,6 +467,8 @@ class Wav2Vec2Family(nn.Module):
         bound = 1.0 / math.sqrt(feats.shape[-1])
         x = nn.Dense(arch.hidden_size, dtype=self.dtype, name="feature_projection",
                      kernel_init=_symmetric_uniform(bound), bias_init=_symmetric_uniform(bound))(feats)
+        if time_mask is not None:
+            x = jnp.where(time_mask[..., None], mask_embedding.astype(x.dtype), x)
         # Padded frames are left as computed (not zeroed): a mask multiply on the stacked
         # output made XLA's CPU compile of the base model take minutes instead of seconds.
         hidden = TransformerEncoder(arch, self.dtype, name="encoder")(x, mask)
@@ -729,3 +735,124 @@ def random_wav2vec2_family(arch: str, *, seed: int = 0, dtype=jnp.float32) -> En
     a = arch_from_config(config)
     params = jax.jit(functools.partial(init_params, a))(jax.random.PRNGKey(seed))
     return make_encoder(a, params, name=f"random:{arch}@{seed}", dtype=dtype, config=config)
+
+
+# ----------------------------------------------------------------------------- causal log-mel variant
+
+CAUSAL_MODEL_TYPE = "speechmi-causal-logmel"
+
+
+def causal_arch(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,
+                intermediate_size: int = 128, pos_conv_kernel: int = 8, pos_conv_groups: int = 4,
+                hidden_act: str = "gelu", layer_norm_eps: float = 1e-5) -> Arch:
+    """The :class:`Arch` of :class:`CausalLogMelEncoder` (no conv stem: the input is log-mel)."""
+    return Arch(model_type=CAUSAL_MODEL_TYPE, conv_dim=(), conv_kernel=(), conv_stride=(),
+                conv_bias=False, feat_extract_norm="layer", feat_proj_layer_norm=False,
+                hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                intermediate_size=intermediate_size, layer_norm_eps=layer_norm_eps,
+                stable_layer_norm=True, pos_conv="causal", pos_conv_kernel=pos_conv_kernel,
+                pos_conv_groups=pos_conv_groups, pos_conv_layers=1, rel_pos_buckets=0,
+                rel_pos_max_distance=0, hidden_act=hidden_act, feat_extract_activation=hidden_act)
+
+
+class CausalLogMelEncoder(nn.Module):
+    """A causal transformer over Whisper-style log-mel (APC's context network, Chung et al. 2019).
+
+    waveforms [B, S], lengths [B] -> log-mel [B, T, 80] at 100 Hz (``audio_features``; frame i
+    centred at i * 10 ms) -> Linear 80 -> D -> + gelu(causal grouped conv, kernel K, left-padded)
+    = hidden_states[0] -> L pre-LN transformer layers whose frame t attends to real frames <= t
+    -> hidden_states[1..L] (the last after the final LayerNorm). Frame t of every hidden state
+    depends on log-mel frames <= t only (the log-mel's 80 dB floor is relative to the utterance's
+    loudest bin, its one utterance-level statistic). Not a transformers architecture: saved by :func:`save_causal`
+    as config.json + model.safetensors in this package's own layout.
+    ``__call__`` returns (EncoderOutput, log-mel [B, T, 80]): the log-mel is APC's target.
+    """
+
+    arch: Arch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, waveforms, lengths):
+        from speechmi_jax.encoders import audio_features as af
+
+        arch = self.arch
+        lengths = jnp.minimum(lengths.astype(jnp.int32), waveforms.shape[1])
+        logmel = af.whisper_log_mel(waveforms, lengths)  # [B, T, 80]
+        mask = af.frame_mask(lengths, logmel.shape[1])
+        x = _dense(arch.hidden_size, "input_projection", self.dtype)(logmel)
+        x = x * mask[..., None].astype(x.dtype)
+        k, g, d = arch.pos_conv_kernel, arch.pos_conv_groups, arch.hidden_size
+        kernel = self.param("pos_conv_kernel", nn.initializers.normal(2.0 * math.sqrt(1.0 / (k * d // g))),
+                            (k, d // g, d), jnp.float32)
+        pos = lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (1,), [(k - 1, 0)],
+                                       dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=g)
+        x = x + _ACTIVATIONS[arch.hidden_act](pos + self.param("pos_conv_bias", nn.initializers.zeros, (d,)))
+        t = x.shape[1]
+        attend = jnp.tril(jnp.ones((t, t), bool))[None] & mask[:, None, :]  # [B, T(query), T(key)]
+        layers = nn.scan(EncoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+                         in_axes=(nn.broadcast, nn.broadcast), length=arch.num_layers)
+        last, states = layers(arch, self.dtype, name="layers")(x, attend, None)
+        states = states.at[-1].set(_layer_norm(arch, "layer_norm", self.dtype)(last))
+        hidden = jnp.concatenate([x[None].astype(states.dtype), states], axis=0)
+        return EncoderOutput(hidden_states=hidden, mask=mask), logmel
+
+
+def causal_config(arch: Arch) -> dict:
+    """config.json of a causal log-mel encoder."""
+    keys = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "pos_conv_kernel",
+            "pos_conv_groups", "hidden_act", "layer_norm_eps")
+    return {"model_type": CAUSAL_MODEL_TYPE, **{k: getattr(arch, k) for k in keys}}
+
+
+def init_causal_params(arch: Arch, rng):
+    return CausalLogMelEncoder(arch).init(rng, jnp.zeros((1, 1600), jnp.float32),
+                                          jnp.full((1,), 1600, jnp.int32))["params"]
+
+
+def make_causal_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32) -> Encoder:
+    """An :class:`Encoder` around :class:`CausalLogMelEncoder` (100 Hz frames centred at i * 10 ms)."""
+    from speechmi_jax.encoders import audio_features as af
+
+    model = CausalLogMelEncoder(arch, dtype)
+
+    def apply_fn(params, waveforms, lengths) -> EncoderOutput:
+        return model.apply({"params": params}, waveforms, lengths)[0]
+
+    return Encoder(name=name, apply_fn=apply_fn, params=jax.tree.map(jnp.asarray, params),
+                   num_layers=arch.num_layers, hidden_size=arch.hidden_size, sample_rate=SAMPLE_RATE,
+                   frame_rate=SAMPLE_RATE / af.HOP, frame_offset_s=0.0, num_frames_fn=af.num_frames,
+                   config=causal_config(arch), dtype=dtype)
+
+
+def save_causal(arch: Arch, params, out_dir) -> Path:
+    """Writes config.json + model.safetensors (keys: '/'-joined Flax parameter paths)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v, np.float32)
+            for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(params))}
+    save_file(flat, str(out / checkpoint.SAFETENSORS))
+    (out / "config.json").write_text(json.dumps(causal_config(arch), indent=2) + "\n")
+    return out
+
+
+def load_causal(path, *, dtype=jnp.float32) -> Encoder:
+    """Loads a directory written by :func:`save_causal`; a missing, extra or misshaped tensor
+    raises :class:`checkpoint.CheckpointError` naming it."""
+    import json
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    arch = causal_arch(**{k: v for k, v in config.items() if k != "model_type"})
+    want = jax.eval_shape(lambda: init_causal_params(arch, jax.random.PRNGKey(0)))
+    flat_want = {"/".join(str(getattr(k, "key", k)) for k in p): tuple(v.shape)
+                 for p, v in jax.tree_util.tree_leaves_with_path(want)}
+    state = checkpoint.read_state_dict(path)
+    checkpoint.check_state_dict(flat_want, state, path)
+    params: dict = {}
+    for key, value in state.items():
+        _set(params, tuple(key.split("/")), np.asarray(value, np.float32))
+    return make_causal_encoder(arch, params, name=str(path), dtype=dtype)

@@ -1,0 +1,1 @@
+"""Pretraining configs, one per objective: ``speechmi pretrain <name or path> [--smoke]``."""

@@ -1,0 +1,257 @@
+"""Pretraining models and tasks: the product's encoders plus the heads each objective needs.
+
+A *task* binds an encoder, its heads and one objective (:mod:`speechmi_jax.ssl.objectives`)
+into pure functions the trainer vmaps over population members and shards over devices:
+
+    init(key) -> (params, aux)                    aux: non-trained state (data2vec's EMA teacher)
+    loss(params, aux, batch, key, hp, train) -> (loss, metrics {name: scalar})
+    after_step(params, aux, hp) -> aux            e.g. the EMA update
+    export(params, out_dir)                       config.json + model.safetensors
+
+``batch``: audio [B, S] float32, lengths [B] int32 and, for cluster targets, codes [B, T] int32
+at the encoder's frames. ``hp``: one member's hyperparameters, scalars that may be traced
+(``lr``, ``mask_prob``, ``shift``).
+
+* :class:`APCTask`: :class:`~speechmi_jax.encoders.wav2vec2.CausalLogMelEncoder` -> (VQ-APC:
+  :class:`~speechmi_jax.ssl.quantizer.GumbelVQ` on the last layer) -> Linear D -> 80 predicting
+  the log-mel frame t + n. Exported in the causal encoder's own format.
+* :class:`MaskedTask`: the wav2vec2-family backbone (HuBERT or data2vec-audio architecture) with
+  a learned mask embedding replacing span-masked frames (:func:`~speechmi_jax.ssl.masking.span_mask`)
+  -> Linear D -> K logits (HuBERT) or D regression outputs (data2vec). Exported in the
+  transformers layout, so ``transformers`` and ``smi.load_encoder`` both read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from speechmi_jax.encoders import wav2vec2 as w2v
+from speechmi_jax.ssl import objectives
+from speechmi_jax.ssl.masking import span_mask
+from speechmi_jax.ssl.quantizer import GumbelProductQuantizer, GumbelVQ
+
+NUM_MELS = 80
+
+
+class APCModel(nn.Module):
+    """(waveforms, lengths) -> (prediction [B, T, 80], log-mel [B, T, 80], mask [B, T], perplexity)."""
+
+    arch: w2v.Arch
+    vq_codes: int = 0  # 0: plain APC
+    vq_temperature: float = 1.0
+
+    @nn.compact
+    def __call__(self, waveforms, lengths, train: bool = False):
+        out, logmel = w2v.CausalLogMelEncoder(self.arch, name="encoder")(waveforms, lengths)
+        h = out.hidden_states[-1]
+        perplexity = jnp.float32(0.0)
+        if self.vq_codes:
+            h, _, perplexity = GumbelVQ(self.vq_codes, self.arch.hidden_size, name="vq")(
+                h, temperature=self.vq_temperature, train=train, mask=out.mask)
+        pred = nn.Dense(NUM_MELS, name="head")(h)
+        return pred, logmel, out.mask, perplexity
+
+
+@dataclasses.dataclass(frozen=True)
+class APCTask:
+    """APC / VQ-APC on log-mel (objectives.apc); ``hp["shift"]`` is n."""
+
+    arch: w2v.Arch
+    vq_codes: int = 0
+    vq_temperature: float = 1.0
+    p_psi: str = "gaussian"
+    name: str = "apc"
+    frame_hop: int = 160  # samples per frame: crops start on multiples of it
+    has_codes = False
+    learned_target = False
+
+    @property
+    def model(self):
+        return APCModel(self.arch, self.vq_codes, self.vq_temperature)
+
+    def init(self, key):
+        n = 1600
+        params = self.model.init({"params": key, "gumbel": key}, jnp.zeros((1, n)),
+                                 jnp.full((1,), n, jnp.int32))["params"]
+        return params, {}
+
+    def loss(self, params, aux, batch, key, hp, train: bool):
+        pred, logmel, mask, ppl = self.model.apply({"params": params}, batch["audio"], batch["lengths"],
+                                                   train, rngs={"gumbel": key})
+        m = objectives.apc(pred, jax.lax.stop_gradient(logmel), mask, hp["shift"], p_psi=self.p_psi)
+        if self.vq_codes:
+            m["perplexity"] = ppl
+        return m["loss"], m
+
+    def after_step(self, params, aux, hp):
+        return aux
+
+    def export(self, params, out_dir):
+        return w2v.save_causal(self.arch, params["encoder"], out_dir)
+
+
+class MaskedModel(nn.Module):
+    """Wav2vec2-family backbone with span-masked input and a linear head.
+
+    (waveforms [B, S], lengths [B], time_mask [B, T] bool) -> (hidden [L+1, B, T, D], mask, head [B, T, out]).
+    """
+
+    arch: w2v.Arch
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, waveforms, lengths, time_mask):
+        emb = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (self.arch.hidden_size,))
+        out = w2v.Wav2Vec2Family(self.arch, name="backbone")(waveforms, lengths, time_mask, emb)
+        return out.hidden_states, out.mask, nn.Dense(self.out_dim, name="head")(out.hidden_states[-1])
+
+
+class ContrastiveModel(nn.Module):
+    """wav2vec 2.0: (waveforms, lengths, time_mask) -> (context [B, T, F], quantized [B, T, F],
+    perplexity, diversity loss).
+
+    The quantizer reads the *unmasked* transformer input (hidden_states[0] of a second pass of the
+    same backbone, of which XLA keeps only the stem and positional conv); fairseq/transformers
+    quantize the conv features before the projection, a detail the exported encoder never sees.
+    """
+
+    arch: w2v.Arch
+    groups: int
+    codes: int
+    final_dim: int
+    temperature: float
+
+    @nn.compact
+    def __call__(self, waveforms, lengths, time_mask, train: bool = False):
+        emb = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (self.arch.hidden_size,))
+        backbone = w2v.Wav2Vec2Family(self.arch, name="backbone")
+        ctx = backbone(waveforms, lengths, time_mask, emb)
+        clean = backbone(waveforms, lengths)
+        q, ppl, diversity = GumbelProductQuantizer(self.groups, self.codes, self.final_dim, name="quantizer")(
+            clean.hidden_states[0], temperature=self.temperature, train=train, mask=clean.mask)
+        q = nn.Dense(self.final_dim, name="project_q")(q)
+        return nn.Dense(self.final_dim, name="head")(ctx.hidden_states[-1]), q, ppl, diversity
+
+
+def real_frames(arch: w2v.Arch, lengths, num_samples: int):
+    """[B] samples -> [B, T] bool real-frame mask of the backbone (T from the padded length)."""
+    t = int(w2v.num_frames(arch, w2v.np.asarray(num_samples)))
+    return jnp.arange(t)[None, :] < w2v.num_frames(arch, lengths.astype(jnp.int32))[:, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedTask:
+    """HuBERT-style MLM (``kind="hubert"``), data2vec or wav2vec 2.0 on the backbone.
+
+    hf_config: the transformers config as a JSON string (hashable; rebuilt for export).
+    num_codes, h_target_bits: HuBERT's K and the plug-in entropy of its fitted ids.
+    top_k, normalize_targets, ema_decay: data2vec's target (normalize_targets is its
+    anti-collapse safeguard; ema_decay = 0 makes the teacher the student itself).
+    """
+
+    kind: str
+    hf_config: str
+    mask_span: int = 10
+    num_codes: int = 0
+    h_target_bits: float = 0.0
+    top_k: int = 2
+    normalize_targets: bool = True
+    ema_decay: float = 0.999
+    num_negatives: int = 10  # wav2vec 2.0: distractors, codebook, temperatures, diversity weight
+    codebook_groups: int = 2
+    codebook_vars: int = 32
+    final_dim: int = 32
+    gumbel_temperature: float = 2.0
+    logit_temperature: float = 0.1
+    diversity_weight: float = 0.1
+    frame_hop: int = 320
+    learned_target: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("hubert", "data2vec", "wav2vec2"):
+            raise ValueError(f"MaskedTask kind={self.kind!r}: expected 'hubert', 'data2vec' or 'wav2vec2'")
+        object.__setattr__(self, "learned_target", self.kind != "hubert")
+
+    @property
+    def collapse_metric(self):
+        """The dev metric whose fall signals a collapsing learned target."""
+        return {"data2vec": "target_var", "wav2vec2": "perplexity"}.get(self.kind)
+
+    @property
+    def name(self):
+        return self.kind
+
+    @property
+    def has_codes(self):
+        return self.kind == "hubert"
+
+    def transformers_config(self):
+        import transformers
+
+        cfg = json.loads(self.hf_config)
+        return transformers.AutoConfig.for_model(**cfg)
+
+    @property
+    def arch(self) -> w2v.Arch:
+        return w2v.arch_from_config(self.transformers_config())
+
+    @property
+    def model(self):
+        arch = self.arch
+        if self.kind == "wav2vec2":
+            return ContrastiveModel(arch, self.codebook_groups, self.codebook_vars, self.final_dim,
+                                    self.gumbel_temperature)
+        return MaskedModel(arch, self.num_codes if self.kind == "hubert" else arch.hidden_size)
+
+    def init(self, key):
+        n = self.arch.receptive_field
+        params = self.model.init(key, jnp.zeros((1, n)), jnp.full((1,), n, jnp.int32),
+                                 jnp.zeros((1, 1), bool))["params"]
+        aux = {"teacher": params["backbone"]} if self.kind == "data2vec" else {}
+        return params, aux
+
+    def loss(self, params, aux, batch, key, hp, train: bool):
+        arch = self.arch
+        audio, lengths = batch["audio"], batch["lengths"]
+        real = real_frames(arch, lengths, audio.shape[1])
+        k_mask, k_neg, k_gumbel = jax.random.split(key, 3)
+        masked = span_mask(k_mask, real, hp["mask_prob"], self.mask_span)
+        if self.kind == "wav2vec2":
+            ctx, q, ppl, diversity = self.model.apply({"params": params}, audio, lengths, masked, train,
+                                                      rngs={"gumbel": k_gumbel})
+            negatives = objectives.sample_negatives(k_neg, masked, self.num_negatives)
+            m = objectives.contrastive(ctx, q, masked, negatives, temperature=self.logit_temperature,
+                                       num_groups=self.codebook_groups, perplexity=ppl)
+            m["diversity"] = diversity
+            m["loss"] = m["loss"] + self.diversity_weight * diversity
+            return m["loss"], m
+        hidden, _, head = self.model.apply({"params": params}, audio, lengths, masked)
+        if self.kind == "hubert":
+            m = objectives.mlm(head, batch["codes"], masked, self.h_target_bits)
+        else:
+            teacher = w2v.Wav2Vec2Family(arch).apply({"params": aux["teacher"]}, audio, lengths)
+            target = objectives.data2vec_targets(teacher.hidden_states, real, self.top_k,
+                                                 self.normalize_targets)
+            m = objectives.data2vec(head, target, masked)
+        return m["loss"], m
+
+    def after_step(self, params, aux, hp):
+        if self.kind != "data2vec":
+            return aux
+        d = self.ema_decay
+        return {"teacher": jax.tree.map(lambda t, s: d * t + (1.0 - d) * s, aux["teacher"], params["backbone"])}
+
+    def export(self, params, out_dir):
+        from speechmi_jax.encoders.export import save_hf
+
+        return save_hf(self.transformers_config(), params["backbone"], out_dir,
+                       mask_embedding=params["masked_spec_embed"])
+
+
+Task = Any  # APCTask | MaskedTask

@@ -1,0 +1,354 @@
+"""The pretraining loop: a population of P models in one jitted, vmapped, data-parallel step.
+
+``pretrain(config, out_dir)`` (the ``speechmi pretrain`` command) trains P members of one shape
+that differ in seed, learning rate, mask probability or APC shift n (``config.population``):
+
+* one ``jax.jit`` step = ``jax.vmap`` over members of (loss, grad, AdamW update, EMA update) on a
+  ("member", "data") mesh (``NamedSharding``): the members' state [P, ...] is split over
+  gcd(P, devices) devices, the batch [B, S] over gcd(B, the rest), so one member alone is plain
+  data parallelism over all devices. (Replicating a population's state while sharding its batch
+  over 8 simulated CPU devices deadlocked XLA's CPU collectives; this layout does not.) Every
+  member sees the same batches (a function of (``config.seed``, step)); its own key (its seed)
+  drives init, masking and Gumbel noise, folded with the step.
+* optimiser: ``optax`` AdamW (``scale_by_adam`` -> decoupled weight decay -> linear warm-up then
+  cosine decay to ``final_lr_fraction``), times the member's learning rate.
+* every ``eval_every`` steps: the dev loss and bound of every member on fixed dev batches; one
+  JSONL record per member (``metrics.jsonl``: train_* = mean over the steps since the last
+  record, dev_*: loss, nll_bits, h_target_bits, bound_bits, perplexity (VQ), masked_acc (MLM),
+  target_var (data2vec)); a tqdm bar shows member 0's loss and bound.
+* collapse guard (learned targets): when a member's dev target variance (data2vec) or codebook
+  perplexity (wav2vec 2.0) falls under ``collapse.min_target_var`` / ``collapse.min_perplexity``
+  the trainer warns with the numbers and records ``"collapse": true``.
+* every ``checkpoint_every`` steps an Orbax ``CheckpointManager`` per member saves its params,
+  optimiser state, EMA teacher, key and step (``keep`` newest). A rerun restores the newest step
+  saved by every member, drops later metrics records and replays: batches and keys are functions
+  of (seed, step), so the result is identical to an uninterrupted run.
+* at the end each member's encoder is exported (``model/config.json`` + ``model/model.safetensors``).
+
+Layout of ``out_dir``: ``pretrain_config.json``, and for P = 1 ``metrics.jsonl``,
+``checkpoints/``, ``model/``; for P > 1 the same under ``member-<i>/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
+
+from speechmi_jax.ssl import data as data_lib
+from speechmi_jax.ssl import models
+
+log = logging.getLogger("speechmi_jax.ssl")
+HP_KEYS = ("seed", "lr", "mask_prob", "shift")
+_EVAL_FOLD = 2**31 - 1  # the eval key of a member: fold_in(member key, this)
+
+
+class CollapseWarning(UserWarning):
+    """A learned target's entropy proxy fell under the configured threshold."""
+
+
+# ----------------------------------------------------------------------------- setup
+
+def population(config) -> list[dict]:
+    """Members' hyperparameters: each ``config.population`` list has length P or 1 (broadcast)."""
+    pop = {k: list(config.population[k]) for k in HP_KEYS}
+    sizes = {len(v) for v in pop.values()} - {1}
+    if len(sizes) > 1:
+        raise ValueError(f"config.population: lists must have one common length (or 1), got "
+                         f"{ {k: len(v) for k, v in pop.items()} }")
+    p = sizes.pop() if sizes else 1
+    return [{k: v[i] if len(v) > 1 else v[0] for k, v in pop.items()} for i in range(p)]
+
+
+def build_task(config, corpus, sets, out_dir: Path):
+    """The task of ``config.objective`` (fits cluster targets for HuBERT)."""
+    obj, m = config.objective, config.model
+    if obj in ("apc", "vqapc"):
+        arch = models.w2v.causal_arch(**dict(m.causal))
+        return models.APCTask(arch, vq_codes=m.vq_codes if obj == "vqapc" else 0,
+                              vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=obj)
+    if obj not in ("hubert", "data2vec", "wav2vec2"):
+        raise ValueError(f"config.objective={obj!r}: expected one of apc, vqapc, hubert, data2vec, wav2vec2")
+    hf = dict(m.hf_config)
+    task = models.MaskedTask(obj, json.dumps(hf, sort_keys=True), mask_span=config.mask_span,
+                             top_k=config.data2vec.top_k,
+                             normalize_targets=config.data2vec.normalize_targets,
+                             ema_decay=config.data2vec.ema_decay, **dict(config.wav2vec2))
+    if obj == "hubert":
+        t = config.targets
+        arch = task.arch
+        info = data_lib.cluster_targets(
+            corpus, sets, source=t.source, layer=t.layer, k=t.k, dst_rate=16000 / arch.hop,
+            dst_offset_s=arch.receptive_field / 2 / 16000,
+            num_frames_fn=lambda n: models.w2v.num_frames(arch, n), cache_dir=out_dir / "cache",
+            seed=t.seed, iters=t.iters, max_frames=t.max_frames)
+        task = models.MaskedTask(obj, task.hf_config, mask_span=config.mask_span, num_codes=t.k,
+                                 h_target_bits=info["h_target_bits"])
+    return task
+
+
+def optimizer(o: dict) -> optax.GradientTransformation:
+    """AdamW's direction with a unit learning rate: clip, Adam, decoupled weight decay, negate.
+
+    The step size (member lr x :func:`lr_schedule`) multiplies the updates in the train step, so
+    the learning rate and the step counts are traced values a population can vary.
+    """
+    return optax.chain(optax.clip_by_global_norm(o["clip_norm"]),
+                       optax.scale_by_adam(o["b1"], o["b2"], o["eps"]),
+                       optax.add_decayed_weights(o["weight_decay"]),
+                       optax.scale(-1.0))
+
+
+def lr_schedule(step, warmup, total, final_fraction: float):
+    """Linear warm-up from 0 over ``warmup`` steps, then cosine decay from 1 to ``final_fraction``
+    at ``total`` (optax's ``warmup_cosine_decay_schedule``, with traceable step counts)."""
+    step = step.astype(jnp.float32)
+    warm = step / jnp.maximum(warmup, 1)
+    progress = jnp.clip((step - warmup) / jnp.maximum(total - warmup, 1), 0.0, 1.0)
+    decay = final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(step < warmup, warm, decay)
+
+
+def _hp_arrays(members, config):
+    p = len(members)
+    return {"warmup": jnp.full((p,), config.optim.warmup_steps, jnp.int32),
+            "total": jnp.full((p,), config.steps, jnp.int32),
+            "lr": jnp.asarray([m["lr"] for m in members], jnp.float32),
+            "mask_prob": jnp.asarray([m["mask_prob"] for m in members], jnp.float32),
+            "shift": jnp.asarray([m["shift"] for m in members], jnp.int32)}
+
+
+@functools.lru_cache(maxsize=16)
+def compiled(task, optim: tuple, mesh_shape: tuple[int, int]):
+    """Jitted (init, train_step, evaluate) of :func:`make_functions`, cached per task, optimiser
+    and mesh so that runs of one shape in a process compile once (step counts are traced, not
+    static). optim: sorted ``config.optim`` items; mesh_shape: (member, data) device counts."""
+    tx = optimizer(dict(optim))
+    init, step_fn, eval_fn = make_functions(task, tx, dict(optim)["final_lr_fraction"])
+    members = NamedSharding(make_mesh(*mesh_shape), PS("member"))
+    return (jax.jit(init, out_shardings=members),
+            jax.jit(step_fn, out_shardings=(members, members), donate_argnums=(0,)),
+            jax.jit(eval_fn, out_shardings=members))
+
+
+def mesh_shape(num_members: int, batch_size: int, num_devices: int) -> tuple[int, int]:
+    """(member, data) device counts: members spread over gcd(P, devices) devices, each member's
+    batch over gcd(B, the rest)."""
+    m = math.gcd(num_members, num_devices)
+    return m, math.gcd(batch_size, num_devices // m)
+
+
+def make_mesh(members: int, data: int):
+    return jax.make_mesh((members, data), ("member", "data"), (AxisType.Auto,) * 2,
+                         devices=jax.devices()[:members * data])
+
+
+def make_functions(task, tx, final_lr_fraction: float):
+    """(init [P keys] -> state, train_step(state, batch, hp), evaluate(state, batch, hp)), pure."""
+
+    def init_one(key):
+        params, aux = task.init(key)
+        return {"params": params, "opt_state": tx.init(params), "aux": aux, "key": key,
+                "step": jnp.zeros((), jnp.int32)}
+
+    def step_one(st, batch, hp):
+        key = jax.random.fold_in(st["key"], st["step"])
+        (_, m), grads = jax.value_and_grad(task.loss, has_aux=True)(st["params"], st["aux"], batch,
+                                                                    key, hp, True)
+        updates, opt_state = tx.update(grads, st["opt_state"], st["params"])
+        lr = hp["lr"] * lr_schedule(st["step"], hp["warmup"], hp["total"], final_lr_fraction)
+        updates = jax.tree.map(lambda u: u * lr, updates)
+        params = optax.apply_updates(st["params"], updates)
+        aux = task.after_step(params, st["aux"], hp)
+        return {"params": params, "opt_state": opt_state, "aux": aux, "key": st["key"],
+                "step": st["step"] + 1}, m
+
+    def eval_one(st, batch, hp):
+        key = jax.random.fold_in(st["key"], _EVAL_FOLD)
+        return task.loss(st["params"], st["aux"], batch, key, hp, False)[1]
+
+    init = jax.vmap(init_one)
+    step = jax.vmap(step_one, in_axes=(0, None, 0))
+    evaluate = jax.vmap(eval_one, in_axes=(0, None, 0))
+    return init, step, evaluate
+
+
+# ----------------------------------------------------------------------------- checkpoints + metrics
+
+def _member_dir(out_dir: Path, i: int, p: int) -> Path:
+    return out_dir if p == 1 else out_dir / f"member-{i}"
+
+
+def _slice(state, i):
+    return jax.tree.map(lambda x: x[i], state)
+
+
+def _restore(managers, state, sharding):
+    """Newest step saved by every member -> (stacked state, step) or (state, 0)."""
+    common = set.intersection(*(set(m.all_steps()) for m in managers))
+    if not common:
+        return state, 0
+    step = max(common)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=sharding), state)
+    restored = [m.restore(step, args=ocp.args.StandardRestore(abstract)) for m in managers]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *restored), step
+
+
+def _truncate_metrics(path: Path, step: int):
+    """Drops the records after ``step`` (all of them for a fresh start): the replay rewrites them."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line and step and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _mean(records: list[dict]) -> dict:
+    return {k: float(np.mean([r[k] for r in records])) for k in records[0]} if records else {}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
+    """Trains the population of ``config``; returns each member's last metrics record."""
+    from speechmi_jax.data.corpus import load_corpus
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members = population(config)
+    p = len(members)
+    if config.checkpoint_every % config.eval_every:
+        raise ValueError(f"checkpoint_every={config.checkpoint_every} must be a multiple of "
+                         f"eval_every={config.eval_every}")
+    identity = json.loads(config.to_json())
+    ident_path = out_dir / "pretrain_config.json"
+    if ident_path.exists() and json.loads(ident_path.read_text()) != identity:
+        raise ValueError(f"{out_dir} holds a run of another config ({ident_path}); use another --out")
+    ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+
+    corpus = load_corpus(config.corpus)
+    sets = {"train": data_lib.load_split(corpus, config.train_split, config.max_utterances),
+            "dev": data_lib.load_split(corpus, config.dev_split, config.max_dev_utterances)}
+    task = build_task(config, corpus, sets, out_dir)
+    crop = int(round(config.crop_seconds * 16000)) // task.frame_hop * task.frame_hop
+    code_frames = int(models.w2v.num_frames(task.arch, np.asarray(crop))) if task.has_codes else 0
+    batch_of = lambda step: data_lib.train_batch(sets["train"], config.seed, step, config.batch_size, crop,
+                                                 task.frame_hop, code_frames)
+    dev = data_lib.dev_batches(sets["dev"], config.batch_size, crop, task.frame_hop, code_frames,
+                               config.max_dev_batches)
+
+    shape = mesh_shape(p, config.batch_size, len(jax.devices()))
+    mesh = make_mesh(*shape)
+    data_sh, rep = NamedSharding(mesh, PS("data")), NamedSharding(mesh, PS("member"))
+    put_batch = lambda b: jax.device_put(b, data_sh)
+    dev = [put_batch(b) for b in dev]
+
+    optim = tuple(sorted((k, v) for k, v in config.optim.to_dict().items() if k != "warmup_steps"))
+    init_jit, step_jit, eval_jit = compiled(task, optim, shape)
+    hp = jax.device_put(_hp_arrays(members, config), rep)
+    keys = jnp.stack([jax.random.PRNGKey(m["seed"]) for m in members])
+    state = init_jit(keys)
+
+    dirs = [_member_dir(out_dir, i, p) for i in range(p)]
+    managers = [ocp.CheckpointManager(
+        (d / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+        for d in dirs]
+    state, start = _restore(managers, state, NamedSharding(mesh, PS()))
+    state = jax.device_put(state, rep)
+    for d in dirs:
+        _truncate_metrics(d / "metrics.jsonl", start)
+    if start:
+        log.info("%s: resumed from step %d", out_dir, start)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {config.objective}", unit="step")
+    last: list[dict] = [{} for _ in members]
+    pending: list[list[dict]] = [[] for _ in members]
+
+    def evaluate(done):
+        dev_m = [jax.device_get(eval_jit(state, b, hp)) for b in dev]
+        for i in range(p):
+            rec = {"step": done, "member": i, **{k: members[i][k] for k in HP_KEYS}}
+            rec.update({f"train_{k}": v for k, v in _mean(pending[i]).items()})
+            rec.update({f"dev_{k}": v for k, v in
+                        _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m]).items()})
+            rec["collapse"] = _collapse_guard(task, config, rec)
+            with open(dirs[i] / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            last[i] = rec
+            pending[i] = []
+
+    try:
+        if start == 0:
+            evaluate(0)  # the untrained model: the reference for "training lowered the dev loss"
+        for step in range(start, config.steps):
+            state, m = step_jit(state, put_batch(batch_of(step)), hp)
+            m = jax.device_get(m)
+            for i in range(p):
+                pending[i].append({k: float(v[i]) for k, v in m.items()})
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{m['loss'][0]:.4f}", bound=f"{m['bound_bits'][0]:.3f}b")
+            if done % config.eval_every == 0 or done == config.steps:
+                evaluate(done)
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                for i, mgr in enumerate(managers):
+                    mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
+    finally:
+        if bar is not None:
+            bar.close()
+        for mgr in managers:
+            mgr.wait_until_finished()
+            mgr.close()
+    for i, d in enumerate(dirs):
+        task.export(jax.device_get(_slice(state["params"], i)), d / "model")
+    return last
+
+
+def _collapse_guard(task, config, rec: dict) -> bool:
+    """Warns and returns True when a learned target's dev proxy (data2vec: target variance,
+    wav2vec 2.0: codebook perplexity) is under its ``config.collapse`` threshold."""
+    metric = getattr(task, "collapse_metric", None)
+    if metric is None:
+        return False
+    value, thr = rec[f"dev_{metric}"], config.collapse[f"min_{metric}"]
+    if value >= thr:
+        return False
+    what = {"target_var": "target variance", "perplexity": "codebook perplexity"}[metric]
+    warnings.warn(
+        f"{config.objective} member {rec['member']} (seed {rec['seed']}, lr {rec['lr']}) at step "
+        f"{rec['step']}: the learned target is collapsing: dev {what} {value:.3g} < "
+        f"{thr:g}, H(Z_target) proxy {rec['dev_h_target_bits']:.2f} bits, bound "
+        f"{rec['dev_bound_bits']:.3f} bits", CollapseWarning, stacklevel=3)
+    return True
+
+
+def pretrain_command(config: str, out: str | None, smoke: bool, overrides) -> int:
+    """``speechmi pretrain``: a config path or a bundled name (apc, vqapc, hubert, data2vec)."""
+    from speechmi_jax import cli
+
+    path = Path(config)
+    if not path.is_file() and (Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py").is_file():
+        path = Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py"
+    cfg = cli.load_config(path, overrides, arg="smoke" if smoke else "")
+    out_dir = Path(out or Path("runs") / f"pretrain-{path.stem}")
+    last = pretrain(cfg, out_dir)
+    for rec in last:
+        print(f"member {rec['member']}: step {rec['step']} dev loss {rec['dev_loss']:.4f}, "
+              f"H(Z_target) {rec['dev_h_target_bits']:.3f} bits, bound {rec['dev_bound_bits']:.3f} bits")
+    print(f"model, checkpoints and metrics.jsonl in {out_dir}/")
+    return 0

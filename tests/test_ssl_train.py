@@ -1,0 +1,154 @@
+"""The pretraining loop on the bundled corpus (8 simulated devices): a short APC population run
+lowers the dev loss; a population of 2 equals 2 separate runs; SIGKILL mid-run then rerun gives
+identical metrics and model; data2vec without its anti-collapse safeguards collapses and the
+guard fires, with them it does not; ``speechmi pretrain --smoke`` runs every objective (APC,
+VQ-APC, HuBERT iterations 1 and 2, data2vec, wav2vec 2.0) and the exported models load with
+``smi.load_encoder``."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import speechmi_jax as smi
+from speechmi_jax import cli
+from speechmi_jax.ssl import trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 40
+RUN = ["--smoke", "--set", f"steps={STEPS}", "--set", "eval_every=10", "--set", "checkpoint_every=10",
+       "--set", "optim.warmup_steps=5"]
+POP = ["--set", "population.seed=[0,1]", "--set", "population.lr=[0.003,0.001]"]
+
+
+def _cmd(out, extra=()):
+    return [sys.executable, "-m", "speechmi_jax.cli", "pretrain", "apc", "--out", str(out), *RUN, *POP, *extra]
+
+
+def _env(cache):
+    # Subprocesses share a persistent compilation cache: the APC step compiles once for all three.
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+
+def _records(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def _steps(ckpt: Path):
+    return sorted(int(p.name) for p in ckpt.glob("*") if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 2-member APC population run (a subprocess, like the killed one)."""
+    root = tmp_path_factory.mktemp("ssl")
+    out = root / "ref"
+    subprocess.run(_cmd(out), check=True, cwd=ROOT, env=_env(root / "jaxcache"), capture_output=True)
+    return root, out
+
+
+def test_short_run_lowers_dev_loss(reference):
+    _, out = reference
+    for i in range(2):
+        recs = _records(out / f"member-{i}" / "metrics.jsonl")
+        assert [r["step"] for r in recs] == [0, 10, 20, 30, 40]
+        assert recs[-1]["dev_loss"] < 0.9 * recs[0]["dev_loss"], (recs[0]["dev_loss"], recs[-1]["dev_loss"])
+        for r in recs:  # every record carries the objective's bound and H(Z_target)
+            assert np.isfinite([r["dev_bound_bits"], r["dev_h_target_bits"], r["dev_nll_bits"]]).all()
+        assert (out / f"member-{i}" / "model" / "model.safetensors").is_file()
+
+
+def test_population_equals_separate_runs(reference, tmp_path):
+    _, out = reference
+    for i, (seed, lr) in enumerate([(0, 0.003), (1, 0.001)]):
+        config = cli.load_config(ROOT / "speechmi_jax/configs/pretrain/apc.py",
+                                 [a for a in RUN if a != "--set" and a != "--smoke"]
+                                 + [f"population.seed=[{seed}]", f"population.lr=[{lr}]"], arg="smoke")
+        single = tmp_path / f"single-{i}"
+        trainer.pretrain(config, single, progress=False)
+        pop, sep = _records(out / f"member-{i}" / "metrics.jsonl"), _records(single / "metrics.jsonl")
+        assert len(pop) == len(sep)
+        for a, b in zip(pop, sep):
+            for k, v in a.items():
+                if isinstance(v, float):
+                    assert abs(v - b[k]) <= 1e-5 * max(1.0, abs(v)), (k, a["step"], v, b[k])
+        pa, pb = load_file(out / f"member-{i}" / "model" / "model.safetensors"), load_file(single / "model" / "model.safetensors")
+        assert pa.keys() == pb.keys()
+        for k in pa:
+            np.testing.assert_allclose(pa[k], pb[k], atol=1e-5, err_msg=k)
+
+
+def test_sigkill_mid_run_then_rerun_is_identical(reference):
+    root, ref = reference
+    out = root / "killed"
+    child = subprocess.Popen(_cmd(out), cwd=ROOT, env=_env(root / "jaxcache"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "member-1" / "checkpoints"
+    deadline = time.monotonic() + 600
+    while not _steps(ckpt) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    saved = _steps(ckpt)
+    assert saved and max(saved) < STEPS, f"expected a mid-run checkpoint, found steps {saved}"
+    assert not (out / "member-1" / "model").exists()
+    subprocess.run(_cmd(out), check=True, cwd=ROOT, env=_env(root / "jaxcache"), capture_output=True)
+    for i in range(2):
+        m = f"member-{i}"
+        assert (out / m / "metrics.jsonl").read_text() == (ref / m / "metrics.jsonl").read_text()
+        assert (out / m / "model" / "model.safetensors").read_bytes() == \
+            (ref / m / "model" / "model.safetensors").read_bytes()
+
+
+def _data2vec(tmp_path, name, anti_collapse: bool):
+    config = cli.load_config(ROOT / "speechmi_jax/configs/pretrain/data2vec.py", [
+        "steps=30", "eval_every=10", "checkpoint_every=30", "optim.warmup_steps=5", "population.lr=[0.003]",
+        f"data2vec.normalize_targets={anti_collapse}", f"data2vec.ema_decay={0.995 if anti_collapse else 0.0}",
+    ], arg="smoke")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.pretrain(config, tmp_path / name, progress=False)
+    fired = [w for w in caught if issubclass(w.category, trainer.CollapseWarning)]
+    return _records(tmp_path / name / "metrics.jsonl"), fired
+
+
+def test_learned_target_collapses_without_safeguard_and_guard_fires(tmp_path):
+    # Off: no target normalisation, the teacher is the student itself (EMA decay 0).
+    recs, fired = _data2vec(tmp_path, "off", anti_collapse=False)
+    assert recs[0]["dev_target_var"] > 0.1 and not recs[0]["collapse"]
+    assert recs[-1]["dev_target_var"] < 1e-2 and recs[-1]["collapse"]
+    assert fired and "dev target variance" in str(fired[0].message)
+    # On: instance-normalised targets of an EMA teacher keep their variance.
+    recs, fired = _data2vec(tmp_path, "on", anti_collapse=True)
+    assert not fired and not any(r["collapse"] for r in recs)
+    assert min(r["dev_target_var"] for r in recs) > 0.5
+
+
+def test_pretrain_smoke_every_objective_exports_a_loadable_encoder(tmp_path):
+    for name in ("apc", "vqapc", "hubert", "data2vec", "wav2vec2"):
+        out = tmp_path / name
+        assert cli.main(["pretrain", name, "--smoke", "--out", str(out)]) == 0
+        last = _records(out / "metrics.jsonl")[-1]
+        assert np.isfinite([last["dev_loss"], last["dev_bound_bits"], last["dev_h_target_bits"]]).all()
+        if name == "vqapc":
+            assert 1.0 <= last["dev_perplexity"] <= 32.0
+        if name == "wav2vec2":  # InfoNCE bound <= log2(K + 1); 2 groups x 32 codes
+            assert last["dev_bound_bits"] <= np.log2(11) and 2.0 <= last["dev_perplexity"] <= 64.0
+        if name == "hubert":
+            assert 0.0 < last["dev_h_target_bits"] <= np.log2(50) and "dev_masked_acc" in last
+        enc = smi.load_encoder(out / "model")
+        hidden = enc(np.zeros((1, 16000), np.float32), [16000]).hidden_states
+        assert hidden.shape[0] == enc.num_layers + 1 and np.isfinite(np.asarray(hidden)).all()
+    # HuBERT iteration 2: k-means of a middle layer of the iteration-1 model.
+    out = tmp_path / "hubert-it2"
+    assert cli.main(["pretrain", "hubert", "--smoke", "--out", str(out), "--set",
+                     f"targets.source={tmp_path / 'hubert' / 'model'}", "--set", "targets.layer=1"]) == 0
+    assert _records(out / "metrics.jsonl")[-1]["dev_h_target_bits"] > 0
