@@ -302,8 +302,9 @@ def _padded_splits(splits, lays, masks, layers) -> list[np.ndarray]:
 # The bank problem. Shapes for one estimator: B utterances, T frames, D dims, K = C+1 outputs.
 
 def init_head(key, in_dims, blank_bias: float = 0.0):
-    """W [D, K] zeros, b [K] zeros except b[blank] = blank_bias (the convex-in-W start: the
-    first greedy transcripts are empty, PER 100 %)."""
+    """W [D, K] zeros, b [K] zeros except b[blank] = blank_bias. With blank_bias >= 0 every
+    frame's argmax is the blank, so the initial transcripts are empty: PER 100 %, dev
+    selection's step-0 candidate."""
     d, k = in_dims
     return {"w": jnp.zeros((d, k), jnp.float32),
             "b": jnp.zeros((k,), jnp.float32).at[BLANK].set(blank_bias)}
