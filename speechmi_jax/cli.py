@@ -30,7 +30,7 @@ from speechmi_jax.configs.base import (ESTIMATOR_SECTIONS, ConfigError, estimato
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, ArithmeticError)
 
 
-def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
+def load_config(path: str | Path, overrides: list[str] = (), arg: str = "", schema=validate):
     """Imports ``get_config(arg)`` from a Python config file and applies ``key=value`` overrides.
 
     ``arg`` is the big_vision-style config argument (``"smoke"`` selects the config's small
@@ -39,7 +39,8 @@ def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
     ``encoders="['logmel']"``), else kept as strings; ``probe.*``, ``infonce.*`` and ``ctc.*``
     also take any other argument of their estimator (``infonce.eval_every=50``). Unknown keys, values of the wrong type
     and any other break of the config schema (``configs/base.py``) raise :class:`ConfigError`
-    before any work is done.
+    before any work is done. ``schema`` checks the result and returns it: the run schema by
+    default; pretraining configs (``ssl/trainer.py``) pass their own.
     """
     path = Path(path)
     if not path.is_file():
@@ -58,7 +59,7 @@ def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
         raise ConfigError(f"{path}: get_config({arg!r}): {e}") from e
     apply_overrides(config, overrides, source=str(path))
     try:
-        return validate(config)
+        return schema(config)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 

@@ -36,3 +36,18 @@ def test_causal_encoder_is_causal_and_round_trips(tmp_path):
     save_file(state, str(tmp_path / "m" / "model.safetensors"))
     with pytest.raises(checkpoint.CheckpointError, match=f"missing key '{missing}'"):
         smi.load_encoder(tmp_path / "m")
+
+
+def test_pretrain_config_errors_are_one_line_before_any_work(tmp_path, capsys):
+    from speechmi_jax import cli
+    for bad, what in [("steps=0", "'steps': 0; expected a positive integer"),
+                      ("objective=foo", "'objective': 'foo'; expected one of"),
+                      ("nope=1", "has no key 'nope'"),
+                      ("population.lr=[1e-3,1e-4,1e-5]", "one common length")]:
+        args = ["pretrain", "apc", "--smoke", "--out", str(tmp_path / "r"), "--set", bad]
+        if bad.startswith("population"):
+            args += ["--set", "population.seed=[0,1]"]
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and what in err, err
+    assert not (tmp_path / "r").exists()

@@ -70,6 +70,32 @@ def population(config) -> list[dict]:
     return [{k: v[i] if len(v) > 1 else v[0] for k, v in pop.items()} for i in range(p)]
 
 
+OBJECTIVES = ("apc", "vqapc", "hubert", "data2vec", "wav2vec2")
+
+
+def validate_config(config):
+    """The pretraining config schema (``configs/pretrain/common.py``): the same keys, a known
+    objective, positive step counts, population lists of one length. Returns ``config``; raises
+    ``ConfigError`` naming the key."""
+    from speechmi_jax.configs.base import ConfigError
+    from speechmi_jax.configs.pretrain.common import base_config
+
+    expected, got = set(base_config().keys()), set(config.keys())
+    if got != expected:
+        raise ConfigError(f"pretraining config keys: unknown {sorted(got - expected)}, missing "
+                          f"{sorted(expected - got)}; expected {sorted(expected)}")
+    if config.objective not in OBJECTIVES:
+        raise ConfigError(f"config key 'objective': {config.objective!r}; expected one of {OBJECTIVES}")
+    for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ConfigError(f"config key {key!r}: {config[key]!r}; expected a positive integer")
+    try:
+        population(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return config
+
+
 def build_task(config, corpus, sets, out_dir: Path):
     """The task of ``config.objective`` (fits cluster targets for HuBERT)."""
     obj, m = config.objective, config.model
@@ -77,8 +103,8 @@ def build_task(config, corpus, sets, out_dir: Path):
         arch = models.w2v.causal_arch(**dict(m.causal))
         return models.APCTask(arch, vq_codes=m.vq_codes if obj == "vqapc" else 0,
                               vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=obj)
-    if obj not in ("hubert", "data2vec", "wav2vec2"):
-        raise ValueError(f"config.objective={obj!r}: expected one of apc, vqapc, hubert, data2vec, wav2vec2")
+    if obj not in OBJECTIVES:
+        raise ValueError(f"config.objective={obj!r}: expected one of {OBJECTIVES}")
     hf = dict(m.hf_config)
     task = models.MaskedTask(obj, json.dumps(hf, sort_keys=True), mask_span=config.mask_span,
                              top_k=config.data2vec.top_k,
@@ -344,7 +370,7 @@ def pretrain_command(config: str, out: str | None, smoke: bool, overrides) -> in
     path = Path(config)
     if not path.is_file() and (Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py").is_file():
         path = Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py"
-    cfg = cli.load_config(path, overrides, arg="smoke" if smoke else "")
+    cfg = cli.load_config(path, overrides, arg="smoke" if smoke else "", schema=validate_config)
     out_dir = Path(out or Path("runs") / f"pretrain-{path.stem}")
     last = pretrain(cfg, out_dir)
     for rec in last:
