@@ -363,14 +363,22 @@ def _collapse_guard(task, config, rec: dict) -> bool:
     return True
 
 
-def pretrain_command(config: str, out: str | None, smoke: bool, overrides) -> int:
-    """``speechmi pretrain``: a config path or a bundled name (apc, vqapc, hubert, data2vec)."""
+def load_config(config: str | Path, overrides=(), smoke: bool = False):
+    """A pretraining config by path or bundled name (``configs/pretrain/<name>.py``), its
+    ``--set`` overrides applied and checked by :func:`validate_config` -> (path, config)."""
     from speechmi_jax import cli
 
     path = Path(config)
-    if not path.is_file() and (Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py").is_file():
-        path = Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py"
-    cfg = cli.load_config(path, overrides, arg="smoke" if smoke else "", schema=validate_config)
+    bundled = Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py"
+    if not path.is_file() and bundled.is_file():
+        path = bundled
+    return path, cli.load_config(path, overrides, arg="smoke" if smoke else "",
+                                 schema=validate_config)
+
+
+def pretrain_command(config: str, out: str | None, smoke: bool, overrides) -> int:
+    """``speechmi pretrain``: a config path or a bundled name (apc, vqapc, hubert, data2vec)."""
+    path, cfg = load_config(config, overrides, smoke)
     out_dir = Path(out or Path("runs") / f"pretrain-{path.stem}")
     last = pretrain(cfg, out_dir)
     for rec in last:
