@@ -3,6 +3,7 @@
     estimate_mi(x_train, y_train, x_test, y_test, **options)          -> MIEstimate
     estimate_mi_bank([x_train], [y_train], [x_test], [y_test], **options) -> [MIEstimate]
     infonce_same_utterance_bank(a [L, N, Da], b [L, N, Db], groups, split) -> [MIEstimate] * L
+      (negatives from the query's own utterance: blocks of `views.utterance_blocks`)
 
 What it does, each step chosen by measurement on the known-MI tasks of `tasks.py`
 (BENCHMARKS.md, "Generic MI estimator on known-MI tasks"):
@@ -47,6 +48,7 @@ import numpy as np
 from scipy import special, stats
 
 from speechmi_jax.estimators import bootstrap, validate
+from speechmi_jax.estimators.views import utterance_blocks
 from speechmi_jax.estimators.api import (MIEstimate, _estimate, _grid, _load, _split_codes, _train_config,
                                          dev_from_train, standardize_splits)
 from speechmi_jax.estimators.bank import Problem
@@ -302,21 +304,6 @@ def estimate_mi(x_train, y_train, x_test, y_test, **options) -> MIEstimate:
 
 
 # --------------------------------------------------------------- same-utterance negatives
-
-
-def utterance_blocks(groups: np.ndarray, k: int, rng) -> np.ndarray:
-    """Blocks of k pair indices, each block inside one group (utterance): idx [n_blocks, k].
-
-    A group's pairs are shuffled and cut into whole blocks (the remainder, and any group with
-    fewer than k pairs, is left out). In InfoNCE over such a block the negatives of a query are
-    other frames of its own utterance (as CPC and wav2vec 2.0 draw them), so what identifies
-    the utterance (speaker, channel) no longer tells the positive from the negatives."""
-    blocks = []
-    for g in np.unique(groups):
-        members = rng.permutation(np.flatnonzero(groups == g))
-        n = (members.size // k) * k
-        blocks.extend(members[:n].reshape(-1, k))
-    return np.asarray(blocks, np.int64).reshape(-1, k)
 
 
 @functools.lru_cache(maxsize=None)
