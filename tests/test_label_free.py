@@ -105,3 +105,21 @@ def test_every_label_free_measure_ranks_the_content_layer_first(two_layers, tmp_
     # Upper side: A's next-k pairs carry at most the content's MI, -log(1 - phi^4) nats, for
     # the same-utterance measure (its negatives share the utterance vector: no identity gain).
     assert by["infonce_next_k_same"][0] <= -np.log2(1 - PHI**4) + 0.1, by
+
+
+def test_kmeans_codes_are_fitted_on_training_rows_only():
+    # Training rows: two clusters at -1 and +1 (dim 0). Held-out rows far away (+50) must not
+    # pull a centre: they take the code of the +1 cluster, and the training rows keep theirs.
+    rng = np.random.default_rng(0)
+    train = np.concatenate([rng.normal(-1, 0.1, (100, 2)), rng.normal(1, 0.1, (100, 2))])
+    held_out = rng.normal(50, 0.1, (40, 2))
+    x = np.concatenate([train, held_out]).astype(np.float32)
+    fit = np.arange(240) < 200
+    codes = views.kmeans_codes(x, fit, 2, seed=0)
+    assert codes.shape == (240,) and codes.dtype == np.int32
+    assert len(set(codes[:100])) == 1 and len(set(codes[100:200])) == 1 and codes[0] != codes[100]
+    assert (codes[200:] == codes[100]).all()
+    with pytest.raises(ValueError, match="3 training rows cannot fit 8 k-means codes"):
+        views.kmeans_codes(x, np.arange(240) < 3, 8, seed=0)
+    with pytest.raises(ValueError, match=r"fit has shape \(5,\): expected \(240,\)"):
+        views.kmeans_codes(x, fit[:5], 2, seed=0)

@@ -131,7 +131,9 @@ def test_config_overrides_and_errors(tmp_path):
             ("encoders=['a/b','a_b']", "same file name"),
             ("probe.l2=('x',)", r"'probe.l2\[0\]': expected a number"),
             ("encoder_dtype=float16", "'encoder_dtype'"),
-            ("views.next_k_seconds=0", "expected > 0")]:
+            ("views.next_k_seconds=0", "expected > 0"),
+            ("views.num_codes=1", "expected >= 2 codes"),
+            ("infonce_same.lr=1", "no key 'infonce_same.lr'")]:
         with pytest.raises(cli.ConfigError, match=match):
             cli.load_config(demo.__file__, [override])
     with pytest.raises(cli.ConfigError, match="not found"):
@@ -151,6 +153,10 @@ def test_config_overrides_and_errors(tmp_path):
     c = config_base.base_config()
     c.infonce.lr = 1e-3
     with pytest.raises(cli.ConfigError, match="'infonce.lr' is not a setting of infonce"):
+        config_base.validate(c)
+    c = config_base.base_config()
+    c.infonce_same.seed = 1  # the run's seed is passed to the same-utterance bank
+    with pytest.raises(cli.ConfigError, match="'infonce_same.seed' is set by the pipeline"):
         config_base.validate(c)
 
 
