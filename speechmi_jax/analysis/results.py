@@ -6,8 +6,9 @@ A record (see ``docs/results_schema.md``)::
      "ci": [2.85, 2.97], "unit": "bits", "extra": {"ceiling": 4.87, "accuracy": 0.61}}
 
 Records are built here and nowhere else: :func:`estimate_records` turns the estimators'
-per-layer MI estimates into ``*_mi`` / ``*_acc`` / ``infonce_*`` records, :func:`ctc_records`
-the linear-CTC results into ``ctc_per`` records.
+per-layer MI estimates into ``*_mi`` / ``*_acc`` / label-free (``infonce_*``, ``codes_*``)
+records, label-free ones with their ``ceiling_fraction`` (:data:`SATURATION`),
+:func:`ctc_records` the linear-CTC results into ``ctc_per`` records.
 
 ``layer`` indexes ``hidden_states`` (0 = the transformer's input; a single-layer baseline
 such as log-mel has only layer 0). ``ci`` is the confidence interval ``[lo, hi]`` (95 % unless
