@@ -269,7 +269,7 @@ def infonce_next_k_same(x: Inputs) -> list[dict]:
     k, ia, ib = _next_k_pairs(x)
     est = generic.infonce_same_utterance_bank(
         views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib), x.fs.utt_index[ia],
-        x.splits[ia], seed=x.config.seed, **x.config.infonce_same)
+        x.splits[ia], seed=x.config.seed, checkpoint_dir=x.checkpoint_dir, **x.config.infonce_same)
     return results_lib.estimate_records(x.encoder, est, "infonce_next_k_same", k_frames=k)
 
 

@@ -33,7 +33,7 @@ import ml_collections
 ENCODER_DTYPES = ("float32", "bfloat16")
 # Arguments the pipeline passes itself; a config may not set them.
 _SUPPLIED = {"probe": ("num_classes", "checkpoint_dir", "stratify_ci"),
-             "infonce": ("checkpoint_dir",), "infonce_same": ("seed",),
+             "infonce": ("checkpoint_dir",), "infonce_same": ("seed", "checkpoint_dir"),
              "ctc": ("num_phones", "checkpoint_dir")}
 
 

@@ -53,7 +53,7 @@ from speechmi_jax.estimators.api import (MIEstimate, _estimate, _grid, _load, _s
                                          dev_from_train, standardize_splits)
 from speechmi_jax.estimators.bank import Problem
 from speechmi_jax.estimators.infonce import CRITICS, critic_scores, infonce_problem, nce_losses
-from speechmi_jax.estimators.train import fit_bank
+from speechmi_jax.estimators.train import fit_bank, fit_layer_chunks
 
 
 def gaussianize(*parts: np.ndarray) -> list[np.ndarray]:
@@ -338,13 +338,19 @@ def infonce_same_utterance_bank(
     dev_fraction: float = 0.1,
     num_bootstrap: int = 1000,
     ci_level: float = 0.95,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
     devices=None,
+    layer_chunk: int | None = None,
+    max_resident_bytes: int = 2**31,
     seed: int = 0,
 ) -> list[MIEstimate]:
     """InfoNCE bound I(A_l; B_l) >= log K - L_NCE per layer with negatives from the same
     utterance, in training and in evaluation: a [L, N, Da], b [L, N, Db], groups [N] (utterance
     ids), split [N] as `infonce_bank`. K (`k`) is bounded by the utterances' pair counts; every
-    block is one utterance's k pairs (`utterance_blocks`), `blocks_per_step` blocks per Adam step.
+    block is one utterance's k pairs (`views.utterance_blocks`), `blocks_per_step` blocks per
+    Adam step. Layers are loaded and trained `layer_chunk` at a time (at most
+    `max_resident_bytes` of features), checkpointed into `checkpoint_dir` as `infonce_bank`.
     Ceiling log2 K. The CI resamples utterances."""
     validate.ndim("a", a, 3, "[L, N, Da]")
     validate.ndim("b", b, 3, "[L, N, Db]")
@@ -358,22 +364,29 @@ def infonce_same_utterance_bank(
         validate.enough(f"same-utterance blocks of K={k} in split {name!r}", len(idx[s]),
                         blocks_per_step if s == 0 else 1, "utterances with at least K pairs")
     flat = [i.reshape(-1) for i in idx]
-    xa = standardize_splits(*[_load("a", a, slice(0, a.shape[0]), f) for f in flat])
-    xb = standardize_splits(*[_load("b", b, slice(0, b.shape[0]), f) for f in flat])
-    data = [{"a": x.reshape(x.shape[0], -1, k, x.shape[-1]), "b": y.reshape(y.shape[0], -1, k, y.shape[-1]),
-             "w": np.ones(len(i), np.float32)} for x, y, i in zip(xa, xb, idx)]
-    grid = _grid("adam", learning_rates, (0.0,), (seed,))
-    config = _train_config("adam", steps, blocks_per_step, eval_every, None, None, None,
-                           devices if devices is not None else jax.devices()[:1], seed, {})
-    res = fit_bank(block_problem(critic, k, hidden, embed), grid, config, *data, (a.shape[2], b.shape[2]))
+
+    def load(chunk):
+        xa = standardize_splits(*[_load("a", a, chunk, f) for f in flat])
+        xb = standardize_splits(*[_load("b", b, chunk, f) for f in flat])
+        return [{"a": x.reshape(x.shape[0], -1, k, x.shape[-1]), "b": y.reshape(y.shape[0], -1, k, y.shape[-1]),
+                 "w": np.ones(len(i), np.float32)} for x, y, i in zip(xa, xb, idx)]
+
     log_k = float(np.log(k))
     block_groups = groups[idx[2][:, 0]]
-    out = []
-    for layer in range(a.shape[0]):
-        nats, (lo, hi) = bootstrap.mean_ci(res.test["loss"][layer], block_groups, offset=log_k, sign=-1.0,
+    grid = _grid("adam", learning_rates, (0.0,), (seed,))
+
+    def collect(res, j, layer):
+        nats, (lo, hi) = bootstrap.mean_ci(res.test["loss"][j], block_groups, offset=log_k, sign=-1.0,
                                            level=ci_level, num_replicates=num_bootstrap, seed=seed)
-        pt = grid.point(int(res.choice[layer]))
-        out.append(_estimate(
+        pt = grid.point(int(res.choice[j]))
+        return _estimate(
             f"infonce_same_utterance_{critic}", nats, (lo, hi), log_k, lr=pt["lr"], l2=pt["l2"],
-            seed=pt["seed"], step=int(res.step[layer]), n_test=int(idx[2].size), layer=layer))
-    return out
+            seed=pt["seed"], step=int(res.step[j]), n_test=int(idx[2].size), layer=layer)
+
+    config = _train_config("adam", steps, blocks_per_step, eval_every, checkpoint_dir, checkpoint_every,
+                           None, devices if devices is not None else jax.devices()[:1], seed, {})
+    return fit_layer_chunks(block_problem(critic, k, hidden, embed), grid, config, a.shape[0], load, collect,
+                            (a.shape[2], b.shape[2]),
+                            bytes_per_layer=4 * (a.shape[2] + b.shape[2]) * sum(f.size for f in flat),
+                            layer_chunk=layer_chunk, max_resident_bytes=max_resident_bytes,
+                            checkpoint_dir=checkpoint_dir)
