@@ -22,23 +22,28 @@ Decisions taken here (and nowhere else):
 * **Label-free measures** (``config.views``), named by the views x Z_target x p_psi of the
   SSL-as-MI-bound table (DESIGN.md), each with its ceiling:
 
-  ========================  ===============================  ====================  ==========
-  measure                   views (context -> target)        p_psi                 ceiling
-  ========================  ===============================  ====================  ==========
-  ``infonce_next_k``        z_t -> z_{t+k}, negatives from   InfoNCE critic        log2 K
-                            other utterances
-  ``infonce_next_k_same``   z_t -> z_{t+k}, negatives from   InfoNCE critic        log2 K
-                            the same utterance (CPC, w2v2)
-  ``codes_next_k``          z_t -> k-means code of the       linear softmax        H(codes)
-                            log-mel window at t + k          (``probe``)
-  ``infonce_input``         z_t -> log-mel window at t       InfoNCE critic        log2 K
-  ========================  ===============================  ====================  ==========
+  ==========================  ==============================  ===============  =========
+  measure                     views (context -> target)       p_psi            ceiling
+  ==========================  ==============================  ===============  =========
+  ``infonce_next_k``          z_t -> z_{t+k}; negatives from  InfoNCE critic   log2 K
+                              other utterances
+  ``infonce_next_k_same``     the same; negatives from the    InfoNCE critic   log2 K
+                              same utterance (CPC, w2v2)
+  ``infonce_next_k_aligned``  the same; negatives: frame      InfoNCE critic   log2 K
+                              t+k of other utterances of the
+                              same speaker (same index)
+  ``codes_next_k``            z_t -> k-means code of the      linear softmax   H(codes)
+                              log-mel window at t + k         (``probe``)
+  ``infonce_input``           z_t -> log-mel window at t      InfoNCE critic   log2 K
+  ==========================  ==============================  ===============  =========
 
   ``k = round(next_k_seconds * frame_rate)``; the log-mel window is the frames within
   ``input_context_s`` of the frame's centre, stacked (the same input for every encoder, so
   the figures compare across encoders). Negatives from other utterances let a critic win by
-  recognising the utterance (voice, channel): ``infonce_next_k`` saturates near log2 K on
-  every layer where the same-utterance one does not (BENCHMARKS.md, "Label-free measures").
+  recognising the utterance (voice, channel); negatives from the same utterance let it win
+  by the frame's position where the encoder adds absolute positional embeddings (Whisper).
+  Measured, both contrastive next-k measures sit near log2 K on random-init Whisper layers
+  while ``codes_next_k`` stays far below H(codes) (BENCHMARKS.md, "Label-free measures").
   ``codes_next_k``'s target is the *input's* code, not the layer's own: one target, and one
   ceiling, for every layer and encoder, which a collapsed layer cannot make easy (codes of
   the layer's own features would be trivial to predict for a layer that maps everything to a
@@ -271,6 +276,24 @@ def infonce_next_k_same(x: Inputs) -> list[dict]:
         views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib), x.fs.utt_index[ia],
         x.splits[ia], seed=x.config.seed, checkpoint_dir=x.checkpoint_dir, **x.config.infonce_same)
     return results_lib.estimate_records(x.encoder, est, "infonce_next_k_same", k_frames=k)
+
+
+@register("infonce_next_k_aligned", ("infonce_next_k_aligned",),
+          ("infonce_same", "views.next_k_seconds", "views.max_pairs", "seed"))
+def infonce_next_k_aligned(x: Inputs) -> list[dict]:
+    """``infonce_next_k``'s pairs; the negatives of a query are frame t + k of *other*
+    utterances of the same speaker at the same frame index: neither the voice nor the
+    position tells the positive apart. The interval resamples speakers."""
+    from speechmi_jax.estimators import generic, views
+    k, ia, ib = _next_k_pairs(x)
+    speaker = np.asarray(x.fs.speaker)[x.fs.utt_index[ia]]                       # [P]
+    position = ib - np.asarray(x.fs.utt_offsets)[x.fs.utt_index[ib]]            # [P]
+    keys = speaker.astype(np.int64) * (int(position.max()) + 1) + position
+    est = generic.infonce_same_utterance_bank(
+        views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib), speaker,
+        x.splits[ia], seed=x.config.seed, checkpoint_dir=x.checkpoint_dir, block_keys=keys,
+        **x.config.infonce_same)
+    return results_lib.estimate_records(x.encoder, est, "infonce_next_k_aligned", k_frames=k)
 
 
 @register("codes_next_k", ("codes_next_k",),

@@ -86,6 +86,9 @@ for _args in (
     ("infonce_next_k_same", "bits", True, "label_free",
      "InfoNCE MI bound between the layer's frame t and frame t+k, negatives from the same "
      "utterance"),
+    ("infonce_next_k_aligned", "bits", True, "label_free",
+     "InfoNCE MI bound between the layer's frame t and frame t+k, negatives: frame t+k of other "
+     "utterances of the same speaker at the same frame index"),
     ("codes_next_k", "bits", True, "label_free",
      "predictive bound H(codes) - CE of a linear softmax on the layer's frame t for the k-means "
      "code of the log-mel window at frame t+k"),

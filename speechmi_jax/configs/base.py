@@ -134,10 +134,10 @@ ESTIMATOR_SECTIONS = tuple(_SUPPLIED)
 
 
 def estimator_settings(section: str) -> set[str]:
-    """The keyword arguments a config may set in ``probe`` / ``infonce`` / ``ctc``: those of
-    ``api.probe_bank`` / ``api.infonce_bank`` / ``ctc.ctc_per_bank`` the pipeline leaves open."""
-    from speechmi_jax.estimators import api, ctc
-    from speechmi_jax.estimators import generic
+    """The keyword arguments a config may set in ``probe`` / ``infonce`` / ``infonce_same`` /
+    ``ctc``: those of ``api.probe_bank`` / ``api.infonce_bank`` /
+    ``generic.infonce_same_utterance_bank`` / ``ctc.ctc_per_bank`` the pipeline leaves open."""
+    from speechmi_jax.estimators import api, ctc, generic
     fn = {"probe": api.probe_bank, "infonce": api.infonce_bank,
           "infonce_same": generic.infonce_same_utterance_bank, "ctc": ctc.ctc_per_bank}[section]
     params = inspect.signature(fn).parameters.values()

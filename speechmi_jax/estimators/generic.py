@@ -343,6 +343,7 @@ def infonce_same_utterance_bank(
     devices=None,
     layer_chunk: int | None = None,
     max_resident_bytes: int = 2**31,
+    block_keys=None,
     seed: int = 0,
 ) -> list[MIEstimate]:
     """InfoNCE bound I(A_l; B_l) >= log K - L_NCE per layer with negatives from the same
@@ -351,18 +352,28 @@ def infonce_same_utterance_bank(
     block is one utterance's k pairs (`views.utterance_blocks`), `blocks_per_step` blocks per
     Adam step. Layers are loaded and trained `layer_chunk` at a time (at most
     `max_resident_bytes` of features), checkpointed into `checkpoint_dir` as `infonce_bank`.
-    Ceiling log2 K. The CI resamples utterances."""
+    Ceiling log2 K. The CI resamples groups (utterances).
+
+    block_keys [N]: cut blocks from the pairs sharing a key instead of a group (e.g. speaker and
+    position: negatives from other utterances of the same speaker at the same frame index);
+    every block must then lie inside one group (groups = speakers there), the CI's unit."""
     validate.ndim("a", a, 3, "[L, N, Da]")
     validate.ndim("b", b, 3, "[L, N, Db]")
     groups = np.asarray(groups)
-    n = validate.same_length(a=(a, 1), b=(b, 1), groups=(groups, 0))
+    keys = groups if block_keys is None else np.asarray(block_keys)
+    n = validate.same_length(a=(a, 1), b=(b, 1), groups=(groups, 0), block_keys=(keys, 0))
     codes = dev_from_train(_split_codes(split, n), groups, dev_fraction, seed)
     rng = np.random.default_rng(seed)
-    blocks = [utterance_blocks(groups[codes == s], k, rng) for s in range(3)]
+    blocks = [utterance_blocks(keys[codes == s], k, rng) for s in range(3)]
     idx = [np.flatnonzero(codes == s)[blk] for s, blk in enumerate(blocks)]  # [n_blocks, k]
     for s, name in enumerate(("train", "dev", "test")):
-        validate.enough(f"same-utterance blocks of K={k} in split {name!r}", len(idx[s]),
-                        blocks_per_step if s == 0 else 1, "utterances with at least K pairs")
+        validate.enough(f"blocks of K={k} pairs sharing a block key in split {name!r}", len(idx[s]),
+                        blocks_per_step if s == 0 else 1, "K pairs per utterance (or per key)")
+        mixed = (groups[idx[s]] != groups[idx[s][:, :1]]).any(axis=1)
+        if mixed.any():
+            raise ValueError(f"block_keys: a block of split {name!r} spans groups "
+                             f"{sorted(set(groups[idx[s][np.argmax(mixed)]].tolist()))[:4]}: "
+                             f"expected every key inside one group")
     flat = [i.reshape(-1) for i in idx]
 
     def load(chunk):
