@@ -289,6 +289,17 @@ def infonce_next_k_aligned(x: Inputs) -> list[dict]:
     speaker = np.asarray(x.fs.speaker)[x.fs.utt_index[ia]]                       # [P]
     position = ib - np.asarray(x.fs.utt_offsets)[x.fs.utt_index[ib]]            # [P]
     keys = speaker.astype(np.int64) * (int(position.max()) + 1) + position
+    k_nce = x.config.infonce_same.k
+    for split in ("train", "dev", "test"):
+        in_split = x.splits[ia] == split
+        if not in_split.any():
+            continue   # no dev split: the bank moves training speakers to dev
+        most = np.bincount(keys[in_split]).max()
+        if most < k_nce:
+            raise ValueError(f"infonce_next_k_aligned: split {split!r} has at most {most} pairs at "
+                             f"one (speaker, frame index), fewer than K = infonce_same.k = {k_nce} "
+                             f"(each needs K utterances of one speaker; views.max_pairs also thins "
+                             f"them): lower infonce_same.k")
     est = generic.infonce_same_utterance_bank(
         views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib), speaker,
         x.splits[ia], seed=x.config.seed, checkpoint_dir=x.checkpoint_dir, block_keys=keys,

@@ -131,3 +131,13 @@ def test_kmeans_codes_are_fitted_on_training_rows_only():
         views.kmeans_codes(x, np.arange(240) < 3, 8, seed=0)
     with pytest.raises(ValueError, match=r"fit has shape \(5,\): expected \(240,\)"):
         views.kmeans_codes(x, fit[:5], 2, seed=0)
+
+
+def test_aligned_negatives_need_k_utterances_per_speaker(two_layers, tmp_path):
+    fs, inputs = two_layers   # dev: 10 utterances per speaker
+    config = _config()
+    config.infonce_same.k = 12
+    with pytest.raises(ValueError, match=r"split 'dev' has at most 10 pairs at one \(speaker, "
+                                         r"frame index\), fewer than K = infonce_same.k = 12"):
+        measures.REGISTRY["infonce_next_k_aligned"].compute(measures.Inputs(
+            encoder="synthetic", fs=fs, corpus=None, config=config, checkpoint_dir=str(tmp_path)))
