@@ -42,8 +42,9 @@ Decisions taken here (and nowhere else):
   the figures compare across encoders). Negatives from other utterances let a critic win by
   recognising the utterance (voice, channel); negatives from the same utterance let it win
   by the frame's position where the encoder adds absolute positional embeddings (Whisper).
-  Measured, both contrastive next-k measures sit near log2 K on random-init Whisper layers
-  while ``codes_next_k`` stays far below H(codes) (BENCHMARKS.md, "Label-free measures").
+  Measured, both sit near log2 K on random-init Whisper layers, while
+  ``infonce_next_k_aligned`` (negatives sharing the speaker and the frame index) and
+  ``codes_next_k`` stay far below their ceilings there (BENCHMARKS.md, "Label-free measures").
   ``codes_next_k``'s target is the *input's* code, not the layer's own: one target, and one
   ceiling, for every layer and encoder, which a collapsed layer cannot make easy (codes of
   the layer's own features would be trivial to predict for a layer that maps everything to a
@@ -217,12 +218,15 @@ def _subsample(idx: np.ndarray, max_items: int, seed: int) -> np.ndarray:
     return idx
 
 
-def _next_k_pairs(x: Inputs):
+def _next_k_pairs(x: Inputs, subsample: bool = True):
     """The next-k view: (k in frames, rows of frame t [P], rows of frame t + k [P]), a seeded
-    subset of at most ``views.max_pairs`` pairs (the same pairs for every next-k measure)."""
+    subset of at most ``views.max_pairs`` pairs (the same pairs for every next-k measure), or
+    every pair (``subsample=False``)."""
     from speechmi_jax.estimators import views
     k = max(1, int(round(x.config.views.next_k_seconds * x.fs.encoder["frame_rate"])))
     ia, ib, _ = views.shift_pairs(x.fs.utt_offsets, k)
+    if not subsample:
+        return k, ia, ib
     keep = _subsample(np.arange(ia.size), x.config.views.max_pairs, x.config.seed)
     return k, ia[keep], ib[keep]
 
@@ -279,13 +283,15 @@ def infonce_next_k_same(x: Inputs) -> list[dict]:
 
 
 @register("infonce_next_k_aligned", ("infonce_next_k_aligned",),
-          ("infonce_same", "views.next_k_seconds", "views.max_pairs", "seed"))
+          ("infonce_same", "views.next_k_seconds", "seed"))
 def infonce_next_k_aligned(x: Inputs) -> list[dict]:
-    """``infonce_next_k``'s pairs; the negatives of a query are frame t + k of *other*
-    utterances of the same speaker at the same frame index: neither the voice nor the
-    position tells the positive apart. The interval resamples speakers."""
+    """``infonce_next_k``'s pairs, all of them (a random subset would thin every (speaker,
+    frame index) group below K; the bank holds a chunk of layers at a time); the negatives of a
+    query are frame t + k of *other* utterances of the same speaker at the same frame index:
+    neither the voice nor the position tells the positive apart. The interval resamples
+    speakers."""
     from speechmi_jax.estimators import generic, views
-    k, ia, ib = _next_k_pairs(x)
+    k, ia, ib = _next_k_pairs(x, subsample=False)
     speaker = np.asarray(x.fs.speaker)[x.fs.utt_index[ia]]                       # [P]
     position = ib - np.asarray(x.fs.utt_offsets)[x.fs.utt_index[ib]]            # [P]
     keys = speaker.astype(np.int64) * (int(position.max()) + 1) + position
@@ -298,8 +304,7 @@ def infonce_next_k_aligned(x: Inputs) -> list[dict]:
         if most < k_nce:
             raise ValueError(f"infonce_next_k_aligned: split {split!r} has at most {most} pairs at "
                              f"one (speaker, frame index), fewer than K = infonce_same.k = {k_nce} "
-                             f"(each needs K utterances of one speaker; views.max_pairs also thins "
-                             f"them): lower infonce_same.k")
+                             f"(each needs K utterances of one speaker): lower infonce_same.k")
     est = generic.infonce_same_utterance_bank(
         views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib), speaker,
         x.splits[ia], seed=x.config.seed, checkpoint_dir=x.checkpoint_dir, block_keys=keys,
