@@ -19,10 +19,39 @@ Decisions taken here (and nowhere else):
   channel, not its voice (the bundled corpus marks ``domain`` and ``channel`` per utterance).
   Speaker labels are on speech frames (silence excluded). Its interval resamples test
   utterances within each speaker (the test set's speaker composition is fixed by design).
-* **InfoNCE views** (``config.views``). ``infonce_next_k``: pairs (z_t, z_{t+k}) of one layer
-  inside one utterance, ``k = round(next_k_seconds * frame_rate)``. ``infonce_input``: z_t
-  against the log-mel frames within ``input_context_s`` of the frame's centre (stacked), the
-  same input for every encoder, so the figures are comparable across encoders.
+* **Label-free measures** (``config.views``), named by the views x Z_target x p_psi of the
+  SSL-as-MI-bound table (DESIGN.md), each with its ceiling:
+
+  ==========================  ==============================  ===============  =========
+  measure                     views (context -> target)       p_psi            ceiling
+  ==========================  ==============================  ===============  =========
+  ``infonce_next_k``          z_t -> z_{t+k}; negatives from  InfoNCE critic   log2 K
+                              other utterances
+  ``infonce_next_k_same``     the same; negatives from the    InfoNCE critic   log2 K
+                              same utterance (CPC, w2v2)
+  ``infonce_next_k_aligned``  the same; negatives: frame      InfoNCE critic   log2 K
+                              t+k of other utterances of the
+                              same speaker (same index)
+  ``codes_next_k``            z_t -> k-means code of the      linear softmax   H(codes)
+                              log-mel window at t + k         (``probe``)
+  ``infonce_input``           z_t -> log-mel window at t      InfoNCE critic   log2 K
+  ==========================  ==============================  ===============  =========
+
+  ``k = round(next_k_seconds * frame_rate)``; the log-mel window is the frames within
+  ``input_context_s`` of the frame's centre, stacked (the same input for every encoder, so
+  the figures compare across encoders). Negatives from other utterances let a critic win by
+  recognising the utterance (voice, channel); negatives from the same utterance let it win
+  by the frame's position where the encoder adds absolute positional embeddings (Whisper).
+  Measured, both sit near log2 K on random-init Whisper layers, while
+  ``infonce_next_k_aligned`` (negatives sharing the speaker and the frame index) and
+  ``codes_next_k`` stay far below their ceilings there (BENCHMARKS.md, "Label-free measures").
+  ``codes_next_k``'s target is the *input's* code, not the layer's own: one target, and one
+  ceiling, for every layer and encoder, which a collapsed layer cannot make easy (codes of
+  the layer's own features would be trivial to predict for a layer that maps everything to a
+  few points). Its k-means (``views.num_codes`` codes) is fitted on training frames only; the
+  bound is ``H(codes) - CE`` on test frames, as HuBERT-style MLM targets (Hsu et al. 2021).
+  The masked view of that table (the encoder rerun with spans masked) is not a measure yet:
+  it needs a masking hook in every encoder.
 * **CTC targets** come from each utterance's phone *segments* (not the frame labels, which
   lose phones shorter than a frame), so encoders of different frame rates are scored against
   the same references.
@@ -189,6 +218,19 @@ def _subsample(idx: np.ndarray, max_items: int, seed: int) -> np.ndarray:
     return idx
 
 
+def _next_k_pairs(x: Inputs, subsample: bool = True):
+    """The next-k view: (k in frames, rows of frame t [P], rows of frame t + k [P]), a seeded
+    subset of at most ``views.max_pairs`` pairs (the same pairs for every next-k measure), or
+    every pair (``subsample=False``)."""
+    from speechmi_jax.estimators import views
+    k = max(1, int(round(x.config.views.next_k_seconds * x.fs.encoder["frame_rate"])))
+    ia, ib, _ = views.shift_pairs(x.fs.utt_offsets, k)
+    if not subsample:
+        return k, ia, ib
+    keep = _subsample(np.arange(ia.size), x.config.views.max_pairs, x.config.seed)
+    return k, ia[keep], ib[keep]
+
+
 # ----------------------------------------------------------------------------- measures
 
 
@@ -221,14 +263,73 @@ def speaker(x: Inputs) -> list[dict]:
           ("infonce", "views.next_k_seconds", "views.max_pairs", "seed"))
 def infonce_next_k(x: Inputs) -> list[dict]:
     from speechmi_jax.estimators import api, views
-    k = max(1, int(round(x.config.views.next_k_seconds * x.fs.encoder["frame_rate"])))
-    ia, ib, _ = views.shift_pairs(x.fs.utt_offsets, k)
-    keep = _subsample(np.arange(ia.size), x.config.views.max_pairs, x.config.seed)
-    ia, ib = ia[keep], ib[keep]
+    k, ia, ib = _next_k_pairs(x)
     est = api.infonce_bank(views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib),
                            x.fs.utt_index[ia], x.splits[ia], checkpoint_dir=x.checkpoint_dir,
                            **x.config.infonce)
     return results_lib.estimate_records(x.encoder, est, "infonce_next_k", k_frames=k)
+
+
+@register("infonce_next_k_same", ("infonce_next_k_same",),
+          ("infonce_same", "views.next_k_seconds", "views.max_pairs", "seed"))
+def infonce_next_k_same(x: Inputs) -> list[dict]:
+    """``infonce_next_k``'s pairs, with negatives from the query's own utterance."""
+    from speechmi_jax.estimators import generic, views
+    k, ia, ib = _next_k_pairs(x)
+    est = generic.infonce_same_utterance_bank(
+        views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib), x.fs.utt_index[ia],
+        x.splits[ia], seed=x.config.seed, checkpoint_dir=x.checkpoint_dir, **x.config.infonce_same)
+    return results_lib.estimate_records(x.encoder, est, "infonce_next_k_same", k_frames=k)
+
+
+@register("infonce_next_k_aligned", ("infonce_next_k_aligned",),
+          ("infonce_same", "views.next_k_seconds", "seed"))
+def infonce_next_k_aligned(x: Inputs) -> list[dict]:
+    """``infonce_next_k``'s pairs, all of them (a random subset would thin every (speaker,
+    frame index) group below K; the bank holds a chunk of layers at a time); the negatives of a
+    query are frame t + k of *other* utterances of the same speaker at the same frame index:
+    neither the voice nor the position tells the positive apart. The interval resamples
+    speakers."""
+    from speechmi_jax.estimators import generic, views
+    k, ia, ib = _next_k_pairs(x, subsample=False)
+    speaker = np.asarray(x.fs.speaker)[x.fs.utt_index[ia]]                       # [P]
+    position = ib - np.asarray(x.fs.utt_offsets)[x.fs.utt_index[ib]]            # [P]
+    keys = speaker.astype(np.int64) * (int(position.max()) + 1) + position
+    k_nce = x.config.infonce_same.k
+    for split in ("train", "dev", "test"):
+        in_split = x.splits[ia] == split
+        if not in_split.any():
+            continue   # no dev split: the bank moves training speakers to dev
+        most = np.bincount(keys[in_split]).max()
+        if most < k_nce:
+            raise ValueError(f"infonce_next_k_aligned: split {split!r} has at most {most} pairs at "
+                             f"one (speaker, frame index), fewer than K = infonce_same.k = {k_nce} "
+                             f"(each needs K utterances of one speaker): lower infonce_same.k")
+    est = generic.infonce_same_utterance_bank(
+        views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib), speaker,
+        x.splits[ia], seed=x.config.seed, checkpoint_dir=x.checkpoint_dir, block_keys=keys,
+        **x.config.infonce_same)
+    return results_lib.estimate_records(x.encoder, est, "infonce_next_k_aligned", k_frames=k)
+
+
+@register("codes_next_k", ("codes_next_k",),
+          ("probe", "max_train_frames", "views.next_k_seconds", "views.input_context_s",
+           "views.num_codes", "views.max_pairs", "seed"), needs_input=True)
+def codes_next_k(x: Inputs) -> list[dict]:
+    """Predictive bound H(codes) - CE: a linear softmax on the layer's frame t predicts the
+    k-means code of the log-mel window around frame t + k (see the module docstring)."""
+    from speechmi_jax.estimators import api, views
+    k, ia, ib = _next_k_pairs(x)
+    splits = x.splits[ia]
+    ctx = views.input_context(x.fs, x.input_features, x.config.views.input_context_s)[ib]  # [P, Dctx]
+    y = views.kmeans_codes(ctx, splits == "train", x.config.views.num_codes, x.config.seed)
+    y = seen_in_train(y, splits, "code prediction")
+    y = cap_training_frames(y, splits, x.config.max_train_frames, x.config.seed)
+    est = api.probe_bank(views.FrameView(x.fs.hidden, ia), y, x.fs.utt_index[ia], splits,
+                         num_classes=x.config.views.num_codes, checkpoint_dir=x.checkpoint_dir,
+                         **x.config.probe)
+    return results_lib.estimate_records(x.encoder, est, "codes_next_k", k_frames=k,
+                                        num_codes=x.config.views.num_codes)
 
 
 @register("infonce_input", ("infonce_input",),

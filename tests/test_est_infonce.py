@@ -109,7 +109,7 @@ def test_too_few_pairs_for_k():
         api.infonce_bank(np.stack([a, a]), np.stack([b, b, b]), np.arange(300), np.zeros(300, int))
 
 
-def test_same_utterance_negatives_rank_content_above_utterance_identity():
+def test_same_utterance_negatives_rank_content_above_utterance_identity(tmp_path):
     # Layer A holds the content (AR(1), phi = 0.9, 2 dims) and a faint, noisy utterance vector; layer B
     # a faint, noisy copy of the content and the utterance vector itself. Frames t and t + 2
     # share the utterance vector exactly, so with negatives from *other* utterances B's pairs
@@ -131,8 +131,11 @@ def test_same_utterance_negatives_rank_content_above_utterance_identity():
     split = np.where(groups < 110, "train", np.where(groups < 125, "dev", "test"))
     a, b = x[:, rows_a], x[:, rows_b]
 
-    same_a, same_b = generic.infonce_same_utterance_bank(a, b, groups, split, k=16, steps=400, **ONE)
-    assert same_a.step > 0 and same_b.step > 0
+    # one layer at a time (two chunks), each checkpointed in its own folder
+    same_a, same_b = generic.infonce_same_utterance_bank(a, b, groups, split, k=16, steps=400,
+                                                         layer_chunk=1, checkpoint_dir=tmp_path, **ONE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layers_000_001", "layers_001_002"]
+    assert same_a.step > 0 and same_b.step > 0 and (same_a.layer, same_b.layer) == (0, 1)
     assert same_a.nats >= 0.5 and same_b.nats <= 0.25 and same_a.nats > same_b.nats + 0.3, (same_a, same_b)
     assert same_a.nats <= -np.log(1 - phi**4) + OVER  # A's pairs carry the content's MI at most
     assert same_a.log2_k == 4.0

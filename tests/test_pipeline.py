@@ -131,7 +131,9 @@ def test_config_overrides_and_errors(tmp_path):
             ("encoders=['a/b','a_b']", "same file name"),
             ("probe.l2=('x',)", r"'probe.l2\[0\]': expected a number"),
             ("encoder_dtype=float16", "'encoder_dtype'"),
-            ("views.next_k_seconds=0", "expected > 0")]:
+            ("views.next_k_seconds=0", "expected > 0"),
+            ("views.num_codes=1", "expected >= 2 codes"),
+            ("infonce_same.lr=1", "no key 'infonce_same.lr'")]:
         with pytest.raises(cli.ConfigError, match=match):
             cli.load_config(demo.__file__, [override])
     with pytest.raises(cli.ConfigError, match="not found"):
@@ -151,6 +153,10 @@ def test_config_overrides_and_errors(tmp_path):
     c = config_base.base_config()
     c.infonce.lr = 1e-3
     with pytest.raises(cli.ConfigError, match="'infonce.lr' is not a setting of infonce"):
+        config_base.validate(c)
+    c = config_base.base_config()
+    c.infonce_same.seed = 1  # the run's seed is passed to the same-utterance bank
+    with pytest.raises(cli.ConfigError, match="'infonce_same.seed' is set by the pipeline"):
         config_base.validate(c)
 
 
@@ -217,7 +223,9 @@ def _tiny_overrides(out_extra=()):
     return ["encoders=['logmel']", "max_utterances_per_split=6", "measures=['phone','infonce_next_k']",
             "progress=False", "probe.steps=15", "probe.l2=(0.0,)", "probe.num_bootstrap=50",
             "infonce.k=16", "infonce.steps=40", "infonce.learning_rates=(3e-3,)",
-            "infonce.num_bootstrap=50", "views.max_pairs=3000", *out_extra]
+            "infonce.num_bootstrap=50", "views.max_pairs=3000", "infonce_same.k=16",
+            "infonce_same.steps=40", "infonce_same.learning_rates=(3e-3,)",
+            "infonce_same.num_bootstrap=50", "views.num_codes=16", *out_extra]
 
 
 def _run_cli(out, extra=(), own_compile_cache=False):
@@ -303,16 +311,25 @@ def test_parts_are_keyed_checked_and_recomputed(tmp_path, caplog):
     from speechmi_jax.analysis import results
     manifest = _small_manifest(tmp_path / "corpus")
     config = cli.load_config(demo.__file__, _tiny_overrides([
-        f"corpus={manifest}", "max_utterances_per_split=0", "measures=['phone','infonce_next_k']"]))
+        f"corpus={manifest}", "max_utterances_per_split=0",
+        "measures=['phone','infonce_next_k','infonce_next_k_same','codes_next_k']"]))
     out = tmp_path / "run"
     res = pipeline.run_experiment(config, out)
     first = {(r.layer, r.measure): r.value for r in res.records}
     phone_mi = res.get("logmel", 0, "phone_mi")
     assert 0 < phone_mi.extra["ceiling"] <= np.log2(40) and phone_mi.value <= phone_mi.extra["ceiling"]
+    assert "ceiling_fraction" not in phone_mi.extra  # a supervised bound
     assert res.get("logmel", 0, "infonce_next_k").extra["ceiling"] == pytest.approx(4.0)  # K = 16
+    assert res.get("logmel", 0, "infonce_next_k_same").extra["ceiling"] == pytest.approx(4.0)
+    codes = res.get("logmel", 0, "codes_next_k")
+    assert 0 < codes.extra["ceiling"] <= 4.0 and codes.extra["num_codes"] == 16  # H(16 codes)
+    for m in ("infonce_next_k", "infonce_next_k_same", "codes_next_k"):
+        r = res.get("logmel", 0, m)
+        assert r.extra["ceiling_fraction"] == pytest.approx(r.value / r.extra["ceiling"])
     report = (out / "report.md").read_text()
     assert f"Ceiling (`extra.ceiling`): logmel {phone_mi.extra['ceiling']:.3f} bits" in report
     assert "Ceiling (`extra.ceiling`): logmel 4.000 bits" in report
+    assert "## Saturation" in report and "label-free records" in report
 
     parts = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / "parts").iterdir()}
     assert pipeline.run_experiment(config, out).records == res.records

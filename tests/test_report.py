@@ -125,3 +125,27 @@ def test_a_constant_measure_is_reported_as_undefined(tmp_path):
     md = report.write_report(recs, tmp_path, **KW).read_text()
     assert "`infonce_next_k` vs `phone_mi` across the layers of e: ρ = undefined (constant)" in md
     assert "Of 2 rank comparisons (Spearman), 0 agree, 0 disagree and 2 are inconclusive." in md
+
+
+def test_saturated_label_free_records_are_flagged(tmp_path, written):
+    """Label-free records above 90 % of their ceiling are listed and marked ⚠; a supervised
+    record near its ceiling is not (a probe at H(Y) is a perfect probe, not a capped critic);
+    records written before ``ceiling_fraction`` existed get it from ``ceiling``."""
+    _, _, md = written
+    assert "None of the 22 label-free records is saturated (highest: `infonce_input`" in md
+    recs = [{"encoder": "e", "layer": l, "measure": m, "value": v, "ci": [v - 0.1, v + 0.1],
+             "extra": extra}
+            for l, (nk, codes) in enumerate(((8.5, 2.0), (8.2, 2.5), (6.0, 3.0)))
+            for m, v, extra in (("infonce_next_k", nk, {"ceiling": 9.0}),
+                                ("codes_next_k", codes, {"ceiling": 6.0, "ceiling_fraction": codes / 6.0}),
+                                ("phone_mi", 4.8, {"ceiling": 4.87}))]
+    res = results.Results(recs)
+    assert results.ceiling_fraction(res.get("e", 0, "infonce_next_k")) == pytest.approx(8.5 / 9)
+    assert results.ceiling_fraction(res.get("e", 0, "phone_mi")) is None
+    md = report.write_report(res, tmp_path, **KW).read_text()
+    assert "**2 of 6 label-free records are saturated**" in md
+    assert "| `infonce_next_k` | e | 0 | 8.500 | 9.000 | 94 % |" in md
+    assert "| `infonce_next_k` | e | 1 | 8.200 | 9.000 | 91 % |" in md
+    assert f"{report.fmt_ci(res.get('e', 0, 'infonce_next_k'))} ⚠" in md
+    assert f"{report.fmt_ci(res.get('e', 2, 'infonce_next_k'))} ⚠" not in md
+    assert "⚠" not in md.split("### `phone_mi`")[1].split("###")[0]

@@ -17,6 +17,10 @@ encoder's best layer). The verdict of a comparison uses Spearman:
 
 Propagating each point's own CI attenuates the resampled coefficients, so the interval of a
 perfect ranking (ρ = 1) can end below 1: it is deliberately conservative.
+
+A "Saturation" section lists every label-free record above ``results.SATURATION`` (90 %) of
+its ceiling, and the tables mark them ⚠: such a figure is set by log2 K or H(codes), not by
+the layer.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Optional, Sequence
 
 from speechmi_jax.analysis import correlation as corr
 from speechmi_jax.analysis import plots
-from speechmi_jax.analysis.results import MEASURES, Results, as_results
+from speechmi_jax.analysis.results import MEASURES, SATURATION, Results, as_results, ceiling_fraction
 
 _DIGITS = {"bits": 3, "fraction": 3, "percent": 1}
 _PRIMARY = "spearman"
@@ -258,6 +262,31 @@ def _conclusions_section(comparisons: list[Comparison], res: Results) -> list[st
     return lines
 
 
+def _saturation_section(res: Results) -> list[str]:
+    """Label-free records above SATURATION of their ceiling (log2 K, H(codes)): there the cap,
+    not the layer, sets the figure, and layer differences shrink into it."""
+    lines = ["## Saturation", "",
+             f"A label-free bound above {100 * SATURATION:.0f} % of its ceiling "
+             "(`extra.ceiling_fraction`) is saturated: the ceiling, not the layer, sets it, so "
+             "it cannot rank layers.", ""]
+    rows = [(r, f) for r in res.records if (f := ceiling_fraction(r)) is not None]
+    if not rows:
+        return []
+    flagged = [(r, f) for r, f in rows if f > SATURATION]
+    if not flagged:
+        worst = max(rows, key=lambda rf: rf[1])
+        return lines + [f"None of the {len(rows)} label-free records is saturated (highest: "
+                        f"`{worst[0].measure}`, {worst[0].encoder} layer {worst[0].layer}, "
+                        f"{100 * worst[1]:.0f} %).", ""]
+    lines += [f"**{len(flagged)} of {len(rows)} label-free records are saturated** (marked ⚠ in "
+              "the tables):", "", "| measure | encoder | layer | value | ceiling | fraction |",
+              "|---|---|---|---|---|---|"]
+    for r, f in flagged:
+        lines.append(f"| `{r.measure}` | {r.encoder} | {r.layer} | {fmt(r.value, r.unit)} | "
+                     f"{fmt(r.extra['ceiling'], r.unit)} | {100 * f:.0f} % |")
+    return lines + [""]
+
+
 def _tables_section(res: Results) -> list[str]:
     lines = ["## Tables", "",
              f"Value [{100 * res.ci_level:.0f}% CI] per encoder (columns) and layer (rows); "
@@ -275,6 +304,8 @@ def _tables_section(res: Results) -> list[str]:
             for e in cols:
                 r = res.get(e, l, measure)
                 cell = "" if r is None else fmt_ci(r)
+                if r is not None and (ceiling_fraction(r) or 0.0) > SATURATION:
+                    cell += " ⚠"
                 cells.append(f"**{cell}**" if r is not None and best[e] == l
                              and len(res.series(e, measure)) > 1 else cell)
             lines.append(f"| {l} | " + " | ".join(cells) + " |")
@@ -319,6 +350,7 @@ def write_report(results, out_dir: str | Path, *, num_bootstrap: int = 2000,
     lines += _metadata_section(res)
     lines += _skipped_section(res)
     lines += _conclusions_section(comparisons, res)
+    lines += _saturation_section(res)
     lines += _best_layer_section(res)
     if comparisons:
         lines += _agreement_section(comparisons, res)

@@ -6,8 +6,9 @@ A record (see ``docs/results_schema.md``)::
      "ci": [2.85, 2.97], "unit": "bits", "extra": {"ceiling": 4.87, "accuracy": 0.61}}
 
 Records are built here and nowhere else: :func:`estimate_records` turns the estimators'
-per-layer MI estimates into ``*_mi`` / ``*_acc`` / ``infonce_*`` records, :func:`ctc_records`
-the linear-CTC results into ``ctc_per`` records.
+per-layer MI estimates into ``*_mi`` / ``*_acc`` / label-free (``infonce_*``, ``codes_*``)
+records, label-free ones with their ``ceiling_fraction`` (:data:`SATURATION`),
+:func:`ctc_records` the linear-CTC results into ``ctc_per`` records.
 
 ``layer`` indexes ``hidden_states`` (0 = the transformer's input; a single-layer baseline
 such as log-mel has only layer 0). ``ci`` is the confidence interval ``[lo, hi]`` (95 % unless
@@ -82,6 +83,15 @@ for _args in (
     ("speaker_acc", "fraction", True, "supervised", "speaker accuracy of the linear probe"),
     ("infonce_next_k", "bits", True, "label_free",
      "InfoNCE MI bound between the layer's frame t and frame t+k"),
+    ("infonce_next_k_same", "bits", True, "label_free",
+     "InfoNCE MI bound between the layer's frame t and frame t+k, negatives from the same "
+     "utterance"),
+    ("infonce_next_k_aligned", "bits", True, "label_free",
+     "InfoNCE MI bound between the layer's frame t and frame t+k, negatives: frame t+k of other "
+     "utterances of the same speaker at the same frame index"),
+    ("codes_next_k", "bits", True, "label_free",
+     "predictive bound H(codes) - CE of a linear softmax on the layer's frame t for the k-means "
+     "code of the log-mel window at frame t+k"),
     ("infonce_input", "bits", True, "label_free",
      "InfoNCE MI bound between the layer's frame and the input features at the same time"),
     ("ctc_per", "percent", False, "supervised",
@@ -120,20 +130,43 @@ def _plain(v):
     return v.item() if getattr(v, "shape", None) == () and hasattr(v, "item") else v
 
 
+# A label-free bound above this fraction of its ceiling is saturated: the ceiling (log2 K,
+# H(codes)), not the layer, sets it, and differences between layers shrink into that cap.
+SATURATION = 0.9
+
+
+def ceiling_fraction(rec: Record) -> Optional[float]:
+    """value / ceiling of a label-free record (``extra.ceiling_fraction``, or computed from
+    ``extra.ceiling`` for records written without it); None for other records."""
+    if MEASURES[rec.measure].kind != "label_free":
+        return None
+    frac = rec.extra.get("ceiling_fraction")
+    ceiling = rec.extra.get("ceiling")
+    if frac is None and isinstance(ceiling, (int, float)) and ceiling > 0:
+        frac = rec.value / ceiling
+    return frac
+
+
 def estimate_records(encoder: str, estimates, measure: str, accuracy_measure: Optional[str] = None,
                      **extra) -> list[dict]:
     """Records of per-layer MI estimates (``estimators.api.MIEstimate``, one per layer).
 
     The bound becomes a ``measure`` record whose ``extra`` holds its ``ceiling`` (H(Y) or
-    log2 K, bits), the grid point and stopping step chosen on dev (``lr``, ``l2``, ``step``),
-    ``n_test`` and the probe ``accuracy``; with ``accuracy_measure``, the accuracy also becomes
-    a record of its own. ``extra`` is added to every record.
+    log2 K, bits), for a label-free measure also ``ceiling_fraction`` (value / ceiling; above
+    :data:`SATURATION` the report flags it), the grid point and stopping step chosen on dev
+    (``lr``, ``l2``, ``step``), ``n_test`` and the probe ``accuracy``; with
+    ``accuracy_measure``, the accuracy also becomes a record of its own. ``extra`` is added to
+    every record.
     """
+    if measure not in MEASURES:
+        raise ResultsError(f"unknown measure {measure!r}; known: {sorted(MEASURES)}")
+    label_free = MEASURES[measure].kind == "label_free"
     out = []
     for e in estimates:
+        frac = e.bits / e.ceiling_bits if label_free and e.ceiling_bits > 0 else None
         out.append(record(encoder, e.layer, measure, e.bits, e.ci, ceiling=e.ceiling_bits,
-                          lr=e.lr, l2=e.l2, step=e.step, n_test=e.n_test, accuracy=e.accuracy,
-                          **extra))
+                          ceiling_fraction=frac, lr=e.lr, l2=e.l2, step=e.step, n_test=e.n_test,
+                          accuracy=e.accuracy, **extra))
         if accuracy_measure is not None:
             out.append(record(encoder, e.layer, accuracy_measure, e.accuracy, e.accuracy_ci,
                               n_test=e.n_test, **extra))

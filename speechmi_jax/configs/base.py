@@ -14,11 +14,13 @@ Keys (full-size defaults; each experiment file says what it changes):
   speaker measure's domain filter, None = every utterance); ``max_train_frames`` (probes train
   on at most this many frames, a seeded subset; 0 = all; dev/test: every frame).
 * ``cache_dir`` (feature cache; "" = ``<out>/cache``), ``progress``, ``seed``.
-* ``probe``, ``infonce``, ``ctc``: keyword arguments of ``estimators.api.probe_bank``,
-  ``api.infonce_bank`` and ``ctc.ctc_per_bank``.
-* ``views``: how the InfoNCE pairs are formed (``measures.py``): ``next_k_seconds`` (frame t vs
-  t + k), ``input_context_s`` (log-mel frames within this distance of the frame's centre),
-  ``max_pairs`` (a seeded subset of the pairs, 0 = all).
+* ``probe``, ``infonce``, ``infonce_same``, ``ctc``: keyword arguments of
+  ``estimators.api.probe_bank`` (also the ``codes_next_k`` softmax), ``api.infonce_bank``,
+  ``generic.infonce_same_utterance_bank`` (``infonce_next_k_same``) and ``ctc.ctc_per_bank``.
+* ``views``: how the label-free measures' views are formed (``measures.py``):
+  ``next_k_seconds`` (frame t vs t + k), ``input_context_s`` (log-mel frames within this
+  distance of the frame's centre), ``num_codes`` (k-means codes of the log-mel window, the
+  target of ``codes_next_k``), ``max_pairs`` (a seeded subset of the pairs, 0 = all).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import ml_collections
 ENCODER_DTYPES = ("float32", "bfloat16")
 # Arguments the pipeline passes itself; a config may not set them.
 _SUPPLIED = {"probe": ("num_classes", "checkpoint_dir", "stratify_ci"),
-             "infonce": ("checkpoint_dir",), "ctc": ("num_phones", "checkpoint_dir")}
+             "infonce": ("checkpoint_dir",), "infonce_same": ("seed", "checkpoint_dir"),
+             "ctc": ("num_phones", "checkpoint_dir")}
 
 
 class ConfigError(ValueError):
@@ -44,7 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
     Probes: L-BFGS, 100 full-batch steps, l2 in {0, 1e-4, 1e-3} chosen per layer on dev.
     InfoNCE: separable MLP critic (256 hidden, 64-d embedding), K = 128 candidates
     (ceiling log2 128 = 7 bits), 2000 Adam steps, learning rate in {1e-3, 3e-3} chosen on dev;
-    next-frame view at k = 100 ms, input view = log-mel frames within 20 ms of the frame.
+    same-utterance InfoNCE: K = 32 frames of one utterance (5 bits), 8 utterance blocks a step;
+    next-frame view at k = 100 ms, input view = log-mel frames within 20 ms of the frame,
+    64 k-means codes of it as the predictive target.
     Linear CTC: 3000 Adam steps of 32 utterances, learning rate in {3e-3, 1e-2, 3e-2}.
     """
     from speechmi_jax.measures import REGISTRY
@@ -68,8 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.infonce = ml_collections.ConfigDict(dict(
         k=128, critic="separable", hidden=256, embed=64, steps=2000,
         learning_rates=(1e-3, 3e-3), num_bootstrap=1000))
+    c.infonce_same = ml_collections.ConfigDict(dict(
+        k=32, critic="separable", hidden=256, embed=64, steps=2000, blocks_per_step=8,
+        learning_rates=(1e-3, 3e-3), num_bootstrap=1000))
     c.views = ml_collections.ConfigDict(dict(
-        next_k_seconds=0.1, input_context_s=0.02, max_pairs=200000))
+        next_k_seconds=0.1, input_context_s=0.02, num_codes=64, max_pairs=200000))
     c.ctc = ml_collections.ConfigDict(dict(
         learning_rates=(3e-3, 1e-2, 3e-2), num_steps=3000, batch_size=32, eval_every=250,
         num_bootstrap=1000))
@@ -126,10 +134,12 @@ ESTIMATOR_SECTIONS = tuple(_SUPPLIED)
 
 
 def estimator_settings(section: str) -> set[str]:
-    """The keyword arguments a config may set in ``probe`` / ``infonce`` / ``ctc``: those of
-    ``api.probe_bank`` / ``api.infonce_bank`` / ``ctc.ctc_per_bank`` the pipeline leaves open."""
-    from speechmi_jax.estimators import api, ctc
-    fn = {"probe": api.probe_bank, "infonce": api.infonce_bank, "ctc": ctc.ctc_per_bank}[section]
+    """The keyword arguments a config may set in ``probe`` / ``infonce`` / ``infonce_same`` /
+    ``ctc``: those of ``api.probe_bank`` / ``api.infonce_bank`` /
+    ``generic.infonce_same_utterance_bank`` / ``ctc.ctc_per_bank`` the pipeline leaves open."""
+    from speechmi_jax.estimators import api, ctc, generic
+    fn = {"probe": api.probe_bank, "infonce": api.infonce_bank,
+          "infonce_same": generic.infonce_same_utterance_bank, "ctc": ctc.ctc_per_bank}[section]
     params = inspect.signature(fn).parameters.values()
     return {p.name for p in params if p.kind == p.KEYWORD_ONLY} - set(_SUPPLIED[section])
 
@@ -172,6 +182,9 @@ def validate(config) -> ml_collections.ConfigDict:
     for key in ("next_k_seconds", "input_context_s"):
         if config.views[key] < 0 or (key == "next_k_seconds" and config.views[key] == 0):
             raise ConfigError(f"config key 'views.{key}': expected > 0, got {config.views[key]}")
+    if config.views.num_codes < 2:
+        raise ConfigError(f"config key 'views.num_codes': expected >= 2 codes, got "
+                          f"{config.views.num_codes}")
     return config
 
 

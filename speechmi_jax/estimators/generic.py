@@ -3,6 +3,7 @@
     estimate_mi(x_train, y_train, x_test, y_test, **options)          -> MIEstimate
     estimate_mi_bank([x_train], [y_train], [x_test], [y_test], **options) -> [MIEstimate]
     infonce_same_utterance_bank(a [L, N, Da], b [L, N, Db], groups, split) -> [MIEstimate] * L
+      (negatives from the query's own utterance: blocks of `views.utterance_blocks`)
 
 What it does, each step chosen by measurement on the known-MI tasks of `tasks.py`
 (BENCHMARKS.md, "Generic MI estimator on known-MI tasks"):
@@ -47,11 +48,12 @@ import numpy as np
 from scipy import special, stats
 
 from speechmi_jax.estimators import bootstrap, validate
+from speechmi_jax.estimators.views import utterance_blocks
 from speechmi_jax.estimators.api import (MIEstimate, _estimate, _grid, _load, _split_codes, _train_config,
                                          dev_from_train, standardize_splits)
 from speechmi_jax.estimators.bank import Problem
 from speechmi_jax.estimators.infonce import CRITICS, critic_scores, infonce_problem, nce_losses
-from speechmi_jax.estimators.train import fit_bank
+from speechmi_jax.estimators.train import fit_bank, fit_layer_chunks
 
 
 def gaussianize(*parts: np.ndarray) -> list[np.ndarray]:
@@ -304,21 +306,6 @@ def estimate_mi(x_train, y_train, x_test, y_test, **options) -> MIEstimate:
 # --------------------------------------------------------------- same-utterance negatives
 
 
-def utterance_blocks(groups: np.ndarray, k: int, rng) -> np.ndarray:
-    """Blocks of k pair indices, each block inside one group (utterance): idx [n_blocks, k].
-
-    A group's pairs are shuffled and cut into whole blocks (the remainder, and any group with
-    fewer than k pairs, is left out). In InfoNCE over such a block the negatives of a query are
-    other frames of its own utterance (as CPC and wav2vec 2.0 draw them), so what identifies
-    the utterance (speaker, channel) no longer tells the positive from the negatives."""
-    blocks = []
-    for g in np.unique(groups):
-        members = rng.permutation(np.flatnonzero(groups == g))
-        n = (members.size // k) * k
-        blocks.extend(members[:n].reshape(-1, k))
-    return np.asarray(blocks, np.int64).reshape(-1, k)
-
-
 @functools.lru_cache(maxsize=None)
 def block_problem(kind: str, k: int, hidden: int, embed: int) -> Problem:
     """InfoNCE whose items are whole blocks: a [N_blocks, k, Da], b [N_blocks, k, Db]. Training
@@ -351,42 +338,66 @@ def infonce_same_utterance_bank(
     dev_fraction: float = 0.1,
     num_bootstrap: int = 1000,
     ci_level: float = 0.95,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
     devices=None,
+    layer_chunk: int | None = None,
+    max_resident_bytes: int = 2**31,
+    block_keys=None,
     seed: int = 0,
 ) -> list[MIEstimate]:
     """InfoNCE bound I(A_l; B_l) >= log K - L_NCE per layer with negatives from the same
     utterance, in training and in evaluation: a [L, N, Da], b [L, N, Db], groups [N] (utterance
     ids), split [N] as `infonce_bank`. K (`k`) is bounded by the utterances' pair counts; every
-    block is one utterance's k pairs (`utterance_blocks`), `blocks_per_step` blocks per Adam step.
-    Ceiling log2 K. The CI resamples utterances."""
+    block is one utterance's k pairs (`views.utterance_blocks`), `blocks_per_step` blocks per
+    Adam step. Layers are loaded and trained `layer_chunk` at a time (at most
+    `max_resident_bytes` of features), checkpointed into `checkpoint_dir` as `infonce_bank`.
+    Ceiling log2 K. The CI resamples groups (utterances).
+
+    block_keys [N]: cut blocks from the pairs sharing a key instead of a group (e.g. speaker and
+    position: negatives from other utterances of the same speaker at the same frame index);
+    every block must then lie inside one group (groups = speakers there), the CI's unit."""
     validate.ndim("a", a, 3, "[L, N, Da]")
     validate.ndim("b", b, 3, "[L, N, Db]")
     groups = np.asarray(groups)
-    n = validate.same_length(a=(a, 1), b=(b, 1), groups=(groups, 0))
+    keys = groups if block_keys is None else np.asarray(block_keys)
+    n = validate.same_length(a=(a, 1), b=(b, 1), groups=(groups, 0), block_keys=(keys, 0))
     codes = dev_from_train(_split_codes(split, n), groups, dev_fraction, seed)
     rng = np.random.default_rng(seed)
-    blocks = [utterance_blocks(groups[codes == s], k, rng) for s in range(3)]
+    blocks = [utterance_blocks(keys[codes == s], k, rng) for s in range(3)]
     idx = [np.flatnonzero(codes == s)[blk] for s, blk in enumerate(blocks)]  # [n_blocks, k]
     for s, name in enumerate(("train", "dev", "test")):
-        validate.enough(f"same-utterance blocks of K={k} in split {name!r}", len(idx[s]),
-                        blocks_per_step if s == 0 else 1, "utterances with at least K pairs")
+        validate.enough(f"blocks of K={k} pairs sharing a block key in split {name!r}", len(idx[s]),
+                        blocks_per_step if s == 0 else 1, "K pairs per utterance (or per key)")
+        mixed = (groups[idx[s]] != groups[idx[s][:, :1]]).any(axis=1)
+        if mixed.any():
+            raise ValueError(f"block_keys: a block of split {name!r} spans groups "
+                             f"{sorted(set(groups[idx[s][np.argmax(mixed)]].tolist()))[:4]}: "
+                             f"expected every key inside one group")
     flat = [i.reshape(-1) for i in idx]
-    xa = standardize_splits(*[_load("a", a, slice(0, a.shape[0]), f) for f in flat])
-    xb = standardize_splits(*[_load("b", b, slice(0, b.shape[0]), f) for f in flat])
-    data = [{"a": x.reshape(x.shape[0], -1, k, x.shape[-1]), "b": y.reshape(y.shape[0], -1, k, y.shape[-1]),
-             "w": np.ones(len(i), np.float32)} for x, y, i in zip(xa, xb, idx)]
-    grid = _grid("adam", learning_rates, (0.0,), (seed,))
-    config = _train_config("adam", steps, blocks_per_step, eval_every, None, None, None,
-                           devices if devices is not None else jax.devices()[:1], seed, {})
-    res = fit_bank(block_problem(critic, k, hidden, embed), grid, config, *data, (a.shape[2], b.shape[2]))
+
+    def load(chunk):
+        xa = standardize_splits(*[_load("a", a, chunk, f) for f in flat])
+        xb = standardize_splits(*[_load("b", b, chunk, f) for f in flat])
+        return [{"a": x.reshape(x.shape[0], -1, k, x.shape[-1]), "b": y.reshape(y.shape[0], -1, k, y.shape[-1]),
+                 "w": np.ones(len(i), np.float32)} for x, y, i in zip(xa, xb, idx)]
+
     log_k = float(np.log(k))
     block_groups = groups[idx[2][:, 0]]
-    out = []
-    for layer in range(a.shape[0]):
-        nats, (lo, hi) = bootstrap.mean_ci(res.test["loss"][layer], block_groups, offset=log_k, sign=-1.0,
+    grid = _grid("adam", learning_rates, (0.0,), (seed,))
+
+    def collect(res, j, layer):
+        nats, (lo, hi) = bootstrap.mean_ci(res.test["loss"][j], block_groups, offset=log_k, sign=-1.0,
                                            level=ci_level, num_replicates=num_bootstrap, seed=seed)
-        pt = grid.point(int(res.choice[layer]))
-        out.append(_estimate(
+        pt = grid.point(int(res.choice[j]))
+        return _estimate(
             f"infonce_same_utterance_{critic}", nats, (lo, hi), log_k, lr=pt["lr"], l2=pt["l2"],
-            seed=pt["seed"], step=int(res.step[layer]), n_test=int(idx[2].size), layer=layer))
-    return out
+            seed=pt["seed"], step=int(res.step[j]), n_test=int(idx[2].size), layer=layer)
+
+    config = _train_config("adam", steps, blocks_per_step, eval_every, checkpoint_dir, checkpoint_every,
+                           None, devices if devices is not None else jax.devices()[:1], seed, {})
+    return fit_layer_chunks(block_problem(critic, k, hidden, embed), grid, config, a.shape[0], load, collect,
+                            (a.shape[2], b.shape[2]),
+                            bytes_per_layer=4 * (a.shape[2] + b.shape[2]) * sum(f.size for f in flat),
+                            layer_chunk=layer_chunk, max_resident_bytes=max_resident_bytes,
+                            checkpoint_dir=checkpoint_dir)

@@ -12,6 +12,10 @@ a caller can gather from a memmap only what it needs; `gather` applies them.
   (log-mel) within ``context_s`` of the same instant, stacked: a layer vs its input.
 * FrameView(hidden [L, N, D], frames [P]): ``hidden[:, frames]`` gathered lazily, so a bank
   reads only the rows it needs from a float16 memmap.
+* kmeans_codes(x, fit, num_codes, seed): k-means code of every row, centres fitted on the rows
+  ``fit`` only (the training frames): a discrete target Z_target for a softmax p_psi.
+* utterance_blocks(groups, k, rng): blocks of k pairs inside one utterance, the candidate sets of
+  InfoNCE with same-utterance negatives.
 """
 
 from __future__ import annotations
@@ -132,3 +136,35 @@ def input_context(fs, lm, context_s: float) -> np.ndarray:
         win = win + m0
         out[f0:f1] = np.asarray(mel[win.reshape(-1)]).reshape(f1 - f0, -1)
     return out
+
+
+def utterance_blocks(groups: np.ndarray, k: int, rng) -> np.ndarray:
+    """Blocks of k pair indices, each block inside one group (utterance): idx [n_blocks, k].
+
+    A group's pairs are shuffled and cut into whole blocks (the remainder, and any group with
+    fewer than k pairs, is left out). In InfoNCE over such a block the negatives of a query are
+    other frames of its own utterance (as CPC and wav2vec 2.0 draw them), so what identifies
+    the utterance (speaker, channel) no longer tells the positive from the negatives."""
+    blocks = []
+    for g in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == g))
+        n = (members.size // k) * k
+        blocks.extend(members[:n].reshape(-1, k))
+    return np.asarray(blocks, np.int64).reshape(-1, k)
+
+
+def kmeans_codes(x, fit: np.ndarray, num_codes: int, seed: int) -> np.ndarray:
+    """k-means ids [P] int32 of the rows of x [P, D], centres fitted on ``x[fit]`` only (fit
+    [P] bool: the training rows), every dimension scaled by the fitted rows' statistics first
+    (``estimators.kmeans``)."""
+    from speechmi_jax.estimators import kmeans
+    from speechmi_jax.estimators.api import standardize_splits
+    x = np.asarray(x, np.float32)
+    fit = np.asarray(fit, bool)
+    if fit.shape != (x.shape[0],):
+        raise ValueError(f"fit has shape {fit.shape}: expected ({x.shape[0]},) to match x {x.shape}")
+    if fit.sum() < num_codes:
+        raise ValueError(f"{int(fit.sum())} training rows cannot fit {num_codes} k-means codes")
+    train, everything = standardize_splits(x[fit][None], x[None])
+    centres = kmeans.kmeans_fit(train[0], num_codes, seed=seed)
+    return np.asarray(kmeans.kmeans_assign(everything[0], centres), np.int32)
