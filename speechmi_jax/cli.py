@@ -30,7 +30,7 @@ from speechmi_jax.configs.base import (ESTIMATOR_SECTIONS, ConfigError, estimato
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, ArithmeticError)
 
 
-def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
+def load_config(path: str | Path, overrides: list[str] = (), arg: str = "", schema: bool = True):
     """Imports ``get_config(arg)`` from a Python config file and applies ``key=value`` overrides.
 
     ``arg`` is the big_vision-style config argument (``"smoke"`` selects the config's small
@@ -39,7 +39,7 @@ def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
     ``encoders="['logmel']"``), else kept as strings; ``probe.*``, ``infonce.*`` and ``ctc.*``
     also take any other argument of their estimator (``infonce.eval_every=50``). Unknown keys, values of the wrong type
     and any other break of the config schema (``configs/base.py``) raise :class:`ConfigError`
-    before any work is done.
+    before any work is done; ``schema=False`` skips that schema (pretraining configs have their own).
     """
     path = Path(path)
     if not path.is_file():
@@ -57,6 +57,8 @@ def load_config(path: str | Path, overrides: list[str] = (), arg: str = ""):
     except ValueError as e:
         raise ConfigError(f"{path}: get_config({arg!r}): {e}") from e
     apply_overrides(config, overrides, source=str(path))
+    if not schema:
+        return config
     try:
         return validate(config)
     except ConfigError as e:
@@ -128,7 +130,18 @@ def main(argv=None) -> int:
     p_pre.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config value")
 
+    sub.add_parser("encoders", help="list every built-in encoder name (baselines, Whisper, random "
+                   "controls, the model zoo and its checkpoints)")
+
     args = parser.parse_args(argv)
+    if args.command == "encoders":
+        from speechmi_jax import zoo
+        from speechmi_jax.encoders.registry import available_encoders
+        for name in available_encoders():
+            base = name.partition("@")[0]
+            note = f"  (step {zoo.steps(base)[-1]}, final)" if name in zoo.names() else ""
+            print(name + note)
+        return 0
     try:
         if args.command == "pretrain":
             from speechmi_jax.ssl.trainer import pretrain_command
