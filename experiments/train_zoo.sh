@@ -2,19 +2,23 @@
 # Trains the model zoo (speechmi_jax/zoo/) on the offline pretraining set and ships it.
 #
 #   python -m speechmi_jax.data.build_pretrain --out "$PRETRAIN_DIR" --hours 3.0 --seed 0
-#   PRETRAIN_DIR=... RUNS=runs/zoo experiments/train_zoo.sh [apc|vqapc|hubert-it1|hubert-it2|data2vec ...]
-#   python -m speechmi_jax.zoo.ship --runs runs/zoo          # copies models + writes model cards
+#   PRETRAIN_DIR=... RUNS=runs/zoo STEPS=2400 CKPT=600 EVAL=200 experiments/train_zoo.sh \
+#       [apc|vqapc|hubert-it1|hubert-it2|data2vec ...]     # default: all five, in this order
+#   python -m speechmi_jax.zoo.ship --runs runs/zoo --pretrain-dir "$PRETRAIN_DIR" \
+#       --recipe 'PRETRAIN_DIR=$PRETRAIN_DIR RUNS=runs/zoo STEPS=2400 CKPT=600 EVAL=200 experiments/train_zoo.sh'
+#                                     # copies the models (float16) into the package + model cards
 #
 # Each model: 3 transformer layers of width 128, AdamW, batches of 8 one-second crops, an encoder
 # exported at every checkpoint (models/step<N>/). STEPS and CKPT set the length and the spacing of
 # the shipped checkpoints. hubert-it2 needs hubert-it1 finished (its k-means targets come from
-# layer 2, the middle of it1's 3 layers).
+# layer 2, the middle of it1's 3 layers). VQ-APC's Gumbel temperature is 2.0: at 1.0 its 32-code
+# VQ collapsed to a single code within 200 steps (perplexity 1.0, bound 0).
 set -euo pipefail
 : "${PRETRAIN_DIR:?set PRETRAIN_DIR to the folder built by speechmi_jax.data.build_pretrain}"
 RUNS=${RUNS:-runs/zoo}
-STEPS=${STEPS:-1200}
-CKPT=${CKPT:-300}
-EVAL=${EVAL:-100}
+STEPS=${STEPS:-2400}
+CKPT=${CKPT:-600}
+EVAL=${EVAL:-200}
 COMMON=(--set "corpus=$PRETRAIN_DIR/manifest.tsv" --set steps=$STEPS --set checkpoint_every=$CKPT
         --set eval_every=$EVAL --set export_checkpoints=True --set max_dev_batches=4)
 CAUSAL=(--set model.causal.hidden_size=128 --set model.causal.num_layers=3

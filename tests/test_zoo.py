@@ -32,7 +32,8 @@ def test_zoo_ships_enough_models_and_checkpoints():
     assert {zoo.card(n)["objective"] for n in names} >= FAMILIES and len(names) >= 5
     for n in names:
         card, steps = zoo.card(n), zoo.steps(n)
-        assert len(steps) >= 4 and steps == card["checkpoints"] and steps[-1] == card["steps"]
+        # step 0 (the initialisation, the random-init control) and >= 4 checkpoints along training
+        assert steps[0] == 0 and len(steps) >= 5 and steps == card["checkpoints"] and steps[-1] == card["steps"]
         size = sum(p.stat().st_size for p in (zoo.ZOO_DIR / n).rglob("*.safetensors"))
         assert size <= 10e6, (n, size)
         for key in ("bound_bits", "h_target_bits", "loss"):
@@ -104,7 +105,7 @@ def test_recipe_trains_exports_checkpoints_and_ships(tmp_path):
     from speechmi_jax.zoo import ship
 
     card = ship.ship_one("apc-small", run, fake, "recipe", tmp_path / "zoo")
-    assert card["checkpoints"] == [2, 4] and card["final_dev"]["loss"] > 0
+    assert card["checkpoints"] == [0, 2, 4] and card["final_dev"]["loss"] > 0
     out = tmp_path / "zoo" / "apc-small"
     _close(metric.recompute(out, card), card["dev_slice_metric"], card["tolerance"])
     enc = smi.load_encoder(out / "step2")

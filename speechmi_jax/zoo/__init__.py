@@ -3,7 +3,8 @@
 Each model lives in ``speechmi_jax/zoo/<name>/``:
 
 * ``step<N>/config.json`` + ``step<N>/model.safetensors`` (float16): the encoder exported at
-  training step N (every checkpoint of the run; the largest N is the final model);
+  training step N (every checkpoint of the run; the largest N is the final model; ``step0`` is
+  the run's initialisation, the model's own random-init control);
 * ``card.json`` / ``card.md``: the model card (data, command, steps, wall time, machine, final
   dev bound and H(Z_target), parameters, the checkpoints shipped, the recorded dev metric);
 * ``objective.safetensors``: the final model's full training parameters (encoder, heads, VQ,
@@ -77,3 +78,16 @@ def recompute_dev_metric(name: str) -> dict:
     from speechmi_jax.zoo import metric
 
     return metric.recompute(ZOO_DIR / name, card(name))
+
+
+def table() -> str:
+    """A markdown table of the zoo from the cards (README, "Model zoo")."""
+    rows = ["| model | objective | params | checkpoints | wall time (s) | final dev bound (bits) | "
+            "H(Z_target) (bits) | dev loss |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for n in names():
+        c = card(n)
+        f = c["final_dev"]
+        rows.append(f"| `{n}` | {c['objective']} | {c['parameters']:,} | {', '.join(map(str, c['checkpoints']))} "
+                    f"| {c['wall_time_s']:.0f} | {f['bound_bits']:.3f} | {f['h_target_bits']:.3f} "
+                    f"| {f['loss']:.4f} |")
+    return "\n".join(rows)

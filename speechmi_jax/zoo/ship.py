@@ -4,7 +4,8 @@
         --recipe "PRETRAIN_DIR=... STEPS=2400 CKPT=600 EVAL=200 experiments/train_zoo.sh"
 
 For each run folder ``RUNS/<name>`` written by ``experiments/train_zoo.sh``: every exported
-checkpoint ``models/step<N>/`` becomes ``speechmi_jax/zoo/<name>/step<N>/`` (weights as float16),
+checkpoint ``models/step<N>/`` becomes ``speechmi_jax/zoo/<name>/step<N>/`` (weights as float16;
+``step0`` is the run's initialisation, the random-init control),
 the final Orbax checkpoint's full parameters become ``objective.safetensors``, and
 ``card.json`` / ``card.md`` record the data, command, steps, wall time, machine, the final dev
 record of ``metrics.jsonl`` and the dev metric recomputed from the shipped weights on a fixed
@@ -53,6 +54,29 @@ def _fp16_copy(src: Path, dst: Path) -> int:
     return int(sum(v.size for v in tensors.values()))
 
 
+def _export_init(config: dict, dst: Path) -> None:
+    """The run's initialisation (its member seed), exported like a checkpoint: ``step0``, the
+    model's own random-init control. HuBERT's init needs only K (the backbone's init does not
+    depend on the head), so no targets are fitted."""
+    import tempfile
+
+    import jax
+    import ml_collections
+
+    from speechmi_jax.ssl import models, trainer
+
+    cfg = ml_collections.ConfigDict(config)
+    if cfg.objective == "hubert":
+        task = models.MaskedTask("hubert", json.dumps(dict(cfg.model.hf_config), sort_keys=True),
+                                 num_codes=cfg.targets.k)
+    else:
+        task = trainer.build_task(cfg, None, None, dst)
+    params, _ = task.init(jax.random.PRNGKey(trainer.population(cfg)[0]["seed"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        task.export(jax.device_get(params), Path(tmp))
+        _fp16_copy(Path(tmp), dst)
+
+
 def _final_state(run: Path):
     import orbax.checkpoint as ocp
 
@@ -74,6 +98,7 @@ def ship_one(name: str, run: Path, pretrain_dir: Path, recipe: str, zoo_dir: Pat
     params_count = 0
     for p in exported:
         params_count = _fp16_copy(p, out / p.name)
+    _export_init(config, out / "step0")
 
     state, step = _final_state(run)
     if step != config["steps"]:
@@ -100,7 +125,7 @@ def ship_one(name: str, run: Path, pretrain_dir: Path, recipe: str, zoo_dir: Pat
                  "dev_split": config["dev_split"]},
         "command": f"{recipe} {MODELS[name][0]}",
         "steps": config["steps"],
-        "checkpoints": [int(p.name[4:]) for p in exported],
+        "checkpoints": [0] + [int(p.name[4:]) for p in exported],  # 0: the initialisation
         "batch": f"{config['batch_size']} x {config['crop_seconds']} s crops",
         "wall_time_s": round(wall, 1),
         "machine": (f"{os.cpu_count()}-core CPU ({platform.machine()}), shared with other jobs "
@@ -133,7 +158,8 @@ def render_card(c: dict, out: Path) -> str:
     lines = [
         f"# {c['name']}", "", c["description"] + ".", "",
         f"- Load: `smi.load_encoder(\"{c['name']}\")` (step {c['checkpoints'][-1]}), or "
-        f"`\"{c['name']}@step<N>\"` with N in {c['checkpoints']}.",
+        f"`\"{c['name']}@step<N>\"` with N in {c['checkpoints']} (step 0: the run's initialisation, "
+        f"this model's random-init control).",
         f"- Data: the offline pretraining set `{d['manifest']}` ({d['hours']} h, {d['utterances']} "
         f"utterances, content hash `{d['content_hash']}`), built by `{d['build_command']}`; trained "
         f"on split `{d['train_split']}`, dev records on `{d['dev_split']}`.",
