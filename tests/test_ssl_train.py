@@ -71,7 +71,8 @@ def test_population_equals_separate_runs(reference, tmp_path):
     for i, (seed, lr) in enumerate([(0, 0.003), (1, 0.001)]):
         config = cli.load_config(ROOT / "speechmi_jax/configs/pretrain/apc.py",
                                  [a for a in RUN if a != "--set" and a != "--smoke"]
-                                 + [f"population.seed=[{seed}]", f"population.lr=[{lr}]"], arg="smoke")
+                                 + [f"population.seed=[{seed}]", f"population.lr=[{lr}]"], arg="smoke",
+                                 schema=False)
         single = tmp_path / f"single-{i}"
         trainer.pretrain(config, single, progress=False)
         pop, sep = _records(out / f"member-{i}" / "metrics.jsonl"), _records(single / "metrics.jsonl")
@@ -112,7 +113,7 @@ def _data2vec(tmp_path, name, anti_collapse: bool):
     config = cli.load_config(ROOT / "speechmi_jax/configs/pretrain/data2vec.py", [
         "steps=30", "eval_every=10", "checkpoint_every=30", "optim.warmup_steps=5", "population.lr=[0.003]",
         f"data2vec.normalize_targets={anti_collapse}", f"data2vec.ema_decay={0.995 if anti_collapse else 0.0}",
-    ], arg="smoke")
+    ], arg="smoke", schema=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.pretrain(config, tmp_path / name, progress=False)
