@@ -51,7 +51,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["speechmi_jax", "speechmi_jax.*"]),
     include_package_data=True,
-    package_data={"speechmi_jax": ["data/bundled/**/*"]},
+    package_data={"speechmi_jax": ["data/bundled/**/*", "zoo/*/*.json", "zoo/*/*.md",
+                                   "zoo/*/*.safetensors", "zoo/*/step*/*"]},
     install_requires=CORE,
     extras_require={
         "demo": DEMO,

@@ -3,6 +3,7 @@
 Public API (see README):
 
     enc = load_encoder(name_or_path)            # Encoder; enc(waveforms, lengths).hidden_states
+    available_encoders()                        # every built-in name, the model zoo's included
     corpus = load_corpus("bundled")             # Corpus; corpus.split("train")
     est = probe_mi(z_train, y_train, z_test, y_test)     # supervised bound, bits
     est = infonce_mi(a_train, b_train, a_test, b_test)   # label-free bound, bits
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_encoder": "speechmi_jax.encoders.registry",
+    "available_encoders": "speechmi_jax.encoders.registry",
     "Encoder": "speechmi_jax.encoders.base",
     "EncoderOutput": "speechmi_jax.encoders.base",
     "load_corpus": "speechmi_jax.data.corpus",

@@ -129,7 +129,18 @@ def main(argv=None) -> int:
     p_pre.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config value")
 
+    sub.add_parser("encoders", help="list every built-in encoder name (baselines, Whisper, random "
+                   "controls, the model zoo and its checkpoints)")
+
     args = parser.parse_args(argv)
+    if args.command == "encoders":
+        from speechmi_jax import zoo
+        from speechmi_jax.encoders.registry import available_encoders
+        for name in available_encoders():
+            base = name.partition("@")[0]
+            note = f"  (step {zoo.steps(base)[-1]}, final)" if name in zoo.names() else ""
+            print(name + note)
+        return 0
     try:
         if args.command == "pretrain":
             from speechmi_jax.ssl.trainer import pretrain_command

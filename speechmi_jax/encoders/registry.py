@@ -7,6 +7,9 @@ Accepted forms:
   packages (the ``demo`` extra); a clear error says what to install when absent.
 * ``"random:<arch>"`` (e.g. ``random:hubert-base``, ``random:whisper-tiny``) - the
   random-init control of an architecture; ``random:<arch>@<seed>`` picks the seed.
+* ``"apc-small"``, ``"apc-small@step600"`` ... - the model zoo (``speechmi_jax/zoo/``): small
+  self-supervised encoders this package trains and ships, final or at a checkpoint along
+  training (``<name>@step<N>``); :func:`available_encoders` lists them.
 * a local directory in Hugging Face format (``config.json`` + ``model.safetensors``) or a
   CTranslate2 Whisper directory (``model.bin``).
 * a hub id (``facebook/hubert-base-ls960``), resolved through the local Hugging Face cache
@@ -64,11 +67,15 @@ def _load(name: str, dtype, allow_pickle: bool, window_seconds: Optional[float])
         from speechmi_jax.encoders import whisper
         return whisper.load_whisper_builtin(name, dtype=dtype, window_seconds=window_seconds)
 
+    from speechmi_jax import zoo
     from speechmi_jax.encoders import checkpoint
-    try:
-        path = checkpoint.resolve(name)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}\nBuilt-in encoders: {builtin_names()}") from err
+    if zoo.is_zoo_name(name):
+        path = zoo.resolve(name)
+    else:
+        try:
+            path = checkpoint.resolve(name)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{err}\nBuilt-in encoders: {builtin_names()}") from err
     config_path = path / "config.json"
     config = checkpoint.read_config(config_path) if config_path.exists() else {}
     # CTranslate2 directories hold model.bin and a config.json without model_type.
@@ -99,10 +106,22 @@ def random_archs() -> list[str]:
     return sorted(wav2vec2.RANDOM_ARCHS) + sorted(whisper.ARCHS)
 
 
+def available_encoders() -> list[str]:
+    """Every built-in name :func:`load_encoder` accepts: the baselines, the Whisper built-ins
+    (loadable once the ``demo`` extra is installed), ``random:<arch>`` for each architecture (any
+    ``@<seed>`` may follow) and the zoo's models with each shipped checkpoint (``<name>@step<N>``)."""
+    from speechmi_jax import zoo
+
+    return (list(BASELINES + WHISPER_BUILTINS) + [f"random:{a}" for a in random_archs()]
+            + zoo.entries())
+
+
 def builtin_names() -> str:
-    """The built-in encoder names, for error messages."""
-    return (f"{', '.join(BASELINES + WHISPER_BUILTINS)}, random:<arch>[@<seed>] with <arch> one "
-            f"of {', '.join(random_archs())}")
+    """The built-in encoder names, for error messages (:func:`available_encoders` with the random
+    controls and the zoo's checkpoints folded into their patterns)."""
+    plain = [n for n in available_encoders() if not n.startswith("random:") and "@" not in n]
+    return (f"{', '.join(plain)}, <zoo model>@step<N> (all listed by `speechmi encoders`), "
+            f"random:<arch>[@<seed>] with <arch> one of {', '.join(random_archs())}")
 
 
 def _random_spec(name: str) -> tuple[str, int]:

@@ -85,17 +85,18 @@ def kmeans_assign(x, centroids, *, chunk: int = DEFAULT_CHUNK) -> jax.Array:
     a power of two (below ``chunk``) or a multiple of ``chunk``, so per-utterance calls reuse a
     few compiled shapes.
     """
-    x = jnp.asarray(x, jnp.float32)
+    x = np.asarray(x, np.float32)
     centroids = jnp.asarray(centroids, jnp.float32)
     _check_points(x)
     if centroids.ndim != 2 or centroids.shape[1] != x.shape[1]:
         raise ValueError(f"centroids: expected [k, {x.shape[1]}] (x is {tuple(x.shape)}), got "
                          f"{tuple(centroids.shape)}")
     # Pad N to a bucket so calls with many different N (one utterance at a time) compile only
-    # O(log N) shapes: powers of two up to one chunk, whole chunks above.
+    # O(log N) shapes: powers of two up to one chunk, whole chunks above. Padding and the final
+    # cut are numpy: as eager jax ops they would compile once per distinct N.
     n = x.shape[0]
     size = max(256, 1 << (n - 1).bit_length()) if n < chunk else -(-n // chunk) * chunk
-    return _assign(jnp.pad(x, ((0, size - n), (0, 0))), centroids, chunk)[:n]
+    return jnp.asarray(np.asarray(_assign(np.pad(x, ((0, size - n), (0, 0))), centroids, chunk))[:n])
 
 
 def _kmeans_pp(key, x, k: int, candidates: int):

@@ -111,13 +111,14 @@ def map_frames(src: np.ndarray, src_rate: float, src_offset_s: float, num_dst: i
 
 def cluster_targets(corpus, sets: dict[str, AudioSet], *, source: str, layer: int, k: int,
                     dst_rate: float, dst_offset_s: float, num_frames_fn, cache_dir, seed: int = 0,
-                    iters: int = 50, max_frames: int = 50000) -> dict:
+                    iters: int = 50, max_frames: int = 50000, centroids=None) -> dict:
     """HuBERT targets: fills ``sets[split].codes`` and returns {"h_target_bits", "centroids", ...}.
 
     source: an encoder name or path for :func:`speechmi_jax.load_encoder` (``"mfcc"`` for
     iteration 1, the previous iteration's output folder for iteration 2); layer: its hidden state.
     h_target_bits is the plug-in entropy of the ids over the training frames at the pretrained
-    encoder's frames (the targets it is trained on).
+    encoder's frames (the targets it is trained on). centroids [k, D]: given (e.g. those a run
+    fitted), they are assigned instead of fitting new ones.
     """
     from speechmi_jax.encoders.registry import load_encoder
     from speechmi_jax.features import extract_features
@@ -135,8 +136,9 @@ def cluster_targets(corpus, sets: dict[str, AudioSet], *, source: str, layer: in
         return np.asarray(feats.hidden[layer, feats.utt_offsets[u]:feats.utt_offsets[u + 1]], np.float32)
 
     train = sets["train"]
-    centroids = fit_codes(np.concatenate([utt_frames(uid) for uid in train.ids]), k, seed=seed,
-                          iters=iters, max_frames=max_frames)
+    if centroids is None:
+        centroids = fit_codes(np.concatenate([utt_frames(uid) for uid in train.ids]), k, seed=seed,
+                              iters=iters, max_frames=max_frames)
     for s in sets.values():
         s.codes = []
         for uid, wav in zip(s.ids, s.audio):

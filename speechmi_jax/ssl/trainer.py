@@ -23,10 +23,12 @@ that differ in seed, learning rate, mask probability or APC shift n (``config.po
   optimiser state, EMA teacher, key and step (``keep`` newest). A rerun restores the newest step
   saved by every member, drops later metrics records and replays: batches and keys are functions
   of (seed, step), so the result is identical to an uninterrupted run.
-* at the end each member's encoder is exported (``model/config.json`` + ``model/model.safetensors``).
+* at the end each member's encoder is exported (``model/config.json`` + ``model/model.safetensors``);
+  with ``config.export_checkpoints`` also at every checkpoint step (``models/step<N>/``), so the
+  models along training outlive ``keep_checkpoints``.
 
-Layout of ``out_dir``: ``pretrain_config.json``, and for P = 1 ``metrics.jsonl``,
-``checkpoints/``, ``model/``; for P > 1 the same under ``member-<i>/``.
+Layout of ``out_dir``: ``pretrain_config.json``, ``targets.npz`` (HuBERT: the k-means centroids), and for P = 1 ``metrics.jsonl``,
+``checkpoints/``, ``model/`` (and ``models/step<N>/``); for P > 1 the same under ``member-<i>/``.
 """
 
 from __future__ import annotations
@@ -96,8 +98,9 @@ def validate_config(config):
     return config
 
 
-def build_task(config, corpus, sets, out_dir: Path):
-    """The task of ``config.objective`` (fits cluster targets for HuBERT)."""
+def build_task(config, corpus, sets, out_dir: Path, centroids=None):
+    """The task of ``config.objective`` (fits cluster targets for HuBERT, or assigns the given
+    ``centroids`` [K, D])."""
     obj, m = config.objective, config.model
     if obj in ("apc", "vqapc"):
         arch = models.w2v.causal_arch(**dict(m.causal))
@@ -117,7 +120,10 @@ def build_task(config, corpus, sets, out_dir: Path):
             corpus, sets, source=t.source, layer=t.layer, k=t.k, dst_rate=16000 / arch.hop,
             dst_offset_s=arch.receptive_field / 2 / 16000,
             num_frames_fn=lambda n: models.w2v.num_frames(arch, n), cache_dir=out_dir / "cache",
-            seed=t.seed, iters=t.iters, max_frames=t.max_frames)
+            seed=t.seed, iters=t.iters, max_frames=t.max_frames, centroids=centroids)
+        # The fitted centroids, to recompute the targets of other audio later (e.g. a model card).
+        np.savez(out_dir / "targets.npz", centroids=np.asarray(info["centroids"]), source=str(t.source),
+                 layer=t.layer, h_target_bits=info["h_target_bits"])
         task = models.MaskedTask(obj, task.hf_config, mask_span=config.mask_span, num_codes=t.k,
                                  h_target_bits=info["h_target_bits"])
     return task
@@ -334,6 +340,9 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
             if done % config.checkpoint_every == 0 or done == config.steps:
                 for i, mgr in enumerate(managers):
                     mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
+                    if config.get("export_checkpoints", False):
+                        task.export(jax.device_get(_slice(state["params"], i)),
+                                    dirs[i] / "models" / f"step{done}")
     finally:
         if bar is not None:
             bar.close()

@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every = 100
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
+    c.export_checkpoints = False  # True: also export the encoder at every checkpoint (models/step<N>/)
     c.seed = 0  # data order
     c.p_psi = "gaussian"
     c.mask_span = 10

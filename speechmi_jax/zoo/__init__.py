@@ -1,0 +1,93 @@
+"""The model zoo: small self-supervised encoders this repository trains and ships.
+
+Each model lives in ``speechmi_jax/zoo/<name>/``:
+
+* ``step<N>/config.json`` + ``step<N>/model.safetensors`` (float16): the encoder exported at
+  training step N (every checkpoint of the run; the largest N is the final model; ``step0`` is
+  the run's initialisation, the model's own random-init control);
+* ``card.json`` / ``card.md``: the model card (data, command, steps, wall time, machine, final
+  dev bound and H(Z_target), parameters, the checkpoints shipped, the recorded dev metric);
+* ``objective.safetensors``: the final model's full training parameters (encoder, heads, VQ,
+  mask embedding; data2vec's EMA teacher) and the dev slice's HuBERT targets, from which
+  :func:`recompute_dev_metric` reproduces the dev metric recorded in the card.
+
+Names: ``"<name>"`` is the final model, ``"<name>@step<N>"`` a checkpoint along training
+(``smi.load_encoder("apc-small@step600")``). ``random:<arch>@<seed>`` keeps its meaning: zoo
+names never start with ``random:``. Trained and shipped by ``experiments/train_zoo.sh`` and
+``python -m speechmi_jax.zoo.ship`` (README, "Model zoo").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ZOO_DIR = Path(__file__).parent
+_STEP = re.compile(r"step(\d+)")
+
+
+def names() -> list[str]:
+    """The shipped models (folders holding a ``card.json``), sorted."""
+    return sorted(p.parent.name for p in ZOO_DIR.glob("*/card.json"))
+
+
+def steps(name: str) -> list[int]:
+    """The training steps of ``name``'s shipped checkpoints, ascending (the last is the final model)."""
+    if name not in names():
+        raise KeyError(f"{name!r} is not a zoo model; the zoo holds {names()}")
+    return sorted(int(m.group(1)) for p in (ZOO_DIR / name).iterdir()
+                  if p.is_dir() and (m := _STEP.fullmatch(p.name)))
+
+
+def entries() -> list[str]:
+    """Every loadable zoo name: each model, then each of its checkpoints as ``<name>@step<N>``."""
+    out = []
+    for n in names():
+        out += [n] + [f"{n}@step{s}" for s in steps(n)]
+    return out
+
+
+def is_zoo_name(spec: str) -> bool:
+    """True when ``spec`` names a zoo model (``<name>`` or ``<name>@...``); it may still be a bad step."""
+    return spec.partition("@")[0] in names()
+
+
+def resolve(spec: str) -> Path:
+    """``"<name>"`` -> the final model's folder; ``"<name>@step<N>"`` -> that checkpoint's folder."""
+    name, at, step = spec.partition("@")
+    available = steps(name)
+    if not at:
+        return ZOO_DIR / name / f"step{available[-1]}"
+    m = _STEP.fullmatch(step)
+    if not m or int(m.group(1)) not in available:
+        raise ValueError(f"{spec!r}: unknown checkpoint {step!r}; expected {name}@step<N> with N one "
+                         f"of {available}")
+    return ZOO_DIR / name / step
+
+
+def card(name: str) -> dict:
+    """The model card of ``name`` (``card.json``)."""
+    if name not in names():
+        raise KeyError(f"{name!r} is not a zoo model; the zoo holds {names()}")
+    return json.loads((ZOO_DIR / name / "card.json").read_text())
+
+
+def recompute_dev_metric(name: str) -> dict:
+    """The objective's dev metrics of ``name``'s final weights on the card's dev slice."""
+    from speechmi_jax.zoo import metric
+
+    return metric.recompute(ZOO_DIR / name, card(name))
+
+
+def table() -> str:
+    """A markdown table of the zoo from the cards (README, "Model zoo")."""
+    rows = ["| model | objective | params | checkpoints | wall time (s) | final dev bound (bits) | "
+            "H(Z_target) (bits) | dev loss |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for n in names():
+        c = card(n)
+        f = c["final_dev"]
+        rows.append(f"| `{n}` | {c['objective']} | {c['parameters']:,} | {', '.join(map(str, c['checkpoints']))} "
+                    f"| {c['wall_time_s']:.0f} | {f['bound_bits']:.3f} | {f['h_target_bits']:.3f} "
+                    f"| {f['loss']:.4f} |")
+    return "\n".join(rows)

@@ -1,0 +1,86 @@
+"""A zoo model's recorded dev metric: its objective's dev loss and bound, recomputed from weights.
+
+The slice is small and fixed so the check runs in seconds: the first ``dev_slice.utterances``
+utterances of the bundled corpus's dev split, each cropped to its first ``crop_seconds``, one
+batch (:func:`speechmi_jax.ssl.data.dev_batches`), evaluated like the trainer's dev records
+(``train=False``, the eval key of member 0, its hyperparameters). HuBERT targets are the run's
+own k-means centroids (stored in ``objective.safetensors``) assigned on the slice's frames of the
+target source (MFCC, or the zoo's iteration-1 model). The objective's weights are the shipped
+float16 ones, so the value recorded at shipping time is what these weights give.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+OBJECTIVE_FILE = "objective.safetensors"
+METRICS = ("loss", "nll_bits", "h_target_bits", "bound_bits")
+
+
+def save_objective(path: Path, params, aux, centroids=None) -> None:
+    """Writes the trained params / aux trees (float16) and HuBERT centroids (float32)."""
+    from flax import traverse_util
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for prefix, tree in (("params", params), ("aux", aux)):
+        for k, v in traverse_util.flatten_dict(jax.device_get(tree), sep="/").items():
+            tensors[f"{prefix}/{k}"] = np.ascontiguousarray(np.asarray(v, np.float32).astype(np.float16))
+    if centroids is not None:
+        tensors["centroids"] = np.ascontiguousarray(np.asarray(centroids, np.float32))
+    save_file(tensors, str(path))
+
+
+def load_objective(path: Path):
+    """(params, aux, centroids or None) of :func:`save_objective`, float32."""
+    from flax import traverse_util
+    from safetensors.numpy import load_file
+
+    flat = load_file(str(path))
+    trees = {"params": {}, "aux": {}}
+    for k, v in flat.items():
+        prefix, _, rest = k.partition("/")
+        if prefix in trees:
+            trees[prefix][rest] = jnp.asarray(v, jnp.float32)
+    unflat = {p: traverse_util.unflatten_dict(t, sep="/") for p, t in trees.items()}
+    return unflat["params"], unflat["aux"], flat.get("centroids")
+
+
+def config_for_slice(card: dict) -> ml_collections.ConfigDict:
+    """The run's pretraining config, its HuBERT target source made loadable here (a zoo name)."""
+    config = ml_collections.ConfigDict(card["config"])
+    if config.objective == "hubert" and card.get("targets_source"):
+        config.targets.source = card["targets_source"]
+    return config
+
+
+def evaluate(config, params, aux, centroids, slice_spec: dict) -> dict:
+    """The objective's metrics {loss, nll_bits, h_target_bits, bound_bits} on the dev slice."""
+    from speechmi_jax.data.corpus import load_corpus
+    from speechmi_jax.ssl import data as data_lib
+    from speechmi_jax.ssl import models, trainer
+
+    corpus = load_corpus(slice_spec["corpus"])
+    dev = data_lib.load_split(corpus, slice_spec["split"], slice_spec["utterances"])
+    with tempfile.TemporaryDirectory() as tmp:
+        task = trainer.build_task(config, corpus, {"train": dev, "dev": dev}, Path(tmp),
+                                  centroids=centroids)
+    crop = int(round(slice_spec["crop_seconds"] * 16000)) // task.frame_hop * task.frame_hop
+    code_frames = int(models.w2v.num_frames(task.arch, np.asarray(crop))) if task.has_codes else 0
+    batch = data_lib.dev_batches(dev, len(dev), crop, task.frame_hop, code_frames, 1)[0]
+    member = trainer.population(config)[0]
+    hp = {k: v[0] for k, v in trainer._hp_arrays([member], config).items()}
+    key = jax.random.fold_in(jax.random.PRNGKey(member["seed"]), trainer._EVAL_FOLD)
+    _, m = jax.jit(lambda p, a, b: task.loss(p, a, b, key, hp, False))(params, aux, batch)
+    return {k: float(m[k]) for k in METRICS}
+
+
+def recompute(model_dir: Path, card: dict) -> dict:
+    params, aux, centroids = load_objective(model_dir / OBJECTIVE_FILE)
+    return evaluate(config_for_slice(card), params, aux, centroids, card["dev_slice"])

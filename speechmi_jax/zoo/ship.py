@@ -1,0 +1,201 @@
+"""Copies trained zoo runs into the package (float16) and writes their model cards.
+
+    python -m speechmi_jax.zoo.ship --runs runs/zoo --pretrain-dir "$PRETRAIN_DIR" \
+        --recipe "PRETRAIN_DIR=... STEPS=2400 CKPT=600 EVAL=200 experiments/train_zoo.sh"
+
+For each run folder ``RUNS/<name>`` written by ``experiments/train_zoo.sh``: every exported
+checkpoint ``models/step<N>/`` becomes ``speechmi_jax/zoo/<name>/step<N>/`` (weights as float16;
+``step0`` is the run's initialisation, the random-init control),
+the final Orbax checkpoint's full parameters become ``objective.safetensors``, and
+``card.json`` / ``card.md`` record the data, command, steps, wall time, machine, the final dev
+record of ``metrics.jsonl`` and the dev metric recomputed from the shipped weights on a fixed
+slice of the bundled corpus (:mod:`speechmi_jax.zoo.metric`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from speechmi_jax.zoo import ZOO_DIR
+from speechmi_jax.zoo import metric
+
+# The zoo's models: name -> (recipe key in experiments/train_zoo.sh, one line of description).
+MODELS = {
+    "apc-small": ("apc", "APC: causal transformer on log-mel predicting frame t+3 (L1)"),
+    "vqapc-small": ("vqapc", "VQ-APC: APC with a 32-code Gumbel VQ on the last layer"),
+    "hubert-it1-small": ("hubert-it1", "MLM iteration 1: masked prediction of k-means (K=50) ids of MFCC"),
+    "hubert-it2-small": ("hubert-it2", "MLM iteration 2: masked prediction of k-means (K=50) ids of "
+                                       "hubert-it1-small's layer 2"),
+    "data2vec-small": ("data2vec", "data2vec: masked student regresses the EMA teacher's top-2 layers"),
+}
+DEV_SLICE = {"corpus": "bundled", "split": "dev", "utterances": 8, "crop_seconds": 1.0}
+TOLERANCE = {"rel": 1e-3, "abs": 1e-3}  # recomputed vs recorded dev metric (float32 CPU)
+
+
+def _fp16_copy(src: Path, dst: Path) -> int:
+    """config.json + model.safetensors (float32 -> float16); returns the parameter count."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "config.json", dst / "config.json")
+    with safe_open(str(src / "model.safetensors"), "np") as f:
+        meta = f.metadata()
+    tensors = load_file(str(src / "model.safetensors"))
+    save_file({k: np.ascontiguousarray(v.astype(np.float16) if v.dtype == np.float32 else v)
+               for k, v in tensors.items()}, str(dst / "model.safetensors"), metadata=meta)
+    return int(sum(v.size for v in tensors.values()))
+
+
+def _export_init(config: dict, dst: Path) -> None:
+    """The run's initialisation (its member seed), exported like a checkpoint: ``step0``, the
+    model's own random-init control. HuBERT's init needs only K (the backbone's init does not
+    depend on the head), so no targets are fitted."""
+    import tempfile
+
+    import jax
+    import ml_collections
+
+    from speechmi_jax.ssl import models, trainer
+
+    cfg = ml_collections.ConfigDict(config)
+    if cfg.objective == "hubert":
+        task = models.MaskedTask("hubert", json.dumps(dict(cfg.model.hf_config), sort_keys=True),
+                                 num_codes=cfg.targets.k)
+    else:
+        task = trainer.build_task(cfg, None, None, dst)
+    params, _ = task.init(jax.random.PRNGKey(trainer.population(cfg)[0]["seed"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        task.export(jax.device_get(params), Path(tmp))
+        _fp16_copy(Path(tmp), dst)
+
+
+def _final_state(run: Path):
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager((run / "checkpoints").absolute()) as mgr:
+        step = mgr.latest_step()
+        state = mgr.restore(step, args=ocp.args.StandardRestore())
+    return state, step
+
+
+def ship_one(name: str, run: Path, pretrain_dir: Path, recipe: str, zoo_dir: Path = ZOO_DIR) -> dict:
+    config = json.loads((run / "pretrain_config.json").read_text())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    final = records[-1]
+    out = zoo_dir / name
+    if out.exists():
+        shutil.rmtree(out)
+    exported = sorted((p for p in (run / "models").iterdir() if p.name.startswith("step")),
+                      key=lambda p: int(p.name[4:]))
+    params_count = 0
+    for p in exported:
+        params_count = _fp16_copy(p, out / p.name)
+    _export_init(config, out / "step0")
+
+    state, step = _final_state(run)
+    if step != config["steps"]:
+        raise ValueError(f"{run}: newest checkpoint is step {step}, the run has {config['steps']} steps")
+    centroids, targets_source = None, None
+    if config["objective"] == "hubert":
+        centroids = np.load(run / "targets.npz")["centroids"]
+        src = config["targets"]["source"]
+        # Iteration 2's source is iteration 1's exported model: the zoo's copy of it.
+        targets_source = Path(src).parent.name if Path(src).parent.name in MODELS else src
+    metric.save_objective(out / metric.OBJECTIVE_FILE, state["params"], state["aux"], centroids)
+
+    meta = json.loads((pretrain_dir / "metadata.json").read_text())
+    wall = (run / "model" / "model.safetensors").stat().st_mtime - (run / "pretrain_config.json").stat().st_mtime
+    card = {
+        "name": name,
+        "description": MODELS[name][1],
+        "objective": config["objective"],
+        "data": {"manifest": "$PRETRAIN_DIR/manifest.tsv",
+                 "build_command": meta["build_command"],
+                 "content_hash": (pretrain_dir / "HASH").read_text().split()[0],
+                 "hours": round(meta["total_duration_s"] / 3600, 3),
+                 "utterances": meta["num_utterances"], "train_split": config["train_split"],
+                 "dev_split": config["dev_split"]},
+        "command": f"{recipe} {MODELS[name][0]}",
+        "steps": config["steps"],
+        "checkpoints": [0] + [int(p.name[4:]) for p in exported],  # 0: the initialisation
+        "batch": f"{config['batch_size']} x {config['crop_seconds']} s crops",
+        "wall_time_s": round(wall, 1),
+        "machine": (f"{os.cpu_count()}-core CPU ({platform.machine()}), shared with other jobs "
+                    f"(loaded; up to 4 trainings at once), jax {__import__('jax').__version__}"),
+        "parameters": params_count,
+        "weights": "float16 safetensors",
+        "final_dev": {k: final.get(f"dev_{k}") for k in
+                      ("loss", "nll_bits", "h_target_bits", "bound_bits", "perplexity", "masked_acc",
+                       "target_var")},
+        "final_train_loss": final.get("train_loss"),
+        "collapse": final.get("collapse", False),
+        "dev_slice": DEV_SLICE,
+        "tolerance": TOLERANCE,
+        "targets_source": targets_source,
+        "config": config,
+    }
+    card["final_dev"] = {k: v for k, v in card["final_dev"].items() if v is not None}
+    # The recorded metric comes from the shipped (float16) weights, read back as the test reads them.
+    card["dev_slice_metric"] = metric.recompute(out, card)
+    (out / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    (out / "card.md").write_text(render_card(card, out))
+    for f in out.rglob("*"):  # safetensors writes 0600 files
+        f.chmod(0o755 if f.is_dir() else 0o644)
+    return card
+
+
+def render_card(c: dict, out: Path) -> str:
+    d, f = c["data"], c["final_dev"]
+    size = sum(p.stat().st_size for p in out.glob("step*/model.safetensors"))
+    lines = [
+        f"# {c['name']}", "", c["description"] + ".", "",
+        f"- Load: `smi.load_encoder(\"{c['name']}\")` (step {c['checkpoints'][-1]}), or "
+        f"`\"{c['name']}@step<N>\"` with N in {c['checkpoints']} (step 0: the run's initialisation, "
+        f"this model's random-init control).",
+        f"- Data: the offline pretraining set `{d['manifest']}` ({d['hours']} h, {d['utterances']} "
+        f"utterances, content hash `{d['content_hash']}`), built by `{d['build_command']}`; trained "
+        f"on split `{d['train_split']}`, dev records on `{d['dev_split']}`.",
+        f"- Command: `{c['command']}` (the full config is `config` in card.json).",
+        f"- Steps: {c['steps']}, batches of {c['batch']}; wall time {c['wall_time_s']:.0f} s on "
+        f"{c['machine']}.",
+        f"- Parameters: {c['parameters']:,} ({c['weights']}; {size / 1e6:.2f} MB for the "
+        f"{len(c['checkpoints'])} checkpoints).",
+        f"- Final dev record (metrics.jsonl, step {c['steps']}): loss {f['loss']:.4f}, "
+        f"H(Z_target) {f['h_target_bits']:.3f} bits, bound {f['bound_bits']:.3f} bits"
+        + "".join(f", {k} {f[k]:.3f}" for k in ("perplexity", "masked_acc", "target_var") if k in f)
+        + (", collapse flagged" if c["collapse"] else "") + ".",
+        f"- Recorded dev metric (shipped weights, {c['dev_slice']['utterances']} x "
+        f"{c['dev_slice']['crop_seconds']} s of the bundled corpus's `{c['dev_slice']['split']}` "
+        f"split): " + ", ".join(f"{k} {v:.5f}" for k, v in c["dev_slice_metric"].items())
+        + f"; reproduced by tests/test_zoo.py within rel {c['tolerance']['rel']:g} / abs "
+        f"{c['tolerance']['abs']:g}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", required=True, type=Path, help="the RUNS folder of experiments/train_zoo.sh")
+    p.add_argument("--pretrain-dir", required=True, type=Path, help="the pretraining set's folder")
+    p.add_argument("--recipe", required=True, help="the train_zoo.sh invocation, recorded in the cards")
+    p.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help="where to ship (default: the package's zoo)")
+    p.add_argument("names", nargs="*", default=list(MODELS), help=f"default: {list(MODELS)}")
+    a = p.parse_args(argv)
+    for name in a.names:
+        if name not in MODELS:
+            raise SystemExit(f"unknown zoo model {name!r}; expected one of {list(MODELS)}")
+        card = ship_one(name, a.runs / name, a.pretrain_dir, a.recipe, a.zoo_dir)
+        print(f"{name}: {card['parameters']:,} params, checkpoints {card['checkpoints']}, final dev bound "
+              f"{card['final_dev']['bound_bits']:.3f} bits, slice metric {card['dev_slice_metric']}")
+
+
+if __name__ == "__main__":
+    main()

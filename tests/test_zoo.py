@@ -1,0 +1,112 @@
+"""The model zoo: every shipped name loads and is listed; each model's final weights reproduce the
+dev metric recorded in its card; checkpoints along training are different models; the recipe
+(``experiments/train_zoo.sh`` + ``speechmi_jax.zoo.ship``) trains, exports every checkpoint and
+ships a loadable model with a card whose metric the shipped weights reproduce."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import speechmi_jax as smi
+from speechmi_jax import cli, zoo
+from speechmi_jax.zoo import metric
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = {"apc", "vqapc", "hubert", "data2vec"}
+
+
+def _close(got: dict, want: dict, tol: dict):
+    for k, v in want.items():
+        assert abs(got[k] - v) <= tol["abs"] + tol["rel"] * abs(v), (k, got[k], v)
+
+
+def test_zoo_ships_enough_models_and_checkpoints():
+    names = zoo.names()
+    assert {zoo.card(n)["objective"] for n in names} >= FAMILIES and len(names) >= 5
+    for n in names:
+        card, steps = zoo.card(n), zoo.steps(n)
+        # step 0 (the initialisation, the random-init control) and >= 4 checkpoints along training
+        assert steps[0] == 0 and len(steps) >= 5 and steps == card["checkpoints"] and steps[-1] == card["steps"]
+        size = sum(p.stat().st_size for p in (zoo.ZOO_DIR / n).rglob("*.safetensors"))
+        assert size <= 10e6, (n, size)
+        for key in ("bound_bits", "h_target_bits", "loss"):
+            assert np.isfinite(card["final_dev"][key])
+        assert card["data"]["content_hash"] and card["wall_time_s"] > 0 and card["parameters"] > 0
+        assert (zoo.ZOO_DIR / n / "card.md").read_text().startswith(f"# {n}")
+
+
+def test_available_encoders_and_cli_list_every_builtin_and_zoo_name():
+    names = smi.available_encoders()
+    assert {"logmel", "mfcc", "whisper-tiny.en", "random:hubert-base"} <= set(names)
+    for n in zoo.names():
+        assert n in names and all(f"{n}@step{s}" in names for s in zoo.steps(n))
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert cli.main(["encoders"]) == 0
+    assert [line.split()[0] for line in buf.getvalue().splitlines()] == names
+
+
+def test_every_zoo_name_loads_and_checkpoints_differ():
+    wav = np.asarray(np.random.default_rng(0).normal(0, 0.1, (1, 8000)), np.float32)
+    for n in zoo.names():
+        cfg = json.loads((zoo.resolve(n) / "config.json").read_text())
+        first = None
+        for s in zoo.steps(n):
+            enc = smi.load_encoder(f"{n}@step{s}")
+            assert enc.hidden_size == cfg["hidden_size"]
+            if s in (zoo.steps(n)[0], zoo.steps(n)[-1]):
+                h = np.asarray(enc(wav, [8000]).hidden_states)
+                assert h.shape[0] == enc.num_layers + 1 and np.isfinite(h).all()
+                if first is None:
+                    first = h
+                else:  # training moved the weights between the first and the last checkpoint
+                    assert np.abs(h[-1] - first[-1]).max() > 1e-2
+        final = smi.load_encoder(n)
+        assert final.num_layers == enc.num_layers and zoo.resolve(n) == zoo.resolve(f"{n}@step{s}")
+    with pytest.raises(ValueError, match=r"unknown checkpoint 'step1'.*@step<N>"):
+        smi.load_encoder(f"{zoo.names()[0]}@step1")
+    with pytest.raises(ValueError, match="random:<arch>"):  # '@' after random: stays a seed
+        smi.load_encoder("random:nonexistent@1")
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_shipped_model_reproduces_its_recorded_dev_metric(name):
+    card = zoo.card(name)
+    got = zoo.recompute_dev_metric(name)
+    _close(got, card["dev_slice_metric"], card["tolerance"])
+    if card["objective"] == "apc":  # the check can fail: zeroing the head changes the loss
+        params, aux, centroids = metric.load_objective(zoo.ZOO_DIR / name / metric.OBJECTIVE_FILE)
+        params["head"]["kernel"] = params["head"]["kernel"] * 0
+        bad = metric.evaluate(metric.config_for_slice(card), params, aux, centroids, card["dev_slice"])
+        assert abs(bad["loss"] - got["loss"]) > 10 * card["tolerance"]["abs"]
+
+
+def test_recipe_trains_exports_checkpoints_and_ships(tmp_path):
+    bundled = ROOT / "speechmi_jax" / "data" / "bundled"
+    env = dict(os.environ, PRETRAIN_DIR=str(bundled), RUNS=str(tmp_path / "runs"), STEPS="4", CKPT="2",
+               EVAL="2")
+    subprocess.run(["bash", "experiments/train_zoo.sh", "apc"], check=True, cwd=ROOT, env=env,
+                   capture_output=True)
+    run = tmp_path / "runs" / "apc-small"
+    assert sorted(p.name for p in (run / "models").iterdir()) == ["step2", "step4"]
+    # The bundled corpus stands in for the pretraining set: give it the set's metadata files.
+    fake = tmp_path / "set"
+    fake.mkdir()
+    (fake / "HASH").write_text("0" * 64 + "\n")
+    (fake / "metadata.json").write_text(json.dumps(
+        {"build_command": "bundled", "total_duration_s": 3600.0, "num_utterances": 1}))
+    from speechmi_jax.zoo import ship
+
+    card = ship.ship_one("apc-small", run, fake, "recipe", tmp_path / "zoo")
+    assert card["checkpoints"] == [0, 2, 4] and card["final_dev"]["loss"] > 0
+    out = tmp_path / "zoo" / "apc-small"
+    _close(metric.recompute(out, card), card["dev_slice_metric"], card["tolerance"])
+    enc = smi.load_encoder(out / "step2")
+    assert enc.num_layers == 3 and enc.hidden_size == 128
