@@ -30,19 +30,9 @@ import numpy as np
 
 from speechmi_jax import units
 from speechmi_jax.estimators import api, bank, known, probe
+from timing import median_seconds  # benchmarks/timing.py
 
 L, P, D, C, B = 13, 8, 768, 40, 4096
-
-
-def _time(fn, repeats: int) -> float:
-    """Median seconds of fn() (which must block) after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def matmul_peak() -> float:
@@ -50,7 +40,7 @@ def matmul_peak() -> float:
     n = 2048
     a = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda x: x @ x)
-    return 2 * n**3 / _time(lambda: f(a).block_until_ready(), 5) / 1e9
+    return 2 * n**3 / median_seconds(lambda: f(a).block_until_ready(), 5) / 1e9
 
 
 def bench_step():
@@ -71,7 +61,7 @@ def bench_step():
         state[:] = step(state[0], state[1], batch)
         jax.block_until_ready(state)
 
-    t_bank = _time(banked, 5)
+    t_bank = median_seconds(banked, 5)
 
     # (i) each probe its own jitted step (the same kernel with L = P = 1), looped in Python.
     one_grid = bank.Grid.product([1e-3])
@@ -85,7 +75,7 @@ def bench_step():
             s[:] = step1(s[0], s[1], layer_batches[i // P])
         jax.block_until_ready(singles)
 
-    t_loop = _time(looped, 3)
+    t_loop = median_seconds(looped, 3)
 
     # (ii) PyTorch: one nn.Linear + Adam per probe.
     import torch
@@ -102,12 +92,12 @@ def bench_step():
             torch.nn.functional.cross_entropy(h(tx[i // P]), ty).backward()
             o.step()
 
-    t_torch = _time(torch_loop, 3)
+    t_torch = median_seconds(torch_loop, 3)
     peak = matmul_peak()
     # The bank's own matmul shape, forward only: [B, D] x [D, P * C] per layer.
     w = jnp.zeros((L, D, P * C), jnp.float32)
     fwd = jax.jit(lambda x, w: jnp.einsum("lnd,ldk->lnk", x, w))
-    shape_peak = 2 * B * D * C * P * L / _time(lambda: fwd(x, w).block_until_ready(), 5) / 1e9
+    shape_peak = 2 * B * D * C * P * L / median_seconds(lambda: fwd(x, w).block_until_ready(), 5) / 1e9
     print(f"torch threads {torch.get_num_threads()}; float32 matmul peak {peak:.1f} GFLOP/s (2048^3), "
           f"{shape_peak:.1f} GFLOP/s for the bank's shape ({L} x [{B}, {D}] x [{D}, {P * C}])")
     print("| implementation | s / step (104 probes) | GFLOP/s | % of 2048^3 peak | % of same-shape matmul "

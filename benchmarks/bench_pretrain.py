@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -29,18 +28,9 @@ import numpy as np
 from speechmi_jax.configs.pretrain import apc as apc_cfg, hubert as hubert_cfg
 from speechmi_jax.encoders import audio_features as af
 from speechmi_jax.ssl import models, trainer
+from timing import median_seconds  # benchmarks/timing.py
 
 B, S = 8, 16000
-
-
-def _median(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def jax_step_seconds(task, config, members, repeats, batch):
@@ -54,7 +44,7 @@ def jax_step_seconds(task, config, members, repeats, batch):
     def run():
         box["s"], m = step(box["s"], batch, hp)
         jax.block_until_ready(m)
-    return _median(run, repeats)
+    return median_seconds(run, repeats)
 
 
 def torch_apc_seconds(config, repeats, audio):
@@ -98,7 +88,7 @@ def torch_apc_seconds(config, repeats, audio):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return _median(run, repeats)
+    return median_seconds(run, repeats)
 
 
 def torch_mlm_seconds(config, repeats, audio, k):
@@ -121,7 +111,7 @@ def torch_mlm_seconds(config, repeats, audio, k):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return _median(run, repeats)
+    return median_seconds(run, repeats)
 
 
 def main():

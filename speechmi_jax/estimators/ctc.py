@@ -153,27 +153,6 @@ class CTCSplit:
     name: str = "split"
 
 
-@dataclasses.dataclass(frozen=True)
-class CTCSplit:
-    """One split of a feature cache, as the cache stores it.
-
-    hidden:      [L+1, N, D] array-like (an ``np.memmap`` in float16 is fine): all frames of
-                 all utterances, utterance ``u`` at frames ``utt_offsets[u]:utt_offsets[u+1]``.
-    utt_offsets: int [U+1].
-    targets:     U int arrays of phone ids (see :func:`ctc_targets`), or None for utterances
-                 never selected.
-    utts:        indices of the utterances that form this split (default: all U), so train,
-                 dev and test can share one cache.
-    name:        used in error messages.
-    """
-
-    hidden: object
-    utt_offsets: np.ndarray
-    targets: Sequence[Optional[np.ndarray]]
-    utts: Optional[np.ndarray] = None
-    name: str = "split"
-
-
 def splits_from_features(features, *, train: str = "train", dev="dev", test: str = "test",
                          targets: Optional[Sequence[np.ndarray]] = None,
                          silence: str = "sil", seed: int = 0) -> tuple[CTCSplit, CTCSplit, CTCSplit]:
