@@ -84,6 +84,7 @@ def main():
     ap.add_argument("--out", required=True, help="run directory for the demo (must not exist)")
     ap.add_argument("--smoke", action="store_true", help="demo --smoke and two small encoders")
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--skip-encoders", action="store_true", help="the demo only (no part 2)")
     args = ap.parse_args()
     out = Path(args.out)
     print(f"machine: {os.cpu_count()} cores, {cpu_name()}")
@@ -100,6 +101,8 @@ def main():
               f"({100 * d['estimators_s'] / total:.0f} %)")
         for enc, t in d["per_encoder"].items():
             print("  " + enc + ": " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()))
+    if args.skip_encoders:
+        return
     names = (["logmel", "random:whisper-tiny"] if args.smoke else
              ["logmel", "mfcc", "random:whisper-tiny", "random:whisper-base", "random:hubert-base",
               "random:wav2vec2-large"])
