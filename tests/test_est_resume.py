@@ -2,11 +2,9 @@
 a corrupt latest checkpoint falls back to the previous one with a warning."""
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import jax
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 
 from speechmi_jax.estimators import api
+from resume_testing import checkpoint_steps, kill_after_first_checkpoint
 
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, jax
@@ -45,10 +44,6 @@ def _run(tmp_path, ckpt):
     return out.stdout.strip().splitlines()[-1], out.stderr
 
 
-def _steps(ckpt: Path):
-    return sorted(int(p.name) for p in ckpt.glob("*") if p.name.isdigit())
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("ref"), "-")[0]
@@ -59,21 +54,14 @@ def test_sigkill_resume_then_corrupt_fallback(tmp_path, reference):
     ckpt = tmp_path / "ckpt"
     script = tmp_path / "sweep.py"
     script.write_text(SCRIPT)
-    child = subprocess.Popen([sys.executable, str(script), str(ckpt)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.monotonic() + 600
-    while not _steps(ckpt) and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    saved = _steps(ckpt)
+    saved = kill_after_first_checkpoint([sys.executable, str(script), str(ckpt)], ckpt, env=ENV)
     assert saved and max(saved) < 600, f"expected a mid-run checkpoint, found steps {saved}"
     resumed, _ = _run(tmp_path, str(ckpt))
     assert resumed == reference
 
     # 2. Overwrite every array file of the newest checkpoint with garbage of the same size: the
     # rerun warns, restores the previous checkpoint, replays the rest and ends the same.
-    steps = _steps(ckpt)
+    steps = checkpoint_steps(ckpt)
     assert len(steps) == 3 and steps[-1] == 600  # max_to_keep = 3
     for f in (ckpt / str(steps[-1]) / "state").rglob("*"):
         if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name:
@@ -85,7 +73,7 @@ def test_sigkill_resume_then_corrupt_fallback(tmp_path, reference):
     # The bad step was set aside (not deleted) and saved afresh by the replay: a third run
     # restores it without a warning.
     assert (ckpt / f"corrupt-{steps[-1]}" / "state").is_dir()
-    assert _steps(ckpt)[-1] == steps[-1]
+    assert checkpoint_steps(ckpt)[-1] == steps[-1]
     third, stderr = _run(tmp_path, str(ckpt))
     assert "falling back" not in stderr and third == reference
 
@@ -124,7 +112,7 @@ def test_truncated_checkpoint_falls_back_quietly(tmp_path):
     run = lambda: subprocess.run([sys.executable, str(script), str(ckpt)], capture_output=True, text=True,
                                  check=True, env=ENV)
     first = run()
-    newest = _steps(ckpt)[-1]
+    newest = checkpoint_steps(ckpt)[-1]
     data = [f for f in (ckpt / str(newest) / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
     assert newest == 60 and data
     for f in data:

@@ -7,10 +7,8 @@ VQ-APC, HuBERT iterations 1 and 2, data2vec, wav2vec 2.0) and the exported model
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from safetensors.numpy import load_file
 import speechmi_jax as smi
 from speechmi_jax import cli
 from speechmi_jax.ssl import trainer
+from resume_testing import kill_after_first_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
@@ -40,10 +39,6 @@ def _env(cache):
 
 def _records(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
-def _steps(ckpt: Path):
-    return sorted(int(p.name) for p in ckpt.glob("*") if p.name.isdigit())
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +86,8 @@ def test_population_equals_separate_runs(reference, tmp_path):
 def test_sigkill_mid_run_then_rerun_is_identical(reference):
     root, ref = reference
     out = root / "killed"
-    child = subprocess.Popen(_cmd(out), cwd=ROOT, env=_env(root / "jaxcache"),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = out / "member-1" / "checkpoints"
-    deadline = time.monotonic() + 600
-    while not _steps(ckpt) and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    saved = _steps(ckpt)
+    saved = kill_after_first_checkpoint(_cmd(out), ckpt, cwd=ROOT, env=_env(root / "jaxcache"))
     assert saved and max(saved) < STEPS, f"expected a mid-run checkpoint, found steps {saved}"
     assert not (out / "member-1" / "model").exists()
     subprocess.run(_cmd(out), check=True, cwd=ROOT, env=_env(root / "jaxcache"), capture_output=True)
