@@ -187,6 +187,19 @@ def correlate(x, y, method: str = "spearman", *, x_ci=None, y_ci=None, propagate
     return Correlation(method, r, ci, float(p), n, int(rb.size), ci_level, propagated, exact)
 
 
+def expected_sign(mx: str, my: str) -> int:
+    """+1 when both measures are "higher is better" (or both error rates), else -1."""
+    return 1 if MEASURES[mx].higher_is_better == MEASURES[my].higher_is_better else -1
+
+
+def verdict(c: Optional[Correlation], sign: int) -> str:
+    """``"agrees"`` / ``"disagrees"``: the coefficient has the expected ``sign`` / the opposite,
+    its CI excludes 0 and the permutation p <= 1 - ci_level; else ``"inconclusive"``."""
+    if c is None or c.r != c.r or not c.excludes_zero() or c.p_value > 1.0 - c.ci_level:
+        return "inconclusive"
+    return "agrees" if (c.r > 0) == (sign > 0) else "disagrees"
+
+
 # ----------------------------------------------------------------------------------------------
 # Levels over a results table.
 

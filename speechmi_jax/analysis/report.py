@@ -18,6 +18,9 @@ encoder's best layer). The verdict of a comparison uses Spearman:
 Propagating each point's own CI attenuates the resampled coefficients, so the interval of a
 perfect ranking (ρ = 1) can end below 1: it is deliberately conservative.
 
+When the results hold checkpoints of the shipped SSL zoo, the report opens with the
+model-selection verdict and the APC vs MLM table (:mod:`speechmi_jax.analysis.selection`).
+
 A "Saturation" section lists every label-free record above ``results.SATURATION`` (90 %) of
 its ceiling, and the tables mark them ⚠: such a figure is set by log2 K or H(codes), not by
 the layer.
@@ -32,6 +35,7 @@ from typing import Optional, Sequence
 
 from speechmi_jax.analysis import correlation as corr
 from speechmi_jax.analysis import plots
+from speechmi_jax.analysis import selection
 from speechmi_jax.analysis.results import MEASURES, SATURATION, Results, as_results, ceiling_fraction
 
 _DIGITS = {"bits": 3, "fraction": 3, "percent": 1}
@@ -77,10 +81,7 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        c = self.primary
-        if c.r != c.r or not c.excludes_zero() or c.p_value > 1.0 - c.ci_level:
-            return "inconclusive"
-        return "agrees" if (c.r > 0) == (self.expected_sign > 0) else "disagrees"
+        return corr.verdict(self.primary, self.expected_sign)
 
     def where(self) -> str:
         return {"within": f"across the layers of {self.encoder}",
@@ -95,15 +96,11 @@ def _kinds(res: Results) -> tuple[list[str], list[str]]:
             [m for m in ms if MEASURES[m].kind == "supervised"])
 
 
-def _expected_sign(a: str, b: str) -> int:
-    return 1 if MEASURES[a].higher_is_better == MEASURES[b].higher_is_better else -1
-
-
 def compare(res: Results, label_free: str, reference: str, *, num_bootstrap: int = 2000,
             num_permutations: int = 10000, seed: int = 0) -> list[Comparison]:
     """All levels of one label-free vs reference comparison (levels without 3 points skipped)."""
     kw = dict(num_bootstrap=num_bootstrap, num_permutations=num_permutations, seed=seed)
-    sign = _expected_sign(label_free, reference)
+    sign = corr.expected_sign(label_free, reference)
     out = []
     within = {m: corr.within_encoder(res, label_free, reference, m, **kw) for m in corr.METHODS}
     for enc in within[_PRIMARY]:
@@ -347,6 +344,8 @@ def write_report(results, out_dir: str | Path, *, num_bootstrap: int = 2000,
     lines = ["# speechmi_jax report", "",
              f"{len(res.records)} records: {len(res.encoders())} encoders "
              f"({', '.join(res.encoders())}), measures {', '.join(res.measures())}.", ""]
+    lines += selection.section(res, num_bootstrap=num_bootstrap, num_permutations=num_permutations,
+                               seed=seed)
     lines += _metadata_section(res)
     lines += _skipped_section(res)
     lines += _conclusions_section(comparisons, res)

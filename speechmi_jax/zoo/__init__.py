@@ -66,6 +66,19 @@ def resolve(spec: str) -> Path:
     return ZOO_DIR / name / step
 
 
+def parse(spec: str) -> tuple[str, int]:
+    """``"<name>"`` -> (name, final step); ``"<name>@step<N>"`` -> (name, N)."""
+    return spec.partition("@")[0], int(resolve(spec).name[4:])
+
+
+def weights_digest(spec: str) -> str:
+    """SHA-256 of the checkpoint's weights file: equal for checkpoints with equal weights
+    (two runs with one seed and one architecture share their ``step0``)."""
+    import hashlib
+
+    return hashlib.sha256((resolve(spec) / "model.safetensors").read_bytes()).hexdigest()
+
+
 def card(name: str) -> dict:
     """The model card of ``name`` (``card.json``)."""
     if name not in names():

@@ -86,6 +86,26 @@ def _final_state(run: Path):
     return state, step
 
 
+DEV_KEYS = ("loss", "nll_bits", "h_target_bits", "bound_bits", "perplexity", "masked_acc", "target_var")
+
+
+def dev_record(rec: dict) -> dict:
+    """The dev fields of one metrics.jsonl record, without the ``dev_`` prefix."""
+    return {k: rec[f"dev_{k}"] for k in DEV_KEYS if rec.get(f"dev_{k}") is not None}
+
+
+def checkpoint_dev(records: list[dict], checkpoint_steps: list[int]) -> dict:
+    """{str(step): dev record} at every shipped checkpoint (step 0: the initialisation's dev
+    record, written before the first step): the objective's own bound along training, which the
+    selection analysis (``analysis/selection.py``) uses as a label-free predictor."""
+    by_step = {r["step"]: r for r in records if "dev_bound_bits" in r}
+    missing = [s for s in checkpoint_steps if s not in by_step]
+    if missing:
+        raise ValueError(f"metrics.jsonl has no dev record at checkpoint steps {missing}; "
+                         f"eval_every must divide checkpoint_every")
+    return {str(s): dev_record(by_step[s]) for s in checkpoint_steps}
+
+
 def ship_one(name: str, run: Path, pretrain_dir: Path, recipe: str, zoo_dir: Path = ZOO_DIR) -> dict:
     config = json.loads((run / "pretrain_config.json").read_text())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
@@ -132,9 +152,8 @@ def ship_one(name: str, run: Path, pretrain_dir: Path, recipe: str, zoo_dir: Pat
                     f"(loaded; up to 4 trainings at once), jax {__import__('jax').__version__}"),
         "parameters": params_count,
         "weights": "float16 safetensors",
-        "final_dev": {k: final.get(f"dev_{k}") for k in
-                      ("loss", "nll_bits", "h_target_bits", "bound_bits", "perplexity", "masked_acc",
-                       "target_var")},
+        "final_dev": dev_record(final),
+        "checkpoint_dev": checkpoint_dev(records, [0] + [int(p.name[4:]) for p in exported]),
         "final_train_loss": final.get("train_loss"),
         "collapse": final.get("collapse", False),
         "dev_slice": DEV_SLICE,
@@ -142,7 +161,6 @@ def ship_one(name: str, run: Path, pretrain_dir: Path, recipe: str, zoo_dir: Pat
         "targets_source": targets_source,
         "config": config,
     }
-    card["final_dev"] = {k: v for k, v in card["final_dev"].items() if v is not None}
     # The recorded metric comes from the shipped (float16) weights, read back as the test reads them.
     card["dev_slice_metric"] = metric.recompute(out, card)
     (out / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")

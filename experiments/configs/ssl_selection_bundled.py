@@ -1,0 +1,33 @@
+"""Label-free model selection over the shipped SSL zoo: every (model, checkpoint, layer) of
+``speechmi_jax/zoo`` (5 models x 5 checkpoints, step 0 being each run's random-init control)
+and log-mel, through the demo's phone probe, its two label-free measures and linear-CTC PER,
+on the bundled corpus.
+
+The report's "SSL model selection" section answers: does the label-free measure's best layer
+fall within one layer of the best-PER layer; across (model, checkpoint) points, each at the
+layer the label-free measure picks, how do Kendall's tau and Spearman's rho against PER and
+phone MI come out (bootstrap CIs, permutation p); does the SSL objective's own logged dev bound
+predict them; and the APC vs MLM table with this run's numbers.
+
+    speechmi run experiments/configs/ssl_selection_bundled.py --out runs/ssl_selection
+    speechmi run experiments/configs/ssl_selection_bundled.py --smoke --out runs/ssl_selection_smoke
+"""
+
+from speechmi_jax import zoo
+from speechmi_jax.configs import demo
+
+MEASURES = ["phone", "infonce_next_k_aligned", "codes_next_k", "ctc"]
+
+
+def get_config(arg: str = ""):
+    if arg not in ("", "smoke"):
+        raise ValueError(f"ssl_selection_bundled: unknown config argument {arg!r}; "
+                         "expected '' or 'smoke'")
+    c = demo.get_config(arg)  # the demo's estimator settings (smoke: its tiny ones)
+    c.encoders = [f"{n}@step{s}" for n in zoo.names() for s in zoo.steps(n)] + ["logmel"]
+    c.measures = list(MEASURES)
+    c.speaker_domain = None
+    if arg == "smoke":
+        c.encoders = [f"{n}@step{s}" for n in zoo.names() for s in (0, zoo.steps(n)[-1])]
+        c.max_utterances_per_split = 12
+    return c

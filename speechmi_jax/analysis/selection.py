@@ -1,0 +1,354 @@
+"""Label-free model selection over the SSL zoo, and the APC vs MLM table, from a results table.
+
+The paper's practical claim (Liu, Yeh & Glass, ICASSP 2024): a label-free MI measure picks
+layers and models the way recognition does, so SSL models can be designed and selected without
+labels. Over the shipped zoo (:mod:`speechmi_jax.zoo`: each model's checkpoints along training,
+``<name>@step<N>``, step 0 being the run's initialisation) this module answers, for every
+label-free measure in the results:
+
+(a) **Layers.** Within each (model, checkpoint) point, does the label-free measure's best layer
+    fall within ``tolerance`` (1) of the layer with the lowest linear-CTC PER? With 4 layers a
+    layer drawn at random often does, so the figure comes with the rate chance reaches (each
+    point: the share of its layers within the tolerance of the best-PER layer) and the exact
+    probability of doing at least as well by chance (Poisson-binomial tail).
+(b) **Models.** Across the points, each at the layer the label-free measure picks: Kendall tau_b
+    and Spearman rho of the label-free value against the PER and against phone MI at that layer
+    (bootstrap CI, each point redrawn within its own CI; permutation p), with the report's
+    verdict (:func:`correlation.verdict`: expected sign, CI excludes 0, p <= 1 - level).
+(c) **The SSL objective's own bound** as a label-free predictor: the dev bound logged at that
+    checkpoint during pretraining (``card.json`` ``checkpoint_dev``) against the same
+    references, within each model across its checkpoints and pooled. The bounds of different
+    objectives bound different targets (APC's and data2vec's continuous-target entropies are
+    Gaussian estimates, HuBERT's are <= log2 K), so only the within-model ranking is a clean
+    test; the pooled one is shown for completeness.
+(d) **APC vs MLM**: the SSL-as-MI-bound table (DESIGN.md) filled with this run's numbers.
+
+Checkpoints with identical weights (two runs with one seed and architecture share their step 0)
+are one point: the first encoder name in the results stands for them. The zoo's cards are read
+from the installed package, so the results must come from the same zoo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from speechmi_jax import zoo
+from speechmi_jax.analysis import correlation as corr
+from speechmi_jax.analysis.results import MEASURES, Results, as_results
+
+PER = "ctc_per"
+PHONE = "phone_mi"
+REFERENCES = (PER, PHONE)
+METHODS = ("kendall", "spearman")
+FAMILY = {"apc": "APC", "vqapc": "APC", "hubert": "MLM", "data2vec": "MLM"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One (model, checkpoint) of the zoo as it appears in the results."""
+
+    model: str
+    step: int
+    encoder: str          # the results' encoder name
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}@step{self.step}"
+
+
+def zoo_points(results) -> list[Point]:
+    """The zoo checkpoints among the results' encoders, one per distinct weights file."""
+    res = as_results(results)
+    seen, out = set(), []
+    for enc in res.encoders():
+        if not zoo.is_zoo_name(enc):
+            continue
+        digest = zoo.weights_digest(enc)
+        if digest in seen:
+            continue
+        seen.add(digest)
+        name, step = zoo.parse(enc)
+        out.append(Point(name, step, enc))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# (a) best layer
+
+@dataclasses.dataclass(frozen=True)
+class LayerPick:
+    point: Point
+    label_free_layer: int
+    reference_layer: int
+    within: bool          # |label_free_layer - reference_layer| <= tolerance
+    chance: float         # share of the point's layers within tolerance of reference_layer
+
+
+def layer_agreement(res: Results, points, measure: str, reference: str = PER,
+                    tolerance: int = 1) -> list[LayerPick]:
+    out = []
+    for p in points:
+        b_lf, b_ref = corr.best_layer(res, p.encoder, measure), corr.best_layer(res, p.encoder, reference)
+        if b_lf is None or b_ref is None:
+            continue
+        layers = res.layers(p.encoder, reference)
+        near = sum(abs(l - b_ref.layer) <= tolerance for l in layers)
+        out.append(LayerPick(p, b_lf.layer, b_ref.layer, abs(b_lf.layer - b_ref.layer) <= tolerance,
+                             near / len(layers)))
+    return out
+
+
+def chance_tail(chances, hits: int) -> float:
+    """P(at least ``hits`` successes) for independent trials with success probabilities
+    ``chances`` (Poisson-binomial, exact by convolution)."""
+    dist = np.array([1.0])
+    for q in chances:
+        dist = np.convolve(dist, [1.0 - q, q])
+    return float(dist[hits:].sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# (b) models, each at its label-free layer; (c) the SSL bound
+
+@dataclasses.dataclass
+class Selection:
+    """``measure`` (label-free, or ``"ssl_bound"``) against ``reference`` across points."""
+
+    measure: str
+    reference: str
+    scope: str                          # "pooled" or a model name
+    rows: list                          # (Point, layer, x value, reference record)
+    coefs: dict                         # method -> Correlation
+    sign: int                           # the expected sign
+
+    @property
+    def verdict(self) -> str:
+        return corr.verdict(self.coefs[METHODS[0]], self.sign)
+
+
+def picked(res: Results, points, measure: str, reference: str) -> list[tuple]:
+    """(point, layer, label-free record, reference record) at the label-free measure's best layer."""
+    out = []
+    for p in points:
+        b = corr.best_layer(res, p.encoder, measure)
+        r = None if b is None else res.get(p.encoder, b.layer, reference)
+        if r is not None:
+            out.append((p, b.layer, b, r))
+    return out
+
+
+def _correlate(xs, ys, x_ci, y_ci, res, kw) -> dict:
+    return {m: corr.correlate(xs, ys, m, x_ci=x_ci, y_ci=y_ci, ci_level=res.ci_level, **kw)
+            for m in METHODS}
+
+
+def selection(res: Results, points, measure: str, reference: str, **kw) -> Optional[Selection]:
+    """(b): ``measure`` at its own best layer vs ``reference`` at that layer (None under 3 points)."""
+    rows = picked(res, points, measure, reference)
+    if len(rows) < 3:
+        return None
+    coefs = _correlate([r[2].value for r in rows], [r[3].value for r in rows],
+                       [r[2].ci for r in rows], [r[3].ci for r in rows], res, kw)
+    return Selection(measure, reference, "pooled", [(p, l, a.value, b) for p, l, a, b in rows],
+                     coefs, corr.expected_sign(measure, reference))
+
+
+def ssl_bound(point: Point) -> float:
+    """The objective's dev bound (bits) logged at this checkpoint during pretraining."""
+    c = zoo.card(point.model)
+    if "checkpoint_dev" not in c:
+        raise KeyError(f"zoo card of {point.model!r} has no checkpoint_dev (ship it with "
+                       "python -m speechmi_jax.zoo.ship)")
+    return float(c["checkpoint_dev"][str(point.step)]["bound_bits"])
+
+
+def ssl_bound_selections(res: Results, points, measure: str, reference: str,
+                         **kw) -> list[Selection]:
+    """(c): the logged SSL bound vs ``reference`` at ``measure``'s layer, pooled and per model."""
+    rows = picked(res, points, measure, reference)
+    sign = 1 if MEASURES[reference].higher_is_better else -1
+    out = []
+    scopes = [("pooled", rows)] + [(m, [r for r in rows if r[0].model == m])
+                                   for m in dict.fromkeys(r[0].model for r in rows)]
+    for scope, rs in scopes:
+        if len(rs) < 3:
+            continue
+        xs = [ssl_bound(r[0]) for r in rs]
+        coefs = _correlate(xs, [r[3].value for r in rs], None, [r[3].ci for r in rs], res, kw)
+        out.append(Selection("ssl_bound", reference, scope,
+                             [(p, l, x, b) for (p, l, _, b), x in zip(rs, xs)], coefs, sign))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# (d) APC vs MLM
+
+def _table1_columns(card: dict) -> tuple[str, str, str]:
+    """(views, Z_target, p_psi) of a zoo model, in the words of DESIGN.md's table."""
+    cfg, obj = card["config"], card["objective"]
+    if obj in ("apc", "vqapc"):
+        n = cfg["population"]["shift"][0]
+        via = f" through a {cfg['model']['vq_codes']}-code VQ" if obj == "vqapc" else ""
+        return (f"frames ≤ t{via} → frame t+{n}", "log-mel frame", "Gaussian on the residual")
+    if obj == "hubert":
+        src = card.get("targets_source") or cfg["targets"]["source"]
+        return ("unmasked frames → masked frame", f"k-means id (K = {cfg['targets']['k']}) of {src}",
+                "softmax over K codes")
+    if obj == "data2vec":
+        return ("masked student → EMA teacher",
+                f"mean of the teacher's top-{cfg['data2vec']['top_k']} layers",
+                "diagonal Gaussian on the residual")
+    return ("?", "?", "?")
+
+
+def table1_rows(res: Results, points, measure: Optional[str]) -> list[dict]:
+    """One row per zoo model at its latest checkpoint in the results."""
+    final = {}
+    for p in points:
+        if p.model not in final or p.step > final[p.model].step:
+            final[p.model] = p
+    rows = []
+    for model, p in final.items():
+        c = zoo.card(model)
+        views, target, p_psi = _table1_columns(c)
+        dev = c["checkpoint_dev"][str(p.step)] if "checkpoint_dev" in c else c["final_dev"]
+        rows.append(dict(
+            model=model, step=p.step, family=FAMILY.get(c["objective"], c["objective"]),
+            views=views, target=target, p_psi=p_psi, h_target=dev["h_target_bits"],
+            bound=dev["bound_bits"], phone=corr.best_layer(res, p.encoder, PHONE),
+            per=corr.best_layer(res, p.encoder, PER),
+            label_free=corr.best_layer(res, p.encoder, measure) if measure else None))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The report section
+
+def _fmt_rec(r) -> str:
+    if r is None:
+        return "–"
+    d = 1 if r.unit == "percent" else 3
+    return f"{r.value:.{d}f} [{r.ci[0]:.{d}f}, {r.ci[1]:.{d}f}] (layer {r.layer})"
+
+
+def _fmt_corr(c) -> str:
+    if c.r != c.r:
+        return "undefined (constant)"
+    ci = "[CI n/a]" if c.ci[0] != c.ci[0] else f"[{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
+    p = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.3f}"
+    return f"{c.r:+.2f} {ci}, {p}"
+
+
+def _label_free(res: Results) -> list[str]:
+    return [m for m in res.measures() if MEASURES[m].kind == "label_free"]
+
+
+def family_summary(rows: list[dict]) -> list[str]:
+    """Sentences comparing the APC and MLM families from table rows (best PER, best phone MI)."""
+    out = []
+    for key, name, better in (("per", "linear-CTC PER", min), ("phone", "phone MI", max)):
+        fams = {}
+        for r in rows:
+            if r[key] is not None:
+                fams.setdefault(r["family"], []).append(r)
+        if len(fams) < 2:
+            continue
+        best = {f: better(rs, key=lambda r: r[key].value) for f, rs in fams.items()}
+        ranked = sorted(best.items(), key=lambda fr: fr[1][key].value, reverse=better is max)
+        (f1, r1), (f2, r2) = ranked[0], ranked[1]
+        sep = r1[key].ci[1] < r2[key].ci[0] if better is min else r1[key].ci[0] > r2[key].ci[1]
+        out.append(f"Best {name}: {f1} ({r1['model']}, {_fmt_rec(r1[key])}) beats {f2} "
+                   f"({r2['model']}, {_fmt_rec(r2[key])}); the CIs "
+                   f"{'do not overlap' if sep else 'overlap, so the order is not settled'}.")
+    return out
+
+
+def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000,
+            seed: int = 0, tolerance: int = 1) -> list[str]:
+    """The report's "SSL model selection" section (empty when the results hold < 3 zoo points)."""
+    res = as_results(results)
+    points = zoo_points(res)
+    if len(points) < 3:
+        return []
+    kw = dict(num_bootstrap=num_bootstrap, num_permutations=num_permutations, seed=seed)
+    lfs = _label_free(res)
+    models = list(dict.fromkeys(p.model for p in points))
+    lines = ["## SSL model selection without labels", "",
+             f"{len(points)} (model, checkpoint) points of the shipped zoo ({', '.join(models)}; "
+             "step 0 = each run's initialisation; checkpoints with identical weights counted once)."
+             " Each point is read at the layer the label-free measure picks (its highest value).",
+             ""]
+    verdict_lines, detail = [], []
+    for lf in lfs:
+        picks = layer_agreement(res, points, lf, PER, tolerance)
+        if picks:
+            hits = sum(p.within for p in picks)
+            chance = sum(p.chance for p in picks)
+            p_chance = chance_tail([p.chance for p in picks], hits)
+            same = sum(p.label_free_layer == p.reference_layer for p in picks)
+            verdict_lines.append(
+                f"- (a) `{lf}`'s best layer is within ±{tolerance} of the best-PER layer at "
+                f"{hits} of {len(picks)} points ({same} the same layer); a random layer would be "
+                f"at {chance:.1f} of {len(picks)} on average (P(≥ {hits} by chance) = "
+                f"{p_chance:.3f}).")
+            detail += [f"### (a) `{lf}`: best layer vs best-PER layer", "",
+                       "| point | label-free layer | best-PER layer | within ±1 |", "|---|---|---|---|"]
+            detail += [f"| {p.point.label} | {p.label_free_layer} | {p.reference_layer} | "
+                       f"{'yes' if p.within else 'no'} |" for p in picks]
+            detail.append("")
+        sels = [s for ref in REFERENCES if (s := selection(res, points, lf, ref, **kw))]
+        for s in sels:
+            k, r = s.coefs["kendall"], s.coefs["spearman"]
+            verdict_lines.append(
+                f"- (b) `{lf}` vs `{s.reference}` across {k.n} points: Kendall τ = {_fmt_corr(k)}; "
+                f"Spearman ρ = {_fmt_corr(r)}: **{s.verdict}** (expected sign "
+                f"{'+' if s.sign > 0 else '−'}).")
+        if sels:
+            detail += [f"### (b) `{lf}` at its own best layer, per point", "",
+                       f"| point | layer | `{lf}` | " + " | ".join(f"`{s.reference}`" for s in sels)
+                       + " |", "|---|---|---|" + "---|" * len(sels)]
+            for i, (p, layer, x, _) in enumerate(sels[0].rows):
+                detail.append(f"| {p.label} | {layer} | {x:.3f} | "
+                              + " | ".join(_fmt_rec(s.rows[i][3]) for s in sels) + " |")
+            detail.append("")
+    if lfs:
+        lf = lfs[0]
+        for ref in REFERENCES:
+            bound = ssl_bound_selections(res, points, lf, ref, **kw)
+            if not bound:
+                continue
+            within = [s for s in bound if s.scope != "pooled"]
+            agree = [s.scope for s in within if s.verdict == "agrees"]
+            pooled = next((s for s in bound if s.scope == "pooled"), None)
+            text = (f"- (c) The SSL objective's logged dev bound vs `{ref}` (at `{lf}`'s layer): "
+                    f"within a model across its checkpoints it agrees in {len(agree)} of "
+                    f"{len(within)} models" + (f" ({', '.join(agree)})" if agree else ""))
+            if pooled is not None:
+                text += (f"; pooled over all {pooled.coefs['kendall'].n} points Kendall τ = "
+                         f"{_fmt_corr(pooled.coefs['kendall'])}: {pooled.verdict} (bounds of "
+                         "different objectives are not on one scale)")
+            verdict_lines.append(text + ".")
+            detail += [f"### (c) SSL dev bound vs `{ref}`", "",
+                       "| scope | n | Kendall τ | Spearman ρ | verdict |", "|---|---|---|---|---|"]
+            detail += [f"| {s.scope} | {s.coefs['kendall'].n} | {_fmt_corr(s.coefs['kendall'])} | "
+                       f"{_fmt_corr(s.coefs['spearman'])} | {s.verdict} |" for s in bound]
+            detail.append("")
+    rows = table1_rows(res, points, lfs[0] if lfs else None)
+    table = ["### (d) APC vs MLM: the SSL-as-MI-bound table with this run's numbers", "",
+             "H(Z_target) and the bound are the objective's own dev figures at that checkpoint "
+             "(bits per target frame; continuous targets: Gaussian entropy estimates). Best "
+             "layers and values: this run, test split, 95 % CI.", "",
+             "| model | family | views | Z_target | p_psi | H(Z_target) | bound | best phone MI | "
+             "best PER (%) |" + (f" `{lfs[0]}` best |" if lfs else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if lfs else "")]
+    for r in rows:
+        table.append(f"| {r['model']}@step{r['step']} | {r['family']} | {r['views']} | {r['target']} | "
+                     f"{r['p_psi']} | {r['h_target']:.2f} | {r['bound']:.2f} | {_fmt_rec(r['phone'])} | "
+                     f"{_fmt_rec(r['per'])} |" + (f" {_fmt_rec(r['label_free'])} |" if lfs else ""))
+    fam = family_summary(rows)
+    return (lines + ["**Verdict:**", ""] + verdict_lines + [""] + table + [""]
+            + ([f"- {t}" for t in fam] + [""] if fam else []) + detail)

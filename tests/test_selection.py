@@ -1,0 +1,90 @@
+"""The SSL model-selection analysis (analysis/selection.py) on records over the shipped zoo's
+real checkpoint names, with values built so that every figure is known in advance."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from speechmi_jax import zoo
+from speechmi_jax.analysis import report, selection
+from speechmi_jax.analysis.results import Results, record
+
+LAYERS = 4
+
+
+def _records(good_layer, per_of_quality, lf_of_quality):
+    """Per zoo checkpoint a quality q (rises with step, differs by model); layer ``good_layer(q)``
+    has the best PER and phone MI; the label-free measure peaks at ``lf_layer``."""
+    recs = []
+    for mi, name in enumerate(zoo.names()):
+        for si, step in enumerate(zoo.steps(name)):
+            enc = f"{name}@step{step}"
+            q = si + 0.37 * mi
+            best = good_layer(q)
+            for l in range(LAYERS):
+                d = abs(l - best)
+                per = per_of_quality(q) + 5.0 * d
+                phone = 0.3 * q - 0.2 * d
+                lf = lf_of_quality(q) - 0.1 * d
+                for m, v in (("ctc_per", per), ("phone_mi", phone), ("codes_next_k", lf)):
+                    w = 0.01 if m != "ctc_per" else 0.5
+                    recs.append(record(enc, l, m, v, (v - w, v + w), ceiling=10.0) if m == "codes_next_k"
+                                else record(enc, l, m, v, (v - w, v + w)))
+    return Results(recs)
+
+
+def test_points_dedupe_shared_initialisations():
+    res = _records(lambda q: 2, lambda q: 90 - 5 * q, lambda q: q)
+    pts = selection.zoo_points(res)
+    labels = [p.label for p in pts]
+    # hubert-it1/it2 share their step 0, and apc/vqapc theirs: one point each
+    step0 = [l for l in labels if l.endswith("@step0")]
+    digests = {zoo.weights_digest(l) for l in step0}
+    assert len(step0) == len(digests) < len(zoo.names())
+    assert len(pts) == len({zoo.weights_digest(e) for e in res.encoders()})
+
+
+def test_perfect_label_free_ranking_agrees_and_reversed_disagrees():
+    res = _records(lambda q: 2, lambda q: 90 - 5 * q, lambda q: q)
+    pts = selection.zoo_points(res)
+    s = selection.selection(res, pts, "codes_next_k", "ctc_per", num_bootstrap=200)
+    assert s.coefs["kendall"].r == pytest.approx(-1.0)
+    assert s.verdict == "agrees"
+    assert all(layer == 2 for _, layer, _, _ in s.rows)
+    bad = _records(lambda q: 2, lambda q: 90 - 5 * q, lambda q: -q)
+    s = selection.selection(bad, selection.zoo_points(bad), "codes_next_k", "ctc_per",
+                            num_bootstrap=200)
+    assert s.coefs["kendall"].r == pytest.approx(1.0)
+    assert s.verdict == "disagrees"
+
+
+def test_layer_agreement_counts_and_chance():
+    # the best-PER layer moves with quality (0..3); the label-free measure always peaks where
+    # PER does except that the records put lf's best at the same layer: all within, same layer
+    res = _records(lambda q: int(q) % LAYERS, lambda q: 50.0, lambda q: q)
+    picks = selection.layer_agreement(res, selection.zoo_points(res), "codes_next_k")
+    assert all(p.within and p.label_free_layer == p.reference_layer for p in picks)
+    for p in picks:   # layers 0..3, tolerance 1: 2/4 at the ends, 3/4 inside
+        assert p.chance == (0.5 if p.reference_layer in (0, LAYERS - 1) else 0.75)
+
+
+def test_chance_tail_matches_enumeration():
+    q = [0.5, 0.75, 0.75, 0.5, 0.9]
+    for hits in range(len(q) + 1):
+        brute = sum(np.prod([qi if o else 1 - qi for qi, o in zip(q, outcome)])
+                    for outcome in itertools.product([0, 1], repeat=len(q)) if sum(outcome) >= hits)
+        assert selection.chance_tail(q, hits) == pytest.approx(brute)
+
+
+def test_report_leads_with_selection_and_table(tmp_path):
+    res = _records(lambda q: 2, lambda q: 90 - 5 * q, lambda q: q)
+    text = report.write_report(res, tmp_path, num_bootstrap=100, num_permutations=500).read_text()
+    sec = text.index("## SSL model selection")
+    assert sec < text.index("## What holds")
+    assert "(d) APC vs MLM" in text
+    # the table shows each model's own logged bound at its final checkpoint
+    for name in zoo.names():
+        bound = zoo.card(name)["checkpoint_dev"][str(zoo.steps(name)[-1])]["bound_bits"]
+        assert f"| {name}@step{zoo.steps(name)[-1]} |" in text and f"{bound:.2f}" in text
+    assert "(c) The SSL objective's logged dev bound" in text
