@@ -88,3 +88,13 @@ def test_report_leads_with_selection_and_table(tmp_path):
         bound = zoo.card(name)["checkpoint_dev"][str(zoo.steps(name)[-1])]["bound_bits"]
         assert f"| {name}@step{zoo.steps(name)[-1]} |" in text and f"{bound:.2f}" in text
     assert "(c) The SSL objective's logged dev bound" in text
+
+
+def test_few_points_say_no_verdict_is_possible():
+    full = _records(lambda q: 2, lambda q: 90 - 5 * q, lambda q: q)
+    keep = {"apc-small@step2400", "hubert-it2-small@step2400", "apc-small@step0"}
+    res = Results([r for r in full.records if r.encoder in keep])
+    text = "\n".join(selection.section(res, num_bootstrap=100, num_permutations=500))
+    assert "3 (model, checkpoint) points" in text
+    assert "smallest two-sided permutation p is 0.333" in text
+    assert "**inconclusive**" in text and "**agrees**" not in text

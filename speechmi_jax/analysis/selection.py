@@ -307,6 +307,13 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
                 f"- (b) `{lf}` vs `{s.reference}` across {k.n} points: Kendall τ = {_fmt_corr(k)}; "
                 f"Spearman ρ = {_fmt_corr(r)}: **{s.verdict}** (expected sign "
                 f"{'+' if s.sign > 0 else '−'}).")
+        if sels and 2.0 / math.factorial(len(sels[0].rows)) > 1.0 - res.ci_level:
+            n = len(sels[0].rows)
+            verdict_lines.append(
+                f"- With {n} points the smallest two-sided permutation p is "
+                f"{2.0 / math.factorial(n):.3f} > {1.0 - res.ci_level:.2g}: (b) cannot reach a "
+                "verdict here; `experiments/configs/ssl_selection_bundled.py` runs every zoo "
+                "checkpoint.")
         if sels:
             detail += [f"### (b) `{lf}` at its own best layer, per point", "",
                        f"| point | layer | `{lf}` | " + " | ".join(f"`{s.reference}`" for s in sels)
