@@ -16,8 +16,9 @@ label-free measure in the results:
     (bootstrap CI, each point redrawn within its own CI; permutation p), with the report's
     verdict (:func:`correlation.verdict`: expected sign, CI excludes 0, p <= 1 - level).
 (c) **The SSL objective's own bound** as a label-free predictor: the dev bound logged at that
-    checkpoint during pretraining (``card.json`` ``checkpoint_dev``) against the same
-    references, within each model across its checkpoints and pooled. The bounds of different
+    checkpoint during pretraining (``card.json`` ``checkpoint_dev``) against each point's best
+    PER and best phone MI (over its layers: the bound has no layer), within each model across
+    its checkpoints and pooled. The bounds of different
     objectives bound different targets (APC's and data2vec's continuous-target entropies are
     Gaussian estimates, HuBERT's are <= log2 K), so only the within-model ranking is a clean
     test; the pooled one is shown for completeness.
@@ -73,7 +74,7 @@ def zoo_points(results) -> list[Point]:
         seen.add(digest)
         name, step = zoo.parse(enc)
         out.append(Point(name, step, enc))
-    return out
+    return sorted(out, key=lambda p: (p.model, p.step))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,10 +167,10 @@ def ssl_bound(point: Point) -> float:
     return float(c["checkpoint_dev"][str(point.step)]["bound_bits"])
 
 
-def ssl_bound_selections(res: Results, points, measure: str, reference: str,
-                         **kw) -> list[Selection]:
-    """(c): the logged SSL bound vs ``reference`` at ``measure``'s layer, pooled and per model."""
-    rows = picked(res, points, measure, reference)
+def ssl_bound_selections(res: Results, points, reference: str, **kw) -> list[Selection]:
+    """(c): the logged SSL bound vs ``reference`` at the point's best layer for ``reference``
+    (the model's best achievable figure), pooled and per model."""
+    rows = [(p, b.layer, b) for p in points if (b := corr.best_layer(res, p.encoder, reference))]
     sign = 1 if MEASURES[reference].higher_is_better else -1
     out = []
     scopes = [("pooled", rows)] + [(m, [r for r in rows if r[0].model == m])
@@ -178,9 +179,9 @@ def ssl_bound_selections(res: Results, points, measure: str, reference: str,
         if len(rs) < 3:
             continue
         xs = [ssl_bound(r[0]) for r in rs]
-        coefs = _correlate(xs, [r[3].value for r in rs], None, [r[3].ci for r in rs], res, kw)
+        coefs = _correlate(xs, [r[2].value for r in rs], None, [r[2].ci for r in rs], res, kw)
         out.append(Selection("ssl_bound", reference, scope,
-                             [(p, l, x, b) for (p, l, _, b), x in zip(rs, xs)], coefs, sign))
+                             [(p, l, x, b) for (p, l, b), x in zip(rs, xs)], coefs, sign))
     return out
 
 
@@ -205,7 +206,7 @@ def _table1_columns(card: dict) -> tuple[str, str, str]:
     return ("?", "?", "?")
 
 
-def table1_rows(res: Results, points, measure: Optional[str]) -> list[dict]:
+def table1_rows(res: Results, points, label_free=()) -> list[dict]:
     """One row per zoo model at its latest checkpoint in the results."""
     final = {}
     for p in points:
@@ -221,7 +222,7 @@ def table1_rows(res: Results, points, measure: Optional[str]) -> list[dict]:
             views=views, target=target, p_psi=p_psi, h_target=dev["h_target_bits"],
             bound=dev["bound_bits"], phone=corr.best_layer(res, p.encoder, PHONE),
             per=corr.best_layer(res, p.encoder, PER),
-            label_free=corr.best_layer(res, p.encoder, measure) if measure else None))
+            label_free=[corr.best_layer(res, p.encoder, m) for m in label_free]))
     return rows
 
 
@@ -322,16 +323,14 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
                 detail.append(f"| {p.label} | {layer} | {x:.3f} | "
                               + " | ".join(_fmt_rec(s.rows[i][3]) for s in sels) + " |")
             detail.append("")
-    if lfs:
-        lf = lfs[0]
-        for ref in REFERENCES:
-            bound = ssl_bound_selections(res, points, lf, ref, **kw)
-            if not bound:
-                continue
+    for ref in REFERENCES:
+        bound = ssl_bound_selections(res, points, ref, **kw)
+        if bound:
             within = [s for s in bound if s.scope != "pooled"]
             agree = [s.scope for s in within if s.verdict == "agrees"]
             pooled = next((s for s in bound if s.scope == "pooled"), None)
-            text = (f"- (c) The SSL objective's logged dev bound vs `{ref}` (at `{lf}`'s layer): "
+            text = (f"- (c) The SSL objective's logged dev bound vs `{ref}` (each point's best "
+                    "layer for it): "
                     f"within a model across its checkpoints it agrees in {len(agree)} of "
                     f"{len(within)} models" + (f" ({', '.join(agree)})" if agree else ""))
             if pooled is not None:
@@ -344,18 +343,18 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
             detail += [f"| {s.scope} | {s.coefs['kendall'].n} | {_fmt_corr(s.coefs['kendall'])} | "
                        f"{_fmt_corr(s.coefs['spearman'])} | {s.verdict} |" for s in bound]
             detail.append("")
-    rows = table1_rows(res, points, lfs[0] if lfs else None)
+    rows = table1_rows(res, points, lfs)
     table = ["### (d) APC vs MLM: the SSL-as-MI-bound table with this run's numbers", "",
              "H(Z_target) and the bound are the objective's own dev figures at that checkpoint "
              "(bits per target frame; continuous targets: Gaussian entropy estimates). Best "
              "layers and values: this run, test split, 95 % CI.", "",
              "| model | family | views | Z_target | p_psi | H(Z_target) | bound | best phone MI | "
-             "best PER (%) |" + (f" `{lfs[0]}` best |" if lfs else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if lfs else "")]
+             "best PER (%) |" + "".join(f" `{lf}` best |" for lf in lfs),
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(lfs)]
     for r in rows:
         table.append(f"| {r['model']}@step{r['step']} | {r['family']} | {r['views']} | {r['target']} | "
                      f"{r['p_psi']} | {r['h_target']:.2f} | {r['bound']:.2f} | {_fmt_rec(r['phone'])} | "
-                     f"{_fmt_rec(r['per'])} |" + (f" {_fmt_rec(r['label_free'])} |" if lfs else ""))
+                     f"{_fmt_rec(r['per'])} |" + "".join(f" {_fmt_rec(x)} |" for x in r["label_free"]))
     fam = family_summary(rows)
     return (lines + ["**Verdict:**", ""] + verdict_lines + [""] + table + [""]
             + ([f"- {t}" for t in fam] + [""] if fam else []) + detail)
