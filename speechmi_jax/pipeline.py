@@ -110,7 +110,8 @@ def run_experiment(config, out_dir) -> results_lib.Results:
                 recs = m.compute(measures_lib.Inputs(
                     encoder=name, fs=fs, corpus=corpus, config=config,
                     checkpoint_dir=run.checkpoint_dir(file, measure, key),
-                    input_features=input_fs if m.needs_input else None))
+                    input_features=input_fs if m.needs_input else None,
+                    encoder_model=enc, cache_dir=cache))
                 part = run.save_part(file, measure, key, recs, time.perf_counter() - t0)
             t[measure + "_s"] = part["seconds"]
             records += part["records"]
