@@ -269,6 +269,9 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     keep = _masked_frames(enc, utts, nframes, masking)  # None, or bool [T_u] per utterance
     stored = nframes if keep is None else np.asarray([k.sum() for k in keep], np.int64)
     offsets = np.concatenate([[0], np.cumsum(stored)]).astype(np.int64)
+    if keep is not None and offsets[-1] == 0:
+        raise ValueError(f"masking {masking}: no utterance of {corpus.name!r} is as long as one "
+                         f"span ({masking.span_frames(enc.frame_rate)} {enc.name} frames)")
     n_total, n_hidden, width = int(offsets[-1]), enc.num_layers + 1, enc.hidden_size
     speaker_set = tuple(sorted({u.speaker for u in utts}))
     phone_set = tuple(corpus.phone_set)

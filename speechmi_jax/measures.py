@@ -369,6 +369,14 @@ def masking_of(config):
                    int(config.seed))
 
 
+def masked_features_key(enc, corpus, config) -> str:
+    """The feature-cache key of ``enc``'s masked pass over ``corpus`` (it adds the mask
+    embedding and the spans to the clean key's weights and corpus): it keys a saved
+    ``codes_masked`` part."""
+    from speechmi_jax.features import feature_cache_key
+    return feature_cache_key(enc, corpus, masking=masking_of(config))
+
+
 @register("codes_masked", ("codes_masked",),
           ("probe", "max_train_frames", "views.masked_span_s", "views.masked_fraction",
            "views.input_context_s", "views.num_codes", "views.max_pairs", "seed"),
