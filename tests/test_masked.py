@@ -145,3 +145,12 @@ def test_codes_masked_in_a_pipeline_run_needs_context(tmp_path):
     # measured: logmel -0.03, HuBERT layers -0.08 -0.08 0.32 0.36 bits (layer 0 sees the
     # embedding, the transformer layers the context)
     assert max(r.value for r in hubert) > logmel.value + 0.2, [r.value for r in hubert]
+
+
+def test_config_refuses_bad_mask_settings():
+    from speechmi_jax.configs import base
+    for key, value in (("masked_fraction", 1.5), ("masked_fraction", 0.0), ("masked_span_s", 0.0)):
+        c = base.base_config()
+        c.views[key] = value
+        with pytest.raises(base.ConfigError, match=f"views.{key}"):
+            base.validate(c)
