@@ -2,10 +2,11 @@
 bits and its fraction of the ceiling (log2 K or H(codes)); more than 90 % is saturated.
 
     speechmi demo --out RUN --set max_utterances_per_split=200 --set "measures=[...]" ...
-    python benchmarks/label_free_table.py RUN
+    python benchmarks/label_free_table.py RUN [--timings]
 
 Prints a markdown table (one row per measure x encoder) and each measure's wall seconds per
-encoder (``metadata.timings_s``).
+encoder (``metadata.timings_s``); ``--timings`` adds a table of those seconds per encoder with
+the clean feature pass (``features_s``) beside them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from speechmi_jax.analysis import results  # noqa: E402
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
+    ap.add_argument("--timings", action="store_true",
+                    help="also a table of wall seconds per encoder: feature pass and each measure")
     args = ap.parse_args(argv)
     res = results.read_results(args.run_dir)
     label_free = [m for m in res.measures() if results.MEASURES[m].kind == "label_free"]
@@ -42,6 +45,13 @@ def main(argv=None):
             secs = timings.get(enc, {}).get(f"{m}_s")
             print(f"| `{m}` | {enc} | {recs[0].extra['ceiling']:.2f} | " + " | ".join(cells)
                   + f" | {100 * max(fracs):.0f} % | {'' if secs is None else f'{secs:.0f}'} |")
+    if args.timings:
+        print("\n| encoder | features (s) | " + " | ".join(f"`{m}` (s)" for m in label_free) + " |")
+        print("|---|---|" + "---|" * len(label_free))
+        for enc in res.encoders():
+            t = timings.get(enc, {})
+            cells = [t.get(k) for k in ["features_s"] + [f"{m}_s" for m in label_free]]
+            print(f"| {enc} | " + " | ".join("" if c is None else f"{c:.0f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ when done, so an interrupted run never leaves a cache that looks complete; the n
 resumes from the batches already written (``done.npy`` marks them). Memory stays bounded:
 batches are written with ``os.pwrite`` (page cache, not the process' heap) and the result is
 opened memory-mapped.
+
+Masked pass (``extract_features(..., masking=Masking(span_s, fraction, seed))``): the encoder
+runs again with spans of each utterance masked (``Encoder.apply_masked``) and only the masked
+frames are kept: a feature set of those frames, with ``frame_index`` [M] naming each one's row
+in the clean feature set. The spans are a function of the utterance id, the seed and the
+encoder's frame rate (:meth:`Masking.frames`), so every run masks the same frames; the cache
+key adds the masking settings and the mask embedding's fingerprint.
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ class FeatureSet:
       path: cache folder (None for an in-memory subset).
       key: the cache key (:func:`feature_cache_key`): changes with the encoder's weights, the
         corpus' content and the extraction options.
+      frame_index: a masked pass' frames (module docstring) as rows of the clean feature set of
+        the same encoder and corpus (None for a clean set).
     """
 
     hidden: np.ndarray
@@ -73,6 +82,7 @@ class FeatureSet:
     encoder: dict
     path: Optional[Path] = None
     key: str = ""
+    frame_index: Optional[np.ndarray] = None  # int64 [N], masked pass only: rows of the clean set
 
     @property
     def num_layers(self) -> int:
@@ -115,7 +125,8 @@ class FeatureSet:
             self, hidden=self.hidden[:, f0:f1], phone=self.phone[f0:f1],
             utt_index=self.utt_index[f0:f1] - a, utt_offsets=self.utt_offsets[a:b + 1] - f0,
             utt_ids=self.utt_ids[a:b], speakers=self.speakers[a:b], splits=self.splits[a:b],
-            speaker=self.speaker[a:b])
+            speaker=self.speaker[a:b],
+            frame_index=None if self.frame_index is None else self.frame_index[f0:f1])
 
 
 def params_fingerprint(params) -> str:
@@ -141,14 +152,56 @@ def cache_key(enc: Encoder, corpus, options: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def _options(dtype) -> dict:
-    return dict(dtype=np.dtype(dtype).name, label="frame-centre")
+@dataclasses.dataclass(frozen=True)
+class Masking:
+    """The spans a masked pass hides: ``span_s`` seconds each (``round(span_s * frame_rate)``
+    frames, at least 1), ``fraction`` of each utterance's frames, placed by ``seed`` and the
+    utterance id (config keys ``views.masked_span_s``, ``views.masked_fraction``, ``seed``)."""
+
+    span_s: float
+    fraction: float
+    seed: int
+
+    def __post_init__(self):
+        if not self.span_s > 0 or not 0 < self.fraction < 1:
+            raise ValueError(f"Masking(span_s={self.span_s}, fraction={self.fraction}): expected "
+                             f"span_s > 0 and 0 < fraction < 1")
+
+    def span_frames(self, frame_rate: float) -> int:
+        return max(1, int(round(self.span_s * frame_rate)))
+
+    def frames(self, utt_id: str, num_frames: int, frame_rate: float) -> np.ndarray:
+        """bool [num_frames]: ``n = round(fraction * T / span)`` spans (at most ``T // span``;
+        none in an utterance shorter than a span) that never overlap, the unmasked frames split
+        into the n + 1 gaps around them by a multinomial draw seeded by (seed, utterance id):
+        exactly ``n * span`` frames are masked."""
+        span = self.span_frames(frame_rate)
+        n = min(int(round(self.fraction * num_frames / span)), num_frames // span)
+        out = np.zeros(num_frames, bool)
+        if n == 0:
+            return out
+        uid = int.from_bytes(hashlib.sha256(utt_id.encode()).digest()[:8], "little")
+        rng = np.random.default_rng([self.seed, uid])
+        gaps = rng.multinomial(num_frames - n * span, np.full(n + 1, 1.0 / (n + 1)))
+        starts = np.cumsum(gaps[:n]) + span * np.arange(n)
+        for s0 in starts:
+            out[s0:s0 + span] = True
+        return out
 
 
-def feature_cache_key(enc: Encoder, corpus, dtype=np.float16) -> str:
+def _options(dtype, enc: Optional[Encoder] = None, masking: Optional[Masking] = None) -> dict:
+    options = dict(dtype=np.dtype(dtype).name, label="frame-centre")
+    if masking is not None:
+        options.update(masking=dataclasses.asdict(masking),
+                       mask_params=params_fingerprint(enc.mask_params))
+    return options
+
+
+def feature_cache_key(enc: Encoder, corpus, dtype=np.float16,
+                      masking: Optional[Masking] = None) -> str:
     """The key :func:`extract_features` files ``enc``'s features of ``corpus`` under, computed
     without extracting (it hashes the weights and the corpus' fingerprint)."""
-    return cache_key(enc, corpus.with_sample_rate(enc.sample_rate), _options(dtype))
+    return cache_key(enc, corpus.with_sample_rate(enc.sample_rate), _options(dtype, enc, masking))
 
 
 def _order_by_split(corpus) -> list:
@@ -176,7 +229,8 @@ def _batches(lengths: np.ndarray, batch_size: int, max_batch_samples: int, sampl
 
 def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None = None, *,
                      batch_size: int = 16, max_batch_seconds: float = 240.0,
-                     dtype=np.float16, progress: bool = True) -> FeatureSet:
+                     dtype=np.float16, progress: bool = True,
+                     masking: Optional[Masking] = None) -> FeatureSet:
     """Features of every layer for every utterance of ``corpus``, cached (see module doc).
 
     Args:
@@ -188,6 +242,7 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
       max_batch_seconds: most padded audio per forward pass (bounds memory).
       dtype: storage dtype (float16 halves the disk; values beyond its range raise).
       progress: show a tqdm bar.
+      masking: the masked pass (module docstring): only the masked frames are kept.
     """
     from tqdm.auto import tqdm
 
@@ -195,7 +250,9 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     if len(corpus) == 0:
         raise ValueError(f"corpus {corpus.name!r} has no utterances")
     dtype = np.dtype(dtype)
-    options = _options(dtype)
+    if masking is not None:
+        enc.check_can_mask()
+    options = _options(dtype, enc, masking)
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     key = cache_key(enc, corpus, options)
     final, partial = cache_dir / key, cache_dir / f"{key}.partial"
@@ -209,7 +266,12 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     if np.any(nframes <= 0):
         bad = [utts[i].id for i in np.flatnonzero(nframes <= 0)]
         raise ValueError(f"utterances too short for one {enc.name} frame: {bad[:5]}")
-    offsets = np.concatenate([[0], np.cumsum(nframes)]).astype(np.int64)
+    keep = _masked_frames(enc, utts, nframes, masking)  # None, or bool [T_u] per utterance
+    stored = nframes if keep is None else np.asarray([k.sum() for k in keep], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(stored)]).astype(np.int64)
+    if keep is not None and offsets[-1] == 0:
+        raise ValueError(f"masking {masking}: no utterance of {corpus.name!r} is as long as one "
+                         f"span ({masking.span_frames(enc.frame_rate)} {enc.name} frames)")
     n_total, n_hidden, width = int(offsets[-1]), enc.num_layers + 1, enc.hidden_size
     speaker_set = tuple(sorted({u.speaker for u in utts}))
     phone_set = tuple(corpus.phone_set)
@@ -218,12 +280,16 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
         frames_lib.segments_to_frame_labels(u.phones or (), int(n), enc.frame_rate,
                                             enc.frame_offset_s, label_to_id)
         for u, n in zip(utts, nframes)]).astype(np.int32)
-    utt_index = np.repeat(np.arange(len(utts), dtype=np.int32), nframes)
+    utt_index = np.repeat(np.arange(len(utts), dtype=np.int32), stored)
+    if keep is not None:
+        phone = phone[np.concatenate(keep)]
     meta = dict(version=FORMAT_VERSION, key=key, encoder=encoder_facts(enc), corpus=corpus.name,
                 shape=[n_hidden, n_total, width], dtype=dtype.name,
                 utt_ids=[u.id for u in utts], speakers=[u.speaker for u in utts],
                 splits=[u.split for u in utts], speaker_set=list(speaker_set),
                 phone_set=list(phone_set))
+    if masking is not None:
+        meta["masking"] = dataclasses.asdict(masking)
 
     hidden_path = partial / "hidden.npy"
     done_path = partial / "done.npy"
@@ -242,6 +308,8 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
         np.save(partial / "phone.npy", phone)
         np.save(partial / "utt_index.npy", utt_index)
         np.save(partial / "utt_offsets.npy", offsets)
+        if keep is not None:
+            np.save(partial / "frame_index.npy", np.flatnonzero(np.concatenate(keep)))
         (partial / "meta.json").write_text(json.dumps(meta))
     header = _npy_header_size(hidden_path)
     row_bytes = width * dtype.itemsize
@@ -260,7 +328,13 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
                     raise ValueError(f"{utts[i].audio_path}: decoded {audio.shape[0]} samples, "
                                      f"header said {lengths[i]}")
                 wav[j, :lengths[i]] = audio
-            out = enc(wav, lengths[batch])
+            if keep is None:
+                out = enc(wav, lengths[batch])
+            else:
+                fmask = np.zeros((len(batch), int(enc.num_frames(padded))), bool)
+                for j, i in enumerate(batch):
+                    fmask[j, :nframes[i]] = keep[i]
+                out = enc.apply_masked(wav, lengths[batch], fmask)
             hs = np.asarray(out.hidden_states.astype(jnp.float32))  # [L+1, B, T, D]
             mask = np.asarray(out.mask)
             if hs.shape[0] != n_hidden or hs.shape[3] != width:
@@ -271,7 +345,8 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
                 if int(mask[j].sum()) != n or hs.shape[2] < n:
                     raise ValueError(f"{enc.name}: {int(mask[j].sum())} real frames for "
                                      f"{utts[i].id}, num_frames says {n}")
-                block = hs[:, j, :n].astype(dtype)
+                block = hs[:, j, :n] if keep is None else hs[:, j, :n][:, keep[i]]
+                block = block.astype(dtype)
                 if not np.all(np.isfinite(block)):
                     raise FloatingPointError(
                         f"{enc.name}: features of {utts[i].id} overflow {dtype.name} (or are "
@@ -288,6 +363,13 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     return load_features(final)
+
+
+def _masked_frames(enc: Encoder, utts, nframes, masking: Optional[Masking]):
+    """Per utterance, its masked frames (bool [T_u]), or None without masking."""
+    if masking is None:
+        return None
+    return [masking.frames(u.id, int(n), enc.frame_rate) for u, n in zip(utts, nframes)]
 
 
 def _npy_header_size(path: Path) -> int:
@@ -317,4 +399,6 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
         utt_ids=meta["utt_ids"], speakers=meta["speakers"], splits=meta["splits"],
         speaker=np.asarray([spk_id[s] for s in meta["speakers"]], dtype=np.int32),
         phone_set=tuple(meta["phone_set"]), speaker_set=tuple(meta["speaker_set"]),
-        encoder=meta["encoder"], path=path, key=meta.get("key", path.name))
+        encoder=meta["encoder"], path=path, key=meta.get("key", path.name),
+        frame_index=(np.load(path / "frame_index.npy") if (path / "frame_index.npy").exists()
+                     else None))

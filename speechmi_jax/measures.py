@@ -34,6 +34,10 @@ Decisions taken here (and nowhere else):
                               same speaker (same index)
   ``codes_next_k``            z_t -> k-means code of the      linear softmax   H(codes)
                               log-mel window at t + k         (``probe``)
+  ``codes_masked``            z_t of a pass with spans        linear softmax   H(codes)
+                              masked, t in a span -> k-means  (``probe``)
+                              code of the clean log-mel
+                              window at t
   ``infonce_input``           z_t -> log-mel window at t      InfoNCE critic   log2 K
   ==========================  ==============================  ===============  =========
 
@@ -50,8 +54,16 @@ Decisions taken here (and nowhere else):
   the layer's own features would be trivial to predict for a layer that maps everything to a
   few points). Its k-means (``views.num_codes`` codes) is fitted on training frames only; the
   bound is ``H(codes) - CE`` on test frames, as HuBERT-style MLM targets (Hsu et al. 2021).
-  The masked view of that table (the encoder rerun with spans masked) is not a measure yet:
-  it needs a masking hook in every encoder.
+  ``codes_masked`` is the table's MLM row as a measurement: the encoder runs again with spans
+  masked (``Encoder.apply_masked``, each family as it was trained: ``encoders/base.py``),
+  spans of ``views.masked_span_s`` hiding ``views.masked_fraction`` of each utterance's
+  frames, placed by the seed and the utterance id (``features.Masking``); that pass is a
+  second cached feature extraction keeping only the masked frames. Its target and ceiling
+  are ``codes_next_k``'s (codes of the *clean* input's log-mel window, at t itself), so what
+  a masked frame's layer knows of the hidden audio comes from the context alone: for the
+  log-mel baseline, whose masked frames are one constant, it is ~0. It costs one more encoder
+  pass per encoder and is not among the demo's measures (BENCHMARKS.md, "Label-free
+  measures").
 * **CTC targets** come from each utterance's phone *segments* (not the frame labels, which
   lose phones shorter than a frame), so encoders of different frame rates are scored against
   the same references.
@@ -82,6 +94,8 @@ class Inputs:
     config: Any             # the run config (configs/base.py)
     checkpoint_dir: str     # where the measure's estimator bank checkpoints
     input_features: Any = None  # log-mel FeatureSet of the same corpus (needs_input measures)
+    encoder_model: Any = None   # the encoders.Encoder (measures that run it again: codes_masked)
+    cache_dir: Any = None       # the feature cache folder (for such a second pass)
 
     @property
     def splits(self) -> np.ndarray:
@@ -95,6 +109,8 @@ class Measure:
 
     settings: config keys (dotted) whose values decide the numbers; with the feature-cache
     key(s) they key the saved part of a run. needs_input: also uses the log-mel features.
+    needs_encoder: runs the encoder itself again (``Inputs.encoder_model``), so it cannot be
+    computed from a feature set alone.
     """
 
     name: str
@@ -102,12 +118,14 @@ class Measure:
     settings: tuple[str, ...]
     compute: Callable[[Inputs], list[dict]]
     needs_input: bool = False
+    needs_encoder: bool = False
 
 
 REGISTRY: dict[str, Measure] = {}
 
 
-def register(name: str, records, settings, *, needs_input: bool = False):
+def register(name: str, records, settings, *, needs_input: bool = False,
+             needs_encoder: bool = False):
     """Decorator: adds ``compute`` to :data:`REGISTRY` as the measure ``name``."""
     def deco(compute):
         unknown = [r for r in records if r not in results_lib.MEASURES]
@@ -116,7 +134,8 @@ def register(name: str, records, settings, *, needs_input: bool = False):
                              f"not know; register_measure them first")
         if name in REGISTRY:
             raise ValueError(f"measure {name!r} is registered twice")
-        REGISTRY[name] = Measure(name, tuple(records), tuple(settings), compute, needs_input)
+        REGISTRY[name] = Measure(name, tuple(records), tuple(settings), compute, needs_input,
+                                 needs_encoder)
         return compute
     return deco
 
@@ -312,24 +331,74 @@ def infonce_next_k_aligned(x: Inputs) -> list[dict]:
     return results_lib.estimate_records(x.encoder, est, "infonce_next_k_aligned", k_frames=k)
 
 
+def _input_code_bound(x: Inputs, hidden, rows: np.ndarray, targets: np.ndarray,
+                      measure: str, **extra) -> list[dict]:
+    """The predictive bound H(codes) - CE of the ``codes_*`` measures: a linear softmax (the
+    probe bank) on ``hidden[:, rows]`` (hidden [L, N', D], rows [P]) predicts the k-means code
+    (``views.num_codes``, fitted on training rows) of the clean log-mel window around frame
+    ``targets[i]`` of ``x.fs`` (targets [P]); the utterance and split of item i are those of
+    that frame."""
+    from speechmi_jax.estimators import api, views
+    groups = x.fs.utt_index[targets]
+    splits = x.splits[targets]
+    ctx = views.input_context(x.fs, x.input_features, x.config.views.input_context_s)[targets]
+    y = views.kmeans_codes(ctx, splits == "train", x.config.views.num_codes, x.config.seed)
+    y = seen_in_train(y, splits, f"{measure}: code prediction")
+    y = cap_training_frames(y, splits, x.config.max_train_frames, x.config.seed)
+    est = api.probe_bank(views.FrameView(hidden, rows), y, groups, splits,
+                         num_classes=x.config.views.num_codes, checkpoint_dir=x.checkpoint_dir,
+                         **x.config.probe)
+    return results_lib.estimate_records(x.encoder, est, measure,
+                                        num_codes=x.config.views.num_codes, **extra)
+
+
 @register("codes_next_k", ("codes_next_k",),
           ("probe", "max_train_frames", "views.next_k_seconds", "views.input_context_s",
            "views.num_codes", "views.max_pairs", "seed"), needs_input=True)
 def codes_next_k(x: Inputs) -> list[dict]:
     """Predictive bound H(codes) - CE: a linear softmax on the layer's frame t predicts the
     k-means code of the log-mel window around frame t + k (see the module docstring)."""
-    from speechmi_jax.estimators import api, views
     k, ia, ib = _next_k_pairs(x)
-    splits = x.splits[ia]
-    ctx = views.input_context(x.fs, x.input_features, x.config.views.input_context_s)[ib]  # [P, Dctx]
-    y = views.kmeans_codes(ctx, splits == "train", x.config.views.num_codes, x.config.seed)
-    y = seen_in_train(y, splits, "code prediction")
-    y = cap_training_frames(y, splits, x.config.max_train_frames, x.config.seed)
-    est = api.probe_bank(views.FrameView(x.fs.hidden, ia), y, x.fs.utt_index[ia], splits,
-                         num_classes=x.config.views.num_codes, checkpoint_dir=x.checkpoint_dir,
-                         **x.config.probe)
-    return results_lib.estimate_records(x.encoder, est, "codes_next_k", k_frames=k,
-                                        num_codes=x.config.views.num_codes)
+    return _input_code_bound(x, x.fs.hidden, ia, ib, "codes_next_k", k_frames=k)
+
+
+def masking_of(config):
+    """The masked view's spans (``features.Masking``) as the config sets them."""
+    from speechmi_jax.features import Masking
+    return Masking(float(config.views.masked_span_s), float(config.views.masked_fraction),
+                   int(config.seed))
+
+
+def masked_features_key(enc, corpus, config) -> str:
+    """The feature-cache key of ``enc``'s masked pass over ``corpus`` (it adds the mask
+    embedding and the spans to the clean key's weights and corpus): it keys a saved
+    ``codes_masked`` part."""
+    from speechmi_jax.features import feature_cache_key
+    return feature_cache_key(enc, corpus, masking=masking_of(config))
+
+
+@register("codes_masked", ("codes_masked",),
+          ("probe", "max_train_frames", "views.masked_span_s", "views.masked_fraction",
+           "views.input_context_s", "views.num_codes", "views.max_pairs", "seed"),
+          needs_input=True, needs_encoder=True)
+def codes_masked(x: Inputs) -> list[dict]:
+    """The MLM row as a measure: the encoder runs again with spans masked (a second, cached
+    feature pass keeping the masked frames); a linear softmax on the layer's frame t of that
+    pass (t inside a span) predicts the k-means code of the *clean* log-mel window at t."""
+    from speechmi_jax.features import extract_features
+    if x.encoder_model is None:
+        raise ValueError("codes_masked: the measure needs the encoder itself (Inputs."
+                         "encoder_model) to run it again with spans masked")
+    masking = masking_of(x.config)
+    mfs = extract_features(x.encoder_model, x.corpus, x.cache_dir, masking=masking,
+                           progress=bool(x.config.progress))
+    if list(mfs.utt_ids) != list(x.fs.utt_ids) or mfs.frame_index is None:
+        raise ValueError(f"codes_masked: the masked pass of {x.encoder} ({mfs.path}) does not "
+                         f"hold the clean feature set's utterances")
+    rows = _subsample(np.arange(mfs.num_frames), x.config.views.max_pairs, x.config.seed + 2)
+    return _input_code_bound(x, mfs.hidden, rows, np.asarray(mfs.frame_index)[rows],
+                             "codes_masked", span_frames=masking.span_frames(mfs.encoder["frame_rate"]),
+                             masked_fraction=masking.fraction)
 
 
 @register("infonce_input", ("infonce_input",),

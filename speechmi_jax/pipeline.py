@@ -96,7 +96,9 @@ def run_experiment(config, out_dir) -> results_lib.Results:
         fs = None
         for measure in config.measures:
             m = measures_lib.REGISTRY[measure]
-            key = part_key(measure, config, features_key, input_key if m.needs_input else None)
+            fkey = (measures_lib.masked_features_key(enc, corpus, config) if m.needs_encoder
+                    else features_key)
+            key = part_key(measure, config, fkey, input_key if m.needs_input else None)
             part = run.load_part(file, measure, key)
             if part is None:
                 if fs is None:
@@ -110,7 +112,8 @@ def run_experiment(config, out_dir) -> results_lib.Results:
                 recs = m.compute(measures_lib.Inputs(
                     encoder=name, fs=fs, corpus=corpus, config=config,
                     checkpoint_dir=run.checkpoint_dir(file, measure, key),
-                    input_features=input_fs if m.needs_input else None))
+                    input_features=input_fs if m.needs_input else None,
+                    encoder_model=enc, cache_dir=cache))
                 part = run.save_part(file, measure, key, recs, time.perf_counter() - t0)
             t[measure + "_s"] = part["seconds"]
             records += part["records"]

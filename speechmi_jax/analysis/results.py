@@ -92,6 +92,9 @@ for _args in (
     ("codes_next_k", "bits", True, "label_free",
      "predictive bound H(codes) - CE of a linear softmax on the layer's frame t for the k-means "
      "code of the log-mel window at frame t+k"),
+    ("codes_masked", "bits", True, "label_free",
+     "predictive bound H(codes) - CE of a linear softmax on the layer's frame t of a pass with "
+     "spans masked (t inside one) for the k-means code of the clean log-mel window at frame t"),
     ("infonce_input", "bits", True, "label_free",
      "InfoNCE MI bound between the layer's frame and the input features at the same time"),
     ("ctc_per", "percent", False, "supervised",

@@ -20,7 +20,9 @@ Keys (full-size defaults; each experiment file says what it changes):
 * ``views``: how the label-free measures' views are formed (``measures.py``):
   ``next_k_seconds`` (frame t vs t + k), ``input_context_s`` (log-mel frames within this
   distance of the frame's centre), ``num_codes`` (k-means codes of the log-mel window, the
-  target of ``codes_next_k``), ``max_pairs`` (a seeded subset of the pairs, 0 = all).
+  target of ``codes_next_k`` and ``codes_masked``), ``max_pairs`` (a seeded subset of the
+  pairs, 0 = all), ``masked_span_s`` / ``masked_fraction`` (``codes_masked``: spans of this
+  length hide this fraction of each utterance's frames, in the encoder's own frames).
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
         k=32, critic="separable", hidden=256, embed=64, steps=2000, blocks_per_step=8,
         learning_rates=(1e-3, 3e-3), num_bootstrap=1000))
     c.views = ml_collections.ConfigDict(dict(
-        next_k_seconds=0.1, input_context_s=0.02, num_codes=64, max_pairs=200000))
+        next_k_seconds=0.1, input_context_s=0.02, num_codes=64, max_pairs=200000,
+        masked_span_s=0.2, masked_fraction=0.3))
     c.ctc = ml_collections.ConfigDict(dict(
         learning_rates=(3e-3, 1e-2, 3e-2), num_steps=3000, batch_size=32, eval_every=250,
         num_bootstrap=1000))
@@ -185,6 +188,12 @@ def validate(config) -> ml_collections.ConfigDict:
     if config.views.num_codes < 2:
         raise ConfigError(f"config key 'views.num_codes': expected >= 2 codes, got "
                           f"{config.views.num_codes}")
+    if not config.views.masked_span_s > 0:
+        raise ConfigError(f"config key 'views.masked_span_s': expected > 0 seconds, got "
+                          f"{config.views.masked_span_s}")
+    if not 0 < config.views.masked_fraction < 1:
+        raise ConfigError(f"config key 'views.masked_fraction': expected a fraction in (0, 1), "
+                          f"got {config.views.masked_fraction}")
     return config
 
 

@@ -28,6 +28,10 @@ N_FFT = 400
 HOP = 160
 N_MELS = 80
 LOG_FLOOR = 1e-10
+# A masked log-mel frame (encoders' masking hook, ``base.py``): every band at this log10 mel
+# power, which is 0 in Whisper's normalised scale ``(log10 + 4) / 4``. One constant for every
+# utterance, so a masked input frame says nothing about the audio it hides.
+MASKED_LOG10_MEL = -4.0
 
 
 def hann_window(n: int) -> np.ndarray:
@@ -123,20 +127,31 @@ def log_mel(power: jax.Array, filters: np.ndarray) -> jax.Array:
     return jnp.log10(jnp.maximum(mel, LOG_FLOOR))
 
 
+def mask_frames(x: jax.Array, frame_mask, value: float) -> jax.Array:
+    """x [B, T, D] with the frames under ``frame_mask`` [B, T] bool (None: none) set to ``value``."""
+    if frame_mask is None:
+        return x
+    if frame_mask.shape != x.shape[:2]:
+        raise ValueError(f"frame_mask {tuple(frame_mask.shape)}: expected {tuple(x.shape[:2])} "
+                         f"(batch, log-mel frames)")
+    return jnp.where(frame_mask[..., None], jnp.asarray(value, x.dtype), x)
+
+
 def whisper_log_mel(waveforms: jax.Array, lengths: jax.Array, *, num_mels: int = N_MELS,
-                    right_pad: str = "zeros") -> jax.Array:
+                    right_pad: str = "zeros", frame_mask=None) -> jax.Array:
     """Whisper's normalised log-mel spectrogram -> [B, ceil(S/160), num_mels].
 
     ``L = log10(max(mel, 1e-10))``; ``L = max(L, max_t,m L - 8)`` (an 80 dB range below the
     utterance's loudest bin; the max runs over all frames of the row, where frames past the
     signal hold the floor value and never raise it); ``(L + 4) / 4``. Matches
     ``transformers.WhisperFeatureExtractor`` (with ``right_pad="reflect"`` on a full window).
+    ``frame_mask`` [B, T] bool: frames set to :data:`MASKED_LOG10_MEL` after normalising.
     """
     power = power_spectrogram(waveforms, lengths, right_pad=right_pad)
     lm = log_mel(power, mel_filterbank(num_mels))
     top = jnp.max(lm, axis=(1, 2), keepdims=True)
     lm = jnp.maximum(lm, top - 8.0)
-    return (lm + 4.0) / 4.0
+    return mask_frames((lm + 4.0) / 4.0, frame_mask, (MASKED_LOG10_MEL + 4.0) / 4.0)
 
 
 def dct_matrix(num_in: int, num_out: int) -> np.ndarray:
@@ -168,14 +183,16 @@ def deltas(x: jax.Array, num_valid: jax.Array, width: int = 2) -> jax.Array:
 
 
 def mfcc(waveforms: jax.Array, lengths: jax.Array, *, num_ceps: int = 13, num_mels: int = N_MELS,
-         with_deltas: bool = True) -> jax.Array:
+         with_deltas: bool = True, frame_mask=None) -> jax.Array:
     """MFCCs (+ deltas + delta-deltas) -> [B, ceil(S/160), 3 * num_ceps] (or num_ceps).
 
     ``c = DCT-II_ortho(ln max(mel, 1e-10))[:num_ceps]`` (c0 included, no liftering), then
     regression deltas of width 2 and deltas of those, with edges clamped to real frames.
+    ``frame_mask`` [B, T] bool: those log-mel frames set to :data:`MASKED_LOG10_MEL` first.
     """
     power = power_spectrogram(waveforms, lengths)
-    ln_mel = log_mel(power, mel_filterbank(num_mels)) * math.log(10.0)
+    ln_mel = mask_frames(log_mel(power, mel_filterbank(num_mels)), frame_mask,
+                         MASKED_LOG10_MEL) * math.log(10.0)
     c = jnp.einsum("btm,mk->btk", ln_mel, jnp.asarray(dct_matrix(num_mels, num_ceps), jnp.float32),
                    precision=jax.lax.Precision.HIGHEST)
     if not with_deltas:

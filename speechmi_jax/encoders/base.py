@@ -37,6 +37,8 @@ class EncoderOutput:
 
 # (params, waveforms [B, S] float32, lengths [B] int32) -> EncoderOutput
 ApplyFn = Callable[[Any, jax.Array, jax.Array], EncoderOutput]
+# (params, mask_params, waveforms [B, S], lengths [B], frame_mask [B, T] bool) -> EncoderOutput
+MaskedApplyFn = Callable[[Any, Any, jax.Array, jax.Array, jax.Array], EncoderOutput]
 
 
 @dataclasses.dataclass
@@ -61,13 +63,41 @@ class Encoder:
     num_frames_fn: Callable[[np.ndarray], np.ndarray]
     config: Any = None
     dtype: Any = jnp.float32
+    # the masking hook (module docstring): its pure function and what it adds to ``params``
+    # (the wav2vec 2.0 family: {"masked_spec_embed": [D]}; None for the log-mel encoders)
+    masked_apply_fn: Optional[MaskedApplyFn] = None
+    mask_params: Any = None
     _jitted: Optional[Callable] = dataclasses.field(default=None, repr=False)
+    _jitted_masked: Optional[Callable] = dataclasses.field(default=None, repr=False)
 
     def __call__(self, waveforms, lengths) -> EncoderOutput:
         if self._jitted is None:
             self._jitted = jax.jit(self.apply_fn)
         waveforms, lengths = check_inputs(self.name, waveforms, lengths)
         return self._jitted(self.params, waveforms, lengths)
+
+    def check_can_mask(self) -> None:
+        """Raises, naming the encoder, when it has no masking hook."""
+        if self.masked_apply_fn is None:
+            raise ValueError(f"{self.name}: this encoder has no masking hook (a wav2vec 2.0 family "
+                             f"checkpoint without masked_spec_embed?), so the masked view cannot "
+                             f"be measured on it")
+
+    def apply_masked(self, waveforms, lengths, frame_mask) -> EncoderOutput:
+        """The forward pass with the frames under ``frame_mask`` [B, T] bool masked (T =
+        ``num_frames(S)``, the encoder's own frames; see the module docstring); jitted."""
+        self.check_can_mask()
+        waveforms, lengths = check_inputs(self.name, waveforms, lengths)
+        want = (waveforms.shape[0], int(self.num_frames(waveforms.shape[1])))
+        frame_mask = np.asarray(frame_mask) if not isinstance(frame_mask, jax.Array) else frame_mask
+        if frame_mask.dtype != bool or tuple(frame_mask.shape) != want:
+            raise ValueError(f"{self.name}: frame_mask has shape {tuple(frame_mask.shape)} and dtype "
+                             f"{frame_mask.dtype}: expected bool {list(want)} (batch, the encoder's "
+                             f"frames for {waveforms.shape[1]} samples)")
+        if self._jitted_masked is None:
+            self._jitted_masked = jax.jit(self.masked_apply_fn)
+        return self._jitted_masked(self.params, self.mask_params, waveforms, lengths,
+                                   jnp.asarray(frame_mask))
 
     def num_frames(self, lengths) -> np.ndarray:
         """Number of real frames for each length in samples."""

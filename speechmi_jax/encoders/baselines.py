@@ -11,6 +11,8 @@ Both share :mod:`speechmi_jax.encoders.audio_features` with the Whisper front en
 ``ceil(n / 160)`` real frames. Samples past an utterance's length are zeroed and the right
 edge is zero-padded, so an utterance's frames are the same alone and in a padded batch
 (the log-mel's 80 dB floor uses the utterance's own maximum, which padding never raises).
+Masked (``Encoder.apply_masked``), a masked frame's log-mel is the constant
+``audio_features.MASKED_LOG10_MEL``: the log-mel baseline's masked frames carry nothing.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ BASELINE_DIMS = {"logmel": af.N_MELS, "mfcc": 39}
 
 
 def _features(name: str):
+    """(waveforms, lengths, frame_mask [B, T] bool or None) -> [B, T, D]."""
     if name == "logmel":
-        return lambda w, n: af.whisper_log_mel(w, n)
+        return lambda w, n, m=None: af.whisper_log_mel(w, n, frame_mask=m)
     if name == "mfcc":
-        return lambda w, n: af.mfcc(w, n)
+        return lambda w, n, m=None: af.mfcc(w, n, frame_mask=m)
     raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINE_DIMS)}")
 
 
@@ -35,12 +38,15 @@ def load_baseline(name: str) -> Encoder:
     """``"logmel"`` or ``"mfcc"`` as an :class:`Encoder` with one hidden state [1, B, T, D]."""
     feats = _features(name)
 
-    def apply_fn(params, waveforms, lengths) -> EncoderOutput:
-        del params
+    def masked_apply_fn(params, mask_params, waveforms, lengths, frame_mask) -> EncoderOutput:
+        del params, mask_params
         lengths = lengths.astype(jnp.int32)
-        x = feats(waveforms, lengths)  # [B, T, D]
+        x = feats(waveforms, lengths, frame_mask)  # [B, T, D]
         mask = af.frame_mask(lengths, x.shape[1])
         return EncoderOutput(hidden_states=jnp.where(mask[:, :, None], x, 0.0)[None], mask=mask)
+
+    def apply_fn(params, waveforms, lengths) -> EncoderOutput:
+        return masked_apply_fn(params, None, waveforms, lengths, None)
 
     return Encoder(
         name=name,
@@ -53,4 +59,5 @@ def load_baseline(name: str) -> Encoder:
         frame_offset_s=0.0,
         num_frames_fn=af.num_frames,
         config={"features": name},
+        masked_apply_fn=masked_apply_fn,
     )

@@ -616,6 +616,7 @@ def params_from_state_dict(state: Mapping[str, np.ndarray], arch: Arch, source: 
     Raises :class:`checkpoint.CheckpointError` naming every missing, unexpected or misshaped key.
     """
     backbone, dropped = split_state_dict(state, arch)
+    dropped = [k for k in dropped if not k.endswith("masked_spec_embed")]  # the masking hook's
     if dropped:
         logger.warning("%s: dropped %d tensors that are not part of the %s encoder: %s", source,
                        len(dropped), arch.model_type, ", ".join(dropped))
@@ -660,12 +661,29 @@ def init_params(arch: Arch, rng, dtype=jnp.float32):
 
 # ----------------------------------------------------------------------------- loaders
 
-def make_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32, config=None) -> Encoder:
-    """An :class:`Encoder` around :class:`Wav2Vec2Family` with these parameters."""
+def make_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32, config=None,
+                 mask_embedding=None) -> Encoder:
+    """An :class:`Encoder` around :class:`Wav2Vec2Family` with these parameters.
+
+    ``mask_embedding`` [D] (the checkpoint's ``masked_spec_embed``) gives it the masking hook
+    (``Encoder.apply_masked``: the embedding replaces the feature projection's output at masked
+    frames, as transformers' ``mask_time_indices``); without it the hook is absent."""
     model = Wav2Vec2Family(arch, dtype)
 
     def apply_fn(params, waveforms, lengths) -> EncoderOutput:
         return model.apply({"params": params}, waveforms, lengths)
+
+    def masked_apply_fn(params, mask_params, waveforms, lengths, frame_mask) -> EncoderOutput:
+        return model.apply({"params": params}, waveforms, lengths, frame_mask,
+                           mask_params["masked_spec_embed"])
+
+    mask_params = None
+    if mask_embedding is not None:
+        emb = np.asarray(mask_embedding, np.float32)
+        if emb.shape != (arch.hidden_size,):
+            raise checkpoint.CheckpointError(f"{name}: masked_spec_embed has shape {emb.shape}, "
+                                             f"expected ({arch.hidden_size},)")
+        mask_params = {"masked_spec_embed": jnp.asarray(emb)}
 
     return Encoder(
         name=name,
@@ -679,7 +697,18 @@ def make_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32, config=Non
         num_frames_fn=functools.partial(num_frames, arch),
         config=config,
         dtype=dtype,
+        masked_apply_fn=masked_apply_fn if mask_params is not None else None,
+        mask_params=mask_params,
     )
+
+
+def mask_embedding_from_state_dict(state: Mapping[str, np.ndarray], arch: Arch):
+    """The checkpoint's ``masked_spec_embed`` [D] (with or without the task-model prefix), or
+    None when it has none (a checkpoint trained without masking)."""
+    for key in ("masked_spec_embed", f"{PREFIXES[arch.model_type]}.masked_spec_embed"):
+        if key in state:
+            return np.asarray(state[key], np.float32)
+    return None
 
 
 def load_wav2vec2_family(path, *, dtype=jnp.float32, allow_pickle: bool = False) -> Encoder:
@@ -700,9 +729,10 @@ def load_wav2vec2_family(path, *, dtype=jnp.float32, allow_pickle: bool = False)
     if getattr(config, "add_adapter", False):
         logger.warning("%s: add_adapter=True; the adapter after the encoder is not part of the hidden "
                        "states and is dropped", path)
-    params = params_from_state_dict(checkpoint.read_state_dict(path, allow_pickle=allow_pickle), arch,
-                                    source=str(path))
-    return make_encoder(arch, params, name=str(path), dtype=dtype, config=config)
+    state = checkpoint.read_state_dict(path, allow_pickle=allow_pickle)
+    params = params_from_state_dict(state, arch, source=str(path))
+    return make_encoder(arch, params, name=str(path), dtype=dtype, config=config,
+                        mask_embedding=mask_embedding_from_state_dict(state, arch))
 
 
 _LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
@@ -734,7 +764,10 @@ def random_wav2vec2_family(arch: str, *, seed: int = 0, dtype=jnp.float32) -> En
     config = random_config(arch)
     a = arch_from_config(config)
     params = jax.jit(functools.partial(init_params, a))(jax.random.PRNGKey(seed))
-    return make_encoder(a, params, name=f"random:{arch}@{seed}", dtype=dtype, config=config)
+    # masked_spec_embed ~ U[0, 1) as transformers initialises it
+    emb = jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(seed), 1), (a.hidden_size,))
+    return make_encoder(a, params, name=f"random:{arch}@{seed}", dtype=dtype, config=config,
+                        mask_embedding=emb)
 
 
 # ----------------------------------------------------------------------------- causal log-mel variant
@@ -766,18 +799,20 @@ class CausalLogMelEncoder(nn.Module):
     loudest bin, its one utterance-level statistic). Not a transformers architecture: saved by :func:`save_causal`
     as config.json + model.safetensors in this package's own layout.
     ``__call__`` returns (EncoderOutput, log-mel [B, T, 80]): the log-mel is APC's target.
+    ``frame_mask`` [B, T] bool (the masking hook): those log-mel frames are set to
+    ``audio_features.MASKED_LOG10_MEL`` (the returned log-mel is the masked one).
     """
 
     arch: Arch
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, waveforms, lengths):
+    def __call__(self, waveforms, lengths, frame_mask=None):
         from speechmi_jax.encoders import audio_features as af
 
         arch = self.arch
         lengths = jnp.minimum(lengths.astype(jnp.int32), waveforms.shape[1])
-        logmel = af.whisper_log_mel(waveforms, lengths)  # [B, T, 80]
+        logmel = af.whisper_log_mel(waveforms, lengths, frame_mask=frame_mask)  # [B, T, 80]
         mask = af.frame_mask(lengths, logmel.shape[1])
         x = _dense(arch.hidden_size, "input_projection", self.dtype)(logmel)
         x = x * mask[..., None].astype(x.dtype)
@@ -818,10 +853,14 @@ def make_causal_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32) -> 
     def apply_fn(params, waveforms, lengths) -> EncoderOutput:
         return model.apply({"params": params}, waveforms, lengths)[0]
 
+    def masked_apply_fn(params, mask_params, waveforms, lengths, frame_mask) -> EncoderOutput:
+        del mask_params
+        return model.apply({"params": params}, waveforms, lengths, frame_mask)[0]
+
     return Encoder(name=name, apply_fn=apply_fn, params=jax.tree.map(jnp.asarray, params),
                    num_layers=arch.num_layers, hidden_size=arch.hidden_size, sample_rate=SAMPLE_RATE,
                    frame_rate=SAMPLE_RATE / af.HOP, frame_offset_s=0.0, num_frames_fn=af.num_frames,
-                   config=causal_config(arch), dtype=dtype)
+                   config=causal_config(arch), dtype=dtype, masked_apply_fn=masked_apply_fn)
 
 
 def save_causal(arch: Arch, params, out_dir) -> Path:

@@ -239,17 +239,33 @@ def make_apply_fn(arch: WhisperArch, dtype=jnp.float32, window_seconds: Optional
     each window becomes a [W / 160, n_mels] log-mel and is encoded alone; frames are
     concatenated and cropped to ``ceil(S / 320)``. hidden_states: [L + 1, B, ceil(S/320), D].
     """
+    masked = make_masked_apply_fn(arch, dtype, window_seconds)
+    return lambda params, waveforms, lengths: masked(params, None, waveforms, lengths, None)
+
+
+def make_masked_apply_fn(arch: WhisperArch, dtype=jnp.float32,
+                         window_seconds: Optional[float] = None):
+    """:func:`make_apply_fn` with the masking hook: ``(params, mask_params, waveforms, lengths,
+    frame_mask [B, ceil(S/320)] bool or None)``; both log-mel frames under a masked encoder frame
+    (its stride-2 conv reads log-mel frames 2t and 2t + 1) are set to
+    ``audio_features.MASKED_LOG10_MEL`` (0 after normalisation). ``mask_params`` is unused."""
     module = WhisperEncoder(arch, dtype)
     w = _window_samples(arch, window_seconds)
 
-    def apply_fn(params, waveforms, lengths) -> EncoderOutput:
+    def apply_fn(params, mask_params, waveforms, lengths, frame_mask) -> EncoderOutput:
+        del mask_params
         b, s = waveforms.shape
         c = -(-s // w)
         lengths = lengths.astype(jnp.int32)
         x = jnp.pad(waveforms.astype(jnp.float32), ((0, 0), (0, c * w - s))).reshape(b * c, w)
         chunk_len = jnp.clip(lengths[:, None] - w * jnp.arange(c)[None, :], 0, w).reshape(b * c)
+        mel_mask = None
+        if frame_mask is not None:  # [B, T_out] -> [B * C, W / 160] log-mel frames
+            mel_mask = jnp.repeat(frame_mask, 2, axis=1)
+            mel_mask = jnp.pad(mel_mask, ((0, 0), (0, c * w // 160 - mel_mask.shape[1])))
+            mel_mask = mel_mask.reshape(b * c, w // 160)
         mel = audio_features.whisper_log_mel(x, chunk_len, num_mels=arch.num_mel_bins,
-                                             right_pad="reflect")
+                                             right_pad="reflect", frame_mask=mel_mask)
         t_out = -(-s // HOP_SAMPLES)
         # One window: its last block computes only the t_out returned frames.
         hs = module.apply({"params": params}, mel, t_out if c == 1 else None)  # [L+1, B*C, T', D]
@@ -282,6 +298,7 @@ def make_encoder(name: str, arch: WhisperArch, params, *, dtype=jnp.float32,
     return Encoder(
         name=name if window == native else f"{name}@{window:g}s",
         apply_fn=make_apply_fn(arch, dtype, window_seconds),
+        masked_apply_fn=make_masked_apply_fn(arch, dtype, window_seconds),
         params=params,
         num_layers=arch.num_layers,
         hidden_size=arch.d_model,

@@ -67,7 +67,7 @@ class MIEstimate:
         return None if self.measure.startswith("probe") else self.ceiling_bits
 
 
-def _estimate(measure: str, nats: float, ci_nats, ceiling_nats: float, **fields) -> MIEstimate:
+def estimate_from_nats(measure: str, nats: float, ci_nats, ceiling_nats: float, **fields) -> MIEstimate:
     """MIEstimate from figures in nats (the estimators' working unit)."""
     bits = lambda v: float(units.nats_to_bits(v))
     return MIEstimate(measure=measure, bits=bits(nats), ci=(bits(ci_nats[0]), bits(ci_nats[1])),
@@ -77,7 +77,9 @@ def _estimate(measure: str, nats: float, ci_nats, ceiling_nats: float, **fields)
 # ----------------------------------------------------------------------------- splits and loading
 
 
-def _split_codes(split, n: int) -> np.ndarray:
+def split_codes(split, n: int) -> np.ndarray:
+    """Split of every item [n] as codes 0/1/2 (train/dev/test) from names or codes; anything
+    else raises naming the first bad item."""
     split = np.asarray(split)
     if split.shape != (n,):
         raise ValueError(f"split has shape {split.shape}: expected ({n},) to match the items")
@@ -110,7 +112,7 @@ def dev_from_train(codes, groups, dev_fraction: float, seed: int) -> np.ndarray:
     return codes
 
 
-def _load(name: str, x, layers: slice, idx: np.ndarray) -> np.ndarray:
+def load_rows(name: str, x, layers: slice, idx: np.ndarray) -> np.ndarray:
     """float32 copy of x[layers][:, idx] ([l, n, D]); checks finiteness, naming layer and item."""
     out = np.asarray(x[layers][:, idx], np.float32)
     validate.finite(name, x.shape, out, layers.start, idx)
@@ -128,8 +130,10 @@ def standardize_splits(train, *others):
     return [(x - mean) / std for x in (train, *others)]
 
 
-def _train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, checkpoint_every,
-                  mesh_shape, devices, seed, defaults):
+def resolve_train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, checkpoint_every,
+                         mesh_shape, devices, seed, defaults):
+    """``train.train_config`` with ``steps`` / ``eval_every`` left as None taken from
+    ``defaults`` (the estimator's own)."""
     steps = steps if steps is not None else defaults["steps"]
     return train_config(optimizer, steps, batch_size,
                         eval_every if eval_every is not None else defaults["eval_every"],
@@ -137,7 +141,9 @@ def _train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, chec
                         mesh_shape=mesh_shape, devices=devices, seed=seed)
 
 
-def _grid(optimizer, learning_rates, l2, seeds):
+def hyper_grid(optimizer, learning_rates, l2, seeds):
+    """The bank's grid of (learning rate, l2, seed): L-BFGS takes no learning rates (its line
+    search sets the step), Adam needs them."""
     if optimizer == "lbfgs":
         if learning_rates is not None:
             raise ValueError("optimizer='lbfgs' uses a line search: expected learning_rates=None")
@@ -199,7 +205,7 @@ def probe_bank(
     validate.ndim("y", y, 1, "[N]")
     groups = np.asarray(groups) if groups is not None else np.arange(y.shape[0])
     n = validate.same_length(z=(z, 1), y=(y, 0), groups=(groups, 0))
-    codes = _split_codes(split, n)
+    codes = split_codes(split, n)
     num_classes = validate.labels("y", y, num_classes)
     codes = dev_from_train(codes, groups, dev_fraction, seed)
     idx = [np.flatnonzero((codes == s) & (y >= 0)) for s in range(3)]
@@ -209,9 +215,9 @@ def probe_bank(
     validate.classes_in_train(y[idx[0]], y[idx[2]], "the test split")
     validate.several_classes("y[split == 'test'] (y_test)", y[idx[2]])
 
-    grid = _grid(optimizer, learning_rates, l2, seeds)
-    config = _train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, checkpoint_every,
-                           mesh_shape, devices, seed, {"steps": 100 if optimizer == "lbfgs" else 2000,
+    grid = hyper_grid(optimizer, learning_rates, l2, seeds)
+    config = resolve_train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, checkpoint_every,
+                                  mesh_shape, devices, seed, {"steps": 100 if optimizer == "lbfgs" else 2000,
                                                        "eval_every": 5 if optimizer == "lbfgs" else 50})
     problem = probe_problem(probe, log_prior(y[idx[0]], num_classes), hidden)
     num_layers, _, dim = z.shape
@@ -219,7 +225,7 @@ def probe_bank(
     h_y = label_entropy(y_test, num_classes, entropy_estimator)
 
     def load(chunk):
-        xs = [_load("z", z, chunk, i) for i in idx]
+        xs = [load_rows("z", z, chunk, i) for i in idx]
         if standardize:
             xs = standardize_splits(*xs)
         return [{"x": x, "y": y[i].astype(np.int32), "w": np.ones(i.size, np.float32)} for x, i in zip(xs, idx)]
@@ -231,9 +237,9 @@ def probe_bank(
         accuracy, accuracy_ci = bootstrap.mean_ci(res.test["correct"][j], g_test, level=ci_level,
                                                   num_replicates=num_bootstrap, seed=seed)
         pt = grid.point(int(res.choice[j]))
-        return _estimate(f"probe_{probe}", nats, ci, h_y, lr=pt["lr"] if optimizer == "adam" else None,
-                         l2=pt["l2"], seed=pt["seed"], step=int(res.step[j]), n_test=int(ce.size),
-                         layer=layer, accuracy=accuracy, accuracy_ci=accuracy_ci)
+        return estimate_from_nats(f"probe_{probe}", nats, ci, h_y, lr=pt["lr"] if optimizer == "adam" else None,
+                                  l2=pt["l2"], seed=pt["seed"], step=int(res.step[j]), n_test=int(ce.size),
+                                  layer=layer, accuracy=accuracy, accuracy_ci=accuracy_ci)
 
     return fit_layer_chunks(problem, grid, config, num_layers, load, collect, (dim, num_classes),
                             bytes_per_layer=4 * dim * sum(i.size for i in idx), layer_chunk=layer_chunk,
@@ -327,28 +333,28 @@ def infonce_bank(
         raise ValueError(f"b has shape {tuple(b.shape)}: expected {a.shape[0]} or 1 layers to match a {tuple(a.shape)}")
     n = validate.same_length(a=(a, 1), b=(b, 1), groups=(np.asarray(groups), 0))
     groups = np.asarray(groups)
-    codes = dev_from_train(_split_codes(split, n), groups, dev_fraction, seed)
+    codes = dev_from_train(split_codes(split, n), groups, dev_fraction, seed)
     rng = np.random.default_rng(seed)
     idx = [np.flatnonzero(codes == s) for s in range(3)]
     for s, name in enumerate(SPLITS):
         validate.enough(f"pairs in split {name!r}", idx[s].size, k, f"one block of K={k} candidates")
     idx = [idx[0]] + [_blocks(i, k, rng) for i in idx[1:]]
 
-    grid = _grid(optimizer, learning_rates, l2, seeds)
-    config = _train_config(optimizer, steps, k, eval_every, checkpoint_dir, checkpoint_every,
-                           mesh_shape, devices, seed, {"steps": 2000, "eval_every": 100})
+    grid = hyper_grid(optimizer, learning_rates, l2, seeds)
+    config = resolve_train_config(optimizer, steps, k, eval_every, checkpoint_dir, checkpoint_every,
+                                  mesh_shape, devices, seed, {"steps": 2000, "eval_every": 100})
     shared_b = b.shape[0] == 1 and a.shape[0] > 1
     problem = (infonce_problem_shared_b if shared_b else infonce_problem)(critic, k, hidden, embed)
     num_layers = a.shape[0]
     per_layer = 4 * (a.shape[2] + (0 if shared_b else b.shape[2])) * sum(i.size for i in idx)
     log_k = math.log(k)
-    b_all = [_load("b", b, slice(0, 1), i) for i in idx] if shared_b else None
+    b_all = [load_rows("b", b, slice(0, 1), i) for i in idx] if shared_b else None
     if shared_b and standardize:
         b_all = standardize_splits(*b_all)
 
     def load(chunk):
-        xa = [_load("a", a, chunk, i) for i in idx]
-        xb = b_all if shared_b else [_load("b", b, chunk, i) for i in idx]
+        xa = [load_rows("a", a, chunk, i) for i in idx]
+        xb = b_all if shared_b else [load_rows("b", b, chunk, i) for i in idx]
         if standardize:
             xa = standardize_splits(*xa)
             xb = xb if shared_b else standardize_splits(*xb)
@@ -360,8 +366,8 @@ def infonce_bank(
         nats, ci = bootstrap.mean_ci(losses, groups[idx[2]], offset=log_k, sign=-1.0, level=ci_level,
                                      num_replicates=num_bootstrap, seed=seed)
         pt = grid.point(int(res.choice[j]))
-        return _estimate(f"infonce_{critic}", nats, ci, log_k, lr=pt["lr"], l2=pt["l2"], seed=pt["seed"],
-                         step=int(res.step[j]), n_test=int(losses.size), layer=layer)
+        return estimate_from_nats(f"infonce_{critic}", nats, ci, log_k, lr=pt["lr"], l2=pt["l2"], seed=pt["seed"],
+                                  step=int(res.step[j]), n_test=int(losses.size), layer=layer)
 
     return fit_layer_chunks(problem, grid, config, num_layers, load, collect, (a.shape[2], b.shape[2]),
                             bytes_per_layer=per_layer, layer_chunk=layer_chunk,

@@ -49,8 +49,9 @@ from scipy import special, stats
 
 from speechmi_jax.estimators import bootstrap, validate
 from speechmi_jax.estimators.views import utterance_blocks
-from speechmi_jax.estimators.api import (MIEstimate, _estimate, _grid, _load, _split_codes, _train_config,
-                                         dev_from_train, standardize_splits)
+from speechmi_jax.estimators.api import (MIEstimate, dev_from_train, estimate_from_nats, hyper_grid,
+                                         load_rows, resolve_train_config, split_codes,
+                                         standardize_splits)
 from speechmi_jax.estimators.bank import Problem
 from speechmi_jax.estimators.infonce import CRITICS, critic_scores, infonce_problem, nce_losses
 from speechmi_jax.estimators.train import fit_bank, fit_layer_chunks
@@ -264,9 +265,9 @@ def estimate_mi_bank(
         d["w"] = np.ones(d["a"].shape[1], np.float32)
     test_w = data["test"]["mask"]
     problem = residual_problem(critic, k, hidden, embed)
-    grid = _grid("adam", learning_rates, l2, (seed,))
-    config = _train_config("adam", steps, k, eval_every, None, None, None,
-                           devices if devices is not None else jax.devices()[:1], seed, {})
+    grid = hyper_grid("adam", learning_rates, l2, (seed,))
+    config = resolve_train_config("adam", steps, k, eval_every, None, None, None,
+                                  devices if devices is not None else jax.devices()[:1], seed, {})
     res = fit_bank(problem, grid, config, data["train"], data["dev"], data["test"], (dx, dy))
 
     # Per-layer bound items: log K_l - loss, K_l the layer's real held-out pairs.
@@ -286,7 +287,7 @@ def estimate_mi_bank(
         layers = slice(t * len(folds) * replicas, (t + 1) * len(folds) * replicas)
         choice = res.choice[layers]
         log_k = float(np.log(k_real[t].min()))
-        out.append(_estimate(
+        out.append(estimate_from_nats(
             f"estimate_mi_{critic}", nats, (lo, hi), log_k,
             lr=float(np.median([grid.lr[c] for c in choice])),
             l2=float(np.median([grid.l2[c] for c in choice])), seed=seed,
@@ -362,7 +363,7 @@ def infonce_same_utterance_bank(
     groups = np.asarray(groups)
     keys = groups if block_keys is None else np.asarray(block_keys)
     n = validate.same_length(a=(a, 1), b=(b, 1), groups=(groups, 0), block_keys=(keys, 0))
-    codes = dev_from_train(_split_codes(split, n), groups, dev_fraction, seed)
+    codes = dev_from_train(split_codes(split, n), groups, dev_fraction, seed)
     rng = np.random.default_rng(seed)
     blocks = [utterance_blocks(keys[codes == s], k, rng) for s in range(3)]
     idx = [np.flatnonzero(codes == s)[blk] for s, blk in enumerate(blocks)]  # [n_blocks, k]
@@ -377,25 +378,25 @@ def infonce_same_utterance_bank(
     flat = [i.reshape(-1) for i in idx]
 
     def load(chunk):
-        xa = standardize_splits(*[_load("a", a, chunk, f) for f in flat])
-        xb = standardize_splits(*[_load("b", b, chunk, f) for f in flat])
+        xa = standardize_splits(*[load_rows("a", a, chunk, f) for f in flat])
+        xb = standardize_splits(*[load_rows("b", b, chunk, f) for f in flat])
         return [{"a": x.reshape(x.shape[0], -1, k, x.shape[-1]), "b": y.reshape(y.shape[0], -1, k, y.shape[-1]),
                  "w": np.ones(len(i), np.float32)} for x, y, i in zip(xa, xb, idx)]
 
     log_k = float(np.log(k))
     block_groups = groups[idx[2][:, 0]]
-    grid = _grid("adam", learning_rates, (0.0,), (seed,))
+    grid = hyper_grid("adam", learning_rates, (0.0,), (seed,))
 
     def collect(res, j, layer):
         nats, (lo, hi) = bootstrap.mean_ci(res.test["loss"][j], block_groups, offset=log_k, sign=-1.0,
                                            level=ci_level, num_replicates=num_bootstrap, seed=seed)
         pt = grid.point(int(res.choice[j]))
-        return _estimate(
+        return estimate_from_nats(
             f"infonce_same_utterance_{critic}", nats, (lo, hi), log_k, lr=pt["lr"], l2=pt["l2"],
             seed=pt["seed"], step=int(res.step[j]), n_test=int(idx[2].size), layer=layer)
 
-    config = _train_config("adam", steps, blocks_per_step, eval_every, checkpoint_dir, checkpoint_every,
-                           None, devices if devices is not None else jax.devices()[:1], seed, {})
+    config = resolve_train_config("adam", steps, blocks_per_step, eval_every, checkpoint_dir, checkpoint_every,
+                                  None, devices if devices is not None else jax.devices()[:1], seed, {})
     return fit_layer_chunks(block_problem(critic, k, hidden, embed), grid, config, a.shape[0], load, collect,
                             (a.shape[2], b.shape[2]),
                             bytes_per_layer=4 * (a.shape[2] + b.shape[2]) * sum(f.size for f in flat),
