@@ -3,7 +3,8 @@ in encoder forward passes vs estimators, and the encoder cost per hour of audio 
 
     python benchmarks/bench_demo.py --out /tmp/bench_demo            # full demo (~10 min, 2 cores)
     python benchmarks/bench_demo.py --out /tmp/bench_demo --smoke    # quick check of the script
-    python benchmarks/bench_demo.py --out /tmp/bench_demo --skip-encoders --rss-trace /tmp/rss.tsv
+    python benchmarks/bench_demo.py --out /tmp/new --skip-encoders --rss-trace /tmp/rss.tsv --compare /tmp/old
+    python benchmarks/bench_demo.py --out /tmp/x --skip-demo --skip-encoders --rss-table /tmp/rss.tsv
 
 Part 1 runs the demo in a subprocess (cold: a fresh run directory, so a fresh feature cache
 and XLA compilation cache under it; ``JAX_COMPILATION_CACHE_DIR`` is unset for the run) and
@@ -16,9 +17,12 @@ Peak RSS by stage: the demo process samples its own resident set (``VmRSS`` of
 ``/proc/self/status``, every 50 ms, in a thread) and labels each sample with the stage it
 falls in: encoder / measure (from the pipeline's log) and, inside a measure, the step
 (``features``, ``load`` = building a layer chunk's host arrays, ``fit`` = the bank's training
-and evaluation, ``kmeans``, ``input_context``). It prints the peak of every stage, the stage
-that sets the process' peak, and with ``--rss-trace FILE`` writes every sample (seconds,
-MB, stage) as TSV while it runs.
+and evaluation, ``kmeans``, ``input_context``). It prints the peak of every encoder x measure
+(the step that set it in brackets) and the stage that sets the process' peak; with
+``--rss-trace FILE`` it writes every sample (seconds, MB, stage) as TSV while it runs, and
+``--rss-table FILE`` prints the table of such a file again. ``--compare OLD_RUN`` checks the
+new results.json against an earlier run's: per measure, how many records are identical, the
+largest difference and how many values leave the earlier run's CI.
 """
 
 from __future__ import annotations
