@@ -3,6 +3,8 @@ in encoder forward passes vs estimators, and the encoder cost per hour of audio 
 
     python benchmarks/bench_demo.py --out /tmp/bench_demo            # full demo (~10 min, 2 cores)
     python benchmarks/bench_demo.py --out /tmp/bench_demo --smoke    # quick check of the script
+    python benchmarks/bench_demo.py --out /tmp/new --skip-encoders --rss-trace /tmp/rss.tsv --compare /tmp/old
+    python benchmarks/bench_demo.py --out /tmp/x --skip-demo --skip-encoders --rss-table /tmp/rss.tsv
 
 Part 1 runs the demo in a subprocess (cold: a fresh run directory, so a fresh feature cache
 and XLA compilation cache under it; ``JAX_COMPILATION_CACHE_DIR`` is unset for the run) and
@@ -10,6 +12,17 @@ reads the per-stage timings the pipeline records in results.json. Part 2 times o
 pass (warm, median of repeats) of each encoder size on 2 x 10 s of audio and extrapolates to
 one hour of audio: encoder-forward seconds per audio hour on this machine. Whisper encodes
 30 s windows whatever the utterance length, so its cost is per 30 s window.
+
+Peak RSS by stage: the demo process samples its own resident set (``VmRSS`` of
+``/proc/self/status``, every 50 ms, in a thread) and labels each sample with the stage it
+falls in: encoder / measure (from the pipeline's log) and, inside a measure, the step
+(``features``, ``load`` = building a layer chunk's host arrays, ``fit`` = the bank's training
+and evaluation, ``kmeans``, ``input_context``). It prints the peak of every encoder x measure
+(the step that set it in brackets) and the stage that sets the process' peak; with
+``--rss-trace FILE`` it writes every sample (seconds, MB, stage) as TSV while it runs, and
+``--rss-table FILE`` prints the table of such a file again. ``--compare OLD_RUN`` checks the
+new results.json against an earlier run's: per measure, how many records are identical, the
+largest difference and how many values leave the earlier run's CI.
 """
 
 from __future__ import annotations
@@ -37,10 +50,98 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def run_demo(out: Path, smoke: bool) -> dict:
-    cmd = [sys.executable, "-m", "speechmi_jax.cli", "demo", "--out", str(out),
+RSS_PREFIX = "rss-stage\t"
+
+
+def traced_demo(argv: list[str]) -> int:
+    """Runs ``speechmi demo`` in this process while a thread samples VmRSS by stage; prints one
+    ``rss-stage`` line per stage (peak MB, stage) at the end, and writes the samples to
+    ``$SPEECHMI_RSS_TRACE`` if set."""
+    import functools
+    import logging
+    import threading
+
+    from speechmi_jax import cli, features
+    from speechmi_jax.estimators import api, ctc, train, views
+
+    state = {"measure": "start", "step": ""}
+    samples: list[tuple[float, float, str]] = []
+    stop = threading.Event()
+
+    def stage() -> str:
+        return state["measure"] + (f"/{state['step']}" if state["step"] else "")
+
+    def rss_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def sample():
+        t0 = time.perf_counter()
+        out = open(os.environ["SPEECHMI_RSS_TRACE"], "w") if os.environ.get("SPEECHMI_RSS_TRACE") else None
+        if out:
+            out.write("seconds\trss_mb\tstage\n")
+        while not stop.is_set():
+            samples.append((time.perf_counter() - t0, rss_mb(), stage()))
+            if out:
+                out.write("%.2f\t%.0f\t%s\n" % samples[-1])
+                out.flush()
+            stop.wait(0.05)
+        if out:
+            out.close()
+
+    class Stage(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if record.name == "speechmi_jax.pipeline":
+                state["measure"], state["step"] = msg.replace(": ", "/", 1), ""
+
+    def step(name, fn, label=None):
+        @functools.wraps(fn)
+        def wrapped(*a, **k):
+            before = state["step"]
+            state["step"] = label(*a, **k) if label else name
+            try:
+                return fn(*a, **k)
+            finally:
+                state["step"] = before
+        return wrapped
+
+    def features_label(enc, *a, **k):
+        state["measure"] = enc.name
+        return "features"
+
+    log = logging.getLogger("speechmi_jax.pipeline")
+    log.setLevel(logging.INFO)
+    log.addHandler(Stage())
+    features.extract_features = step("features", features.extract_features, features_label)
+    train.fit_bank = step("fit", train.fit_bank)
+    ctc._padded_splits = step("load", ctc._padded_splits)
+    api._load = step("load", api._load)
+    views.kmeans_codes = step("kmeans", views.kmeans_codes)
+    views.input_context = step("input_context", views.input_context)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        return cli.main(argv)
+    finally:
+        stop.set()
+        thread.join()
+        peaks: dict[str, float] = {}
+        for _, mb, st in samples:
+            peaks[st] = max(peaks.get(st, 0.0), mb)
+        for st, mb in peaks.items():
+            print(f"{RSS_PREFIX}{mb:.0f}\t{st}", flush=True)
+
+
+def run_demo(out: Path, smoke: bool, trace: str | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--traced-demo", "demo", "--out", str(out),
            "--set", "progress=False"] + (["--smoke"] if smoke else [])
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    if trace:
+        env["SPEECHMI_RSS_TRACE"] = str(trace)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -51,8 +152,56 @@ def run_demo(out: Path, smoke: bool) -> dict:
     timings = meta["timings_s"]
     feat = sum(t.get("features_s", 0.0) for t in timings.values())
     est = sum(v for t in timings.values() for k, v in t.items() if k != "features_s")
+    stages = [line[len(RSS_PREFIX):].split("\t", 1) for line in proc.stdout.splitlines()
+              if line.startswith(RSS_PREFIX)]
     return {"wall_s": wall, "peak_rss_mb": peak_mb, "features_s": feat, "estimators_s": est,
-            "per_encoder": timings, "corpus": meta["corpus"]}
+            "per_encoder": timings, "corpus": meta["corpus"],
+            "rss_by_stage": [(float(mb), st) for mb, st in stages]}
+
+
+def print_rss_table(by_stage: list[tuple[float, str]]):
+    """Peak RSS (MB) per encoder x stage from (peak MB, "encoder/measure[/step]") pairs, the
+    step that set each cell in brackets, and the process' peak."""
+    enc_name = lambda e: e.split("@")[0]  # "whisper-tiny.en@4s" (an encoder's own name) -> config name
+    table: dict[str, dict[str, tuple[float, str]]] = {}
+    for mb, st in by_stage:
+        enc, _, rest = st.partition("/")
+        if not rest:
+            continue  # before the first encoder
+        measure, _, step = rest.partition("/")
+        cell = table.setdefault(enc_name(enc), {})
+        if mb > cell.get(measure, (0.0, ""))[0]:
+            cell[measure] = (mb, step)
+    measures = list(dict.fromkeys(m for cells in table.values() for m in cells))
+    top = max(by_stage)
+    print(f"peak RSS (MB) by encoder and stage, VmRSS sampled every 50 ms; in brackets the step "
+          f"that set it; process peak {top[0]:.0f} MB in {top[1]}:")
+    print("| encoder | " + " | ".join(measures) + " | encoder's peak |")
+    print("| --- |" + " --- |" * (len(measures) + 1))
+    for enc, cells in table.items():
+        row = [f"{cells[m][0]:.0f}" + (f" ({cells[m][1]})" if cells[m][1] else "") if m in cells
+               else "" for m in measures]
+        print(f"| {enc} | " + " | ".join(row) + f" | {max(v[0] for v in cells.values()):.0f} |")
+
+
+def compare_results(new: Path, old: Path):
+    """Prints how the records of run ``new`` differ from those of run ``old`` (results.json):
+    per measure the largest |difference| and how many new values leave the old CI."""
+    load = lambda d: {(r["encoder"], r["layer"], r["measure"]): r
+                      for r in json.loads((d / "results.json").read_text())["records"]}
+    a, b = load(old), load(new)
+    if a.keys() != b.keys():
+        print(f"records differ: only in {old}: {sorted(a.keys() - b.keys())[:5]}, "
+              f"only in {new}: {sorted(b.keys() - a.keys())[:5]}")
+    print(f"results vs {old}:")
+    print("| measure | records | identical | max abs diff | outside the old CI |")
+    print("| --- | --- | --- | --- | --- |")
+    for m in sorted({k[2] for k in a.keys() & b.keys()}):
+        keys = [k for k in a.keys() & b.keys() if k[2] == m]
+        diffs = [abs(b[k]["value"] - a[k]["value"]) for k in keys]
+        out = sum(not (a[k]["ci"][0] <= b[k]["value"] <= a[k]["ci"][1]) for k in keys
+                  if a[k].get("ci"))
+        print(f"| {m} | {len(keys)} | {sum(d == 0 for d in diffs)} | {max(diffs):.3g} | {out} |")
 
 
 def encoder_cost(names, batch: int = 2, seconds: float = 10.0, repeats: int = 3) -> list[dict]:
@@ -80,18 +229,25 @@ def encoder_cost(names, batch: int = 2, seconds: float = 10.0, repeats: int = 3)
 
 
 def main():
+    if sys.argv[1:2] == ["--traced-demo"]:
+        sys.path.insert(0, os.getcwd())  # the checkout the benchmark runs from
+        raise SystemExit(traced_demo(sys.argv[2:]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="run directory for the demo (must not exist)")
     ap.add_argument("--smoke", action="store_true", help="demo --smoke and two small encoders")
     ap.add_argument("--skip-demo", action="store_true")
     ap.add_argument("--skip-encoders", action="store_true", help="the demo only (no part 2)")
+    ap.add_argument("--rss-trace", help="write the demo's RSS samples (seconds, MB, stage) here")
+    ap.add_argument("--compare", help="a previous demo run directory: compare its results.json")
+    ap.add_argument("--rss-table", help="print the peak-RSS table of a --rss-trace file")
     args = ap.parse_args()
     out = Path(args.out)
     print(f"machine: {os.cpu_count()} cores, {cpu_name()}")
     if not args.skip_demo:
         if out.exists():
             raise SystemExit(f"{out} exists: the demo must start cold")
-        d = run_demo(out, args.smoke)
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        d = run_demo(out, args.smoke, args.rss_trace)
         total = d["features_s"] + d["estimators_s"]
         print(f"demo{' --smoke' if args.smoke else ''}: wall {d['wall_s']:.0f} s, peak RSS "
               f"{d['peak_rss_mb']:.0f} MB; corpus {d['corpus']['utterances']} utterances, "
@@ -101,6 +257,17 @@ def main():
               f"({100 * d['estimators_s'] / total:.0f} %)")
         for enc, t in d["per_encoder"].items():
             print("  " + enc + ": " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()))
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if d["rss_by_stage"]:
+            print_rss_table(d["rss_by_stage"])
+    if args.rss_table:
+        rows = [line.rstrip("\n").split("\t") for line in open(args.rss_table)][1:]
+        peaks: dict[str, float] = {}
+        for _, mb, st in rows:
+            peaks[st] = max(peaks.get(st, 0.0), float(mb))
+        print_rss_table([(mb, st) for st, mb in peaks.items()])
+    if args.compare:
+        compare_results(out, Path(args.compare))
     if args.skip_encoders:
         return
     names = (["logmel", "random:whisper-tiny"] if args.smoke else

@@ -20,6 +20,8 @@ banks of equal shapes compile once across encoders and runs.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import logging
 import os
@@ -52,6 +54,18 @@ def use_compilation_cache(folder: Path):
         return
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
+
+
+def release_memory():
+    """Returns what a finished measure freed to the OS before the next one loads its features:
+    a full collection (jax keeps the source of its latest ``device_put`` until the next one or
+    a collection), then glibc's ``malloc_trim`` (freed heap pages otherwise stay in the
+    process: measured ~200 MB after two measures on Whisper tiny.en). Elsewhere a no-op."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def part_key(measure: str, config, features_key: str, input_key) -> dict:
@@ -115,9 +129,12 @@ def run_experiment(config, out_dir) -> results_lib.Results:
                     input_features=input_fs if m.needs_input else None,
                     encoder_model=enc, cache_dir=cache))
                 part = run.save_part(file, measure, key, recs, time.perf_counter() - t0)
+                del recs
+                release_memory()
             t[measure + "_s"] = part["seconds"]
             records += part["records"]
         del enc, fs
+        release_memory()
 
     metadata = {
         "config": json.loads(config.to_json()),

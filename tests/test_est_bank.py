@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from speechmi_jax.estimators import api, known
+from speechmi_jax.estimators.bank import Grid
 
 # Two layers with different class separations, 3 classes, 100 utterances of 40 frames.
 PRIORS, MEANS = known.class_gaussians(num_classes=3, dim=6, separation=0.7, seed=0)
@@ -66,3 +67,58 @@ def test_float16_memmap_input(tmp_path, one_device):
                          devices=jax.devices()[:1], layer_chunk=1, **ADAM)
     for a, b in zip(est, one_device):
         assert a.bits == pytest.approx(b.bits, abs=0.01)  # float16 rounding of the features
+
+
+
+def test_chunk_features_freed_once_on_device():
+    # fit_layer_chunks hands each chunk's host arrays to the devices and must drop them before
+    # training: device_put copies, so otherwise a chunk's features sit in memory twice while
+    # its bank trains. The problem's init runs (at trace time) after the hand-over and checks.
+    # gc is off, so nothing but the release frees them. Estimates must not change.
+    import dataclasses
+    import gc
+    import weakref
+
+    from speechmi_jax.estimators import probe, train
+
+    def copied(a):
+        # A CPU device_put aliases a 64-byte-aligned host array (no second copy, and the
+        # source rightly lives on): give every array an address that forces a copy.
+        buf = np.empty(a.nbytes + 64, np.uint8)
+        start = (16 - buf.ctypes.data) % 64
+        out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+        out[...] = a
+        assert out.ctypes.data % 64 == 16
+        return out
+
+    y = Y.astype(np.int32)
+    idx = [np.flatnonzero(SPLIT == s) for s in ("train", "dev", "test")]
+    base = probe.probe_problem("linear", probe.log_prior(y[idx[0]], 3))
+    loaded, freed_at_init = [], []
+
+    def init(key, in_dims):
+        freed_at_init.append([r() is None for r in loaded])
+        return base.init(key, in_dims)
+
+    problem = dataclasses.replace(base, init=init)
+    config = train.train_config("lbfgs", 10, None, 5, devices=jax.devices()[:1])
+    grid = Grid.product([0.0], l2=(1e-3,))
+
+    def load(chunk):
+        out = [{"x": copied(Z[chunk][:, i]), "y": y[i], "w": np.ones(i.size, np.float32)} for i in idx]
+        loaded.extend(weakref.ref(d["x"]) for d in out)
+        return out
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        chunked = train.fit_layer_chunks(problem, grid, config, 2, load, lambda r, j, l: r.test["loss"][j],
+                                         (6, 3), bytes_per_layer=1)
+    finally:
+        if was:
+            gc.enable()
+    assert freed_at_init and freed_at_init[0] == [True] * 3
+    kept = train.fit_bank(base, grid, config, *[{"x": Z[:, i], "y": y[i], "w": np.ones(i.size, np.float32)}
+                                                 for i in idx], (6, 3))
+    for j in range(2):
+        np.testing.assert_allclose(chunked[j], kept.test["loss"][j], rtol=1e-5, atol=1e-6)

@@ -25,7 +25,7 @@ from speechmi_jax.estimators import bootstrap, validate
 from speechmi_jax.estimators.bank import Grid
 from speechmi_jax.estimators.infonce import CRITICS, infonce_problem, infonce_problem_shared_b
 from speechmi_jax.estimators.probe import PROBES, label_entropy, log_prior, probe_problem
-from speechmi_jax.estimators.train import fit_layer_chunks, train_config
+from speechmi_jax.estimators.train import DEFAULT_RESIDENT_BYTES, fit_layer_chunks, train_config
 
 SPLITS = ("train", "dev", "test")
 
@@ -113,21 +113,32 @@ def dev_from_train(codes, groups, dev_fraction: float, seed: int) -> np.ndarray:
 
 
 def load_rows(name: str, x, layers: slice, idx: np.ndarray) -> np.ndarray:
-    """float32 copy of x[layers][:, idx] ([l, n, D]); checks finiteness, naming layer and item."""
+    """float32 copy of x[layers][:, idx] ([l, n, D]), writable (callers standardise it in
+    place); checks finiteness, naming layer and item."""
     out = np.asarray(x[layers][:, idx], np.float32)
+    if not out.flags.writeable:  # e.g. a read-only view of a jax array's buffer
+        out = out.copy()
     validate.finite(name, x.shape, out, layers.start, idx)
     return out
 
 
-def standardize_splits(train, *others):
+def standardize_splits(train, *others, in_place: bool = False):
     """Splits [l, n, D] standardised per layer and dimension with the first one's statistics,
     computed in float64: float32 squares overflow past |x| ~ 1e19 (features scaled by 1e30 gave
-    std = inf, all-zero inputs and ~0 bits)."""
-    mean = train.mean(axis=1, keepdims=True, dtype=np.float64)
-    std = train.std(axis=1, keepdims=True, dtype=np.float64)
+    std = inf, all-zero inputs and ~0 bits). in_place: overwrite the (float32) inputs instead
+    of allocating a copy of each (the same numbers; for arrays the caller just loaded). The
+    statistics are taken layer by layer (the same bits): std's float64 temporary is then one
+    layer's, not twice the whole [l, n, D] split."""
+    mean = np.stack([t.mean(axis=0, keepdims=True, dtype=np.float64) for t in train])
+    std = np.stack([t.std(axis=0, keepdims=True, dtype=np.float64) for t in train])
     std = np.where(std > 1e-6 * (np.abs(mean) + 1), std, 1.0)
     mean, std = mean.astype(np.float32), std.astype(np.float32)
-    return [(x - mean) / std for x in (train, *others)]
+    if not in_place:
+        return [(x - mean) / std for x in (train, *others)]
+    for x in (train, *others):
+        x -= mean
+        x /= std
+    return [train, *others]
 
 
 def resolve_train_config(optimizer, steps, batch_size, eval_every, checkpoint_dir, checkpoint_every,
@@ -179,7 +190,7 @@ def probe_bank(
     mesh_shape=None,
     devices=None,
     layer_chunk: int | None = None,
-    max_resident_bytes: int = 2**31,
+    max_resident_bytes: int = DEFAULT_RESIDENT_BYTES,
     seed: int = 0,
 ) -> list[MIEstimate]:
     """Probe bound I(Y; Z_l) >= H(Y) - CE for every layer l, trained as one bank.
@@ -227,7 +238,7 @@ def probe_bank(
     def load(chunk):
         xs = [load_rows("z", z, chunk, i) for i in idx]
         if standardize:
-            xs = standardize_splits(*xs)
+            xs = standardize_splits(*xs, in_place=True)
         return [{"x": x, "y": y[i].astype(np.int32), "w": np.ones(i.size, np.float32)} for x, i in zip(xs, idx)]
 
     def collect(res, j, layer):
@@ -313,7 +324,7 @@ def infonce_bank(
     mesh_shape=None,
     devices=None,
     layer_chunk: int | None = None,
-    max_resident_bytes: int = 2**31,
+    max_resident_bytes: int = DEFAULT_RESIDENT_BYTES,
     seed: int = 0,
 ) -> list[MIEstimate]:
     """InfoNCE bound I(A_l; B_l) >= log K - L_NCE for every layer l, trained as one bank.
@@ -350,14 +361,14 @@ def infonce_bank(
     log_k = math.log(k)
     b_all = [load_rows("b", b, slice(0, 1), i) for i in idx] if shared_b else None
     if shared_b and standardize:
-        b_all = standardize_splits(*b_all)
+        b_all = standardize_splits(*b_all, in_place=True)
 
     def load(chunk):
         xa = [load_rows("a", a, chunk, i) for i in idx]
         xb = b_all if shared_b else [load_rows("b", b, chunk, i) for i in idx]
         if standardize:
-            xa = standardize_splits(*xa)
-            xb = xb if shared_b else standardize_splits(*xb)
+            xa = standardize_splits(*xa, in_place=True)
+            xb = xb if shared_b else standardize_splits(*xb, in_place=True)
         return [{"a": xa_, "b": xb_[0] if shared_b else xb_, "w": np.ones(i.size, np.float32)}
                 for xa_, xb_, i in zip(xa, xb, idx)]
 

@@ -50,7 +50,7 @@ import optax
 from speechmi_jax import frames
 from speechmi_jax.estimators import api, bootstrap, validate
 from speechmi_jax.estimators.bank import Grid, Problem
-from speechmi_jax.estimators.train import fit_layer_chunks, train_config
+from speechmi_jax.estimators.train import DEFAULT_RESIDENT_BYTES, fit_layer_chunks, train_config
 
 BLANK = 0
 
@@ -259,8 +259,10 @@ def _fields(lay: _Layout, t_pad: int, s_pad: int) -> dict:
 
 
 def _layer_frames(split: CTCSplit, layer: int, lay: _Layout) -> np.ndarray:
-    """float32 [1, N_s, D]: the split's frames of one cached layer."""
+    """float32 [1, N_s, D]: the split's frames of one cached layer (a writable copy)."""
     x = np.asarray(split.hidden[layer][lay.frame_idx], np.float32)[None]
+    if not x.flags.writeable:  # e.g. a read-only view of a jax array's buffer
+        x = x.copy()
     validate.finite(f"{split.name} hidden", split.hidden.shape, x, layer, lay.frame_idx)
     return x
 
@@ -271,7 +273,8 @@ def _padded_splits(splits, lays, masks, layers) -> list[np.ndarray]:
     dim = splits[0].hidden.shape[2]
     out = [np.zeros((len(layers),) + m.shape + (dim,), np.float16) for m in masks]
     for i, layer in enumerate(layers):
-        xs = api.standardize_splits(*(_layer_frames(s, int(layer), l) for s, l in zip(splits, lays)))
+        xs = api.standardize_splits(*(_layer_frames(s, int(layer), l) for s, l in zip(splits, lays)),
+                                    in_place=True)
         for o, x, m in zip(out, xs, masks):
             o[i][m] = x[0]
     return out
@@ -358,7 +361,7 @@ def ctc_per_bank(
     mesh_shape=None,
     devices=None,
     layer_chunk: Optional[int] = None,
-    max_resident_bytes: int = 2**31,
+    max_resident_bytes: int = DEFAULT_RESIDENT_BYTES,
 ) -> list[CTCLayerResult]:
     """Trains linear CTC heads for all ``layers`` x ``learning_rates`` at once -> PER per layer.
 

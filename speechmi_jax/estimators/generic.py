@@ -54,7 +54,7 @@ from speechmi_jax.estimators.api import (MIEstimate, dev_from_train, estimate_fr
                                          standardize_splits)
 from speechmi_jax.estimators.bank import Problem
 from speechmi_jax.estimators.infonce import CRITICS, critic_scores, infonce_problem, nce_losses
-from speechmi_jax.estimators.train import fit_bank, fit_layer_chunks
+from speechmi_jax.estimators.train import DEFAULT_RESIDENT_BYTES, fit_bank, fit_layer_chunks
 
 
 def gaussianize(*parts: np.ndarray) -> list[np.ndarray]:
@@ -343,7 +343,7 @@ def infonce_same_utterance_bank(
     checkpoint_every: int | None = None,
     devices=None,
     layer_chunk: int | None = None,
-    max_resident_bytes: int = 2**31,
+    max_resident_bytes: int = DEFAULT_RESIDENT_BYTES,
     block_keys=None,
     seed: int = 0,
 ) -> list[MIEstimate]:
@@ -378,8 +378,8 @@ def infonce_same_utterance_bank(
     flat = [i.reshape(-1) for i in idx]
 
     def load(chunk):
-        xa = standardize_splits(*[load_rows("a", a, chunk, f) for f in flat])
-        xb = standardize_splits(*[load_rows("b", b, chunk, f) for f in flat])
+        xa = standardize_splits(*[load_rows("a", a, chunk, f) for f in flat], in_place=True)
+        xb = standardize_splits(*[load_rows("b", b, chunk, f) for f in flat], in_place=True)
         return [{"a": x.reshape(x.shape[0], -1, k, x.shape[-1]), "b": y.reshape(y.shape[0], -1, k, y.shape[-1]),
                  "w": np.ones(len(i), np.float32)} for x, y, i in zip(xa, xb, idx)]
 

@@ -25,6 +25,7 @@ A resumed run replays exactly the computation of an uninterrupted one (batches a
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import math
@@ -300,19 +301,24 @@ def fit_bank(
     pad_multiple: int = 1,
     identity_extra: dict | None = None,
     layer_ids=None,
+    release_host: bool = False,
 ) -> BankResult:
     """Trains the bank on `train`, selects per layer on `dev`, evaluates the choice on `test`.
 
     train/dev/test: host numpy dicts (layer fields [L, N, ...], others [N, ...], "w" [N]).
     pad_multiple: dev/test item counts are padded to a multiple of lcm(pad_multiple, data devices)
     (InfoNCE evaluates in blocks of K, so it passes K). layer_ids [L]: the layers' ids, which
-    seed their estimators' initialisation (default 0..L-1).
+    seed their estimators' initialisation (default 0..L-1). release_host: empty the three dicts,
+    field by field as each reaches the devices, so the host copies are freed while the bank
+    trains (``device_put`` copies, and on CPU the copy is host memory too: without this a
+    chunk's features sit in memory twice).
     """
     mesh = make_mesh(config)
     n_data = mesh.shape["data"]
     layer_fields = problem.layer_fields
     num_layers = next(v.shape[0] for k, v in train.items() if k in layer_fields)
 
+    given = (train, dev, test)
     train, n_train = pad_items(train, layer_fields, n_data)
     eval_multiple = math.lcm(pad_multiple, n_data)
     dev, _ = pad_items(dev, layer_fields, eval_multiple)
@@ -320,15 +326,33 @@ def fit_bank(
     if config.batch_size is not None and config.batch_size > n_train:
         raise ValueError(f"batch_size={config.batch_size} exceeds the {n_train} training items")
 
-    put = lambda d: jax.device_put(d, _data_sharding(mesh, d, layer_fields))
-    dev_d, test_d = put(dev), put(test)
+    fingerprint = (data_fingerprint(*train.values(), *dev.values())
+                   if config.checkpoint_dir is not None else None)
+
+    def put(d: dict, src: dict, sharding=None) -> dict:
+        """d on the devices, field by field; with release_host each field's host copies (the
+        padded one and the caller's) are dropped as soon as it is there, so at most one field
+        is in memory twice."""
+        shardings = _data_sharding(mesh, d, layer_fields)
+        out = {}
+        for k in list(d):
+            out[k] = jax.device_put(d[k], sharding or shardings[k])
+            if release_host:
+                out[k].block_until_ready()
+                d.pop(k)
+                src.pop(k, None)
+        return out
+
+    dev_d, test_d = put(dev, given[1]), put(test, given[2])
     # Full batch: items sharded over "data". Minibatches: every device holds all training items
     # (a gather from sharded rows costs a collective per step) and the drawn batch is sharded.
-    if config.batch_size is None:
-        train_d = put(train)
-    else:
-        train_d = jax.device_put(train, NamedSharding(mesh, PS()))
+    train_d = put(train, given[0], None if config.batch_size is None else NamedSharding(mesh, PS()))
     hp = jax.device_put(grid.arrays(), NamedSharding(mesh, PS()))
+    del train, dev, test, given
+    if release_host:
+        # jax keeps a reference to the source of the latest device_put until the next one or
+        # a full collection (measured: RSS stayed up by the array's size until gc.collect()).
+        gc.collect()
 
     state = bank_lib.init_state(problem, config.optimizer, grid, num_layers, in_dims, config.seed,
                                 layer_ids)
@@ -347,7 +371,7 @@ def fit_bank(
             "batch_size": config.batch_size,
             "eval_every": config.eval_every,
             "seed": config.seed,
-            "data": data_fingerprint(*train.values(), *dev.values()),
+            "data": fingerprint,
             **(identity_extra or {}),
         }
         identity = json.loads(json.dumps(identity))  # the form it takes after a JSON round trip
@@ -373,7 +397,9 @@ def fit_bank(
     finally:
         if ckpt is not None:
             ckpt.close()
+    del train_d  # the training items' device copy is not needed for the evaluations
     state = _final_eval_jit(problem, state, dev_d)
+    del dev_d
 
     best_loss = np.asarray(state["best_loss"])
     bad = ~np.isfinite(best_loss).any(axis=1)
@@ -403,6 +429,13 @@ def train_config(optimizer: str, steps: int, batch_size, eval_every: int, *, che
     )
 
 
+# Default bound on one chunk's features (``max_resident_bytes`` of every banked estimator). A
+# chunk is in memory about twice while it is loaded (read, standardised) and copied to the
+# devices, once while its bank trains (the host copy is released), so a process peaks near its
+# base (the runtime, an encoder, compiled executables: ~0.7 GB for the demo) plus twice this.
+DEFAULT_RESIDENT_BYTES = 2**30
+
+
 def layer_chunks(num_layers: int, layer_chunk, bytes_per_layer: int, max_resident_bytes: int):
     """Slices of [0, num_layers): `layer_chunk` layers each, or as many as fit in
     `max_resident_bytes` at `bytes_per_layer` (None: all that fit)."""
@@ -423,7 +456,7 @@ def fit_layer_chunks(
     *,
     bytes_per_layer: int,
     layer_chunk: int | None = None,
-    max_resident_bytes: int = 2**31,
+    max_resident_bytes: int = DEFAULT_RESIDENT_BYTES,
     checkpoint_dir=None,
     pad_multiple: int = 1,
     layer_ids=None,
@@ -448,6 +481,6 @@ def fit_layer_chunks(
                 where = where / f"layers_{chunk.start:03d}_{chunk.stop:03d}"
         cfg = dataclasses.replace(config, checkpoint_dir=None if where is None else str(where))
         res = fit_bank(problem, grid, cfg, *load(chunk), in_dims, pad_multiple=pad_multiple,
-                       identity_extra={"layers": ids}, layer_ids=ids)
+                       identity_extra={"layers": ids}, layer_ids=ids, release_host=True)
         out.extend(collect(res, j, layer) for j, layer in enumerate(ids))
     return out
