@@ -118,7 +118,7 @@ def traced_demo(argv: list[str]) -> int:
     features.extract_features = step("features", features.extract_features, features_label)
     train.fit_bank = step("fit", train.fit_bank)
     ctc._padded_splits = step("load", ctc._padded_splits)
-    api._load = step("load", api._load)
+    api.load_rows = step("load", api.load_rows)
     views.kmeans_codes = step("kmeans", views.kmeans_codes)
     views.input_context = step("input_context", views.input_context)
 

@@ -35,11 +35,11 @@ def get_config(arg: str = ""):
     if arg not in ("", "smoke"):
         raise ValueError(f"ssl_selection_bundled: unknown config argument {arg!r}; "
                          "expected '' or 'smoke'")
-    c = demo.get_config(arg)  # the demo's estimator settings (smoke: its tiny ones)
+    c = demo.get_config(arg)  # the demo's estimator settings (smoke: its tiny ones), but CTC
     c.encoders = distinct_checkpoints() + ["logmel"]
     # Linear CTC at the two higher rates of the demo's grid: on apc-small@step0 every layer chose
     # 3e-2 at its last step with (1e-3, 3e-3, 3e-2), and the CTC bank is ~70 % of this run's time.
-    c.ctc.learning_rates = (1e-2, 3e-2)
+    c.ctc.update(learning_rates=(1e-2, 3e-2), num_steps=600, eval_every=200)
     c.measures = list(MEASURES)
     c.speaker_domain = None
     if arg == "smoke":

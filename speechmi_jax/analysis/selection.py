@@ -330,9 +330,10 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
             agree = [s.scope for s in within if s.verdict == "agrees"]
             pooled = next((s for s in bound if s.scope == "pooled"), None)
             text = (f"- (c) The SSL objective's logged dev bound vs `{ref}` (each point's best "
-                    "layer for it): "
-                    f"within a model across its checkpoints it agrees in {len(agree)} of "
-                    f"{len(within)} models" + (f" ({', '.join(agree)})" if agree else ""))
+                    "layer for it): " + (
+                        f"within a model across its checkpoints it agrees in {len(agree)} of "
+                        f"{len(within)} models" + (f" ({', '.join(agree)})" if agree else "")
+                        if within else "no model has 3 checkpoints here"))
             if pooled is not None:
                 text += (f"; pooled over all {pooled.coefs['kendall'].n} points Kendall τ = "
                          f"{_fmt_corr(pooled.coefs['kendall'])}: {pooled.verdict} (bounds of "

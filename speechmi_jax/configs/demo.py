@@ -1,7 +1,10 @@
-"""The demo: every layer of Whisper tiny.en (real weights), its random-init control and the
-log-mel / MFCC baselines on the bundled corpus; phone and speaker probes, two label-free
-measures (predictive and contrastive) and linear-CTC PER; the label-free vs supervised
-comparison.
+"""The demo: every layer of the shipped SSL zoo's final APC and MLM models (``apc-small``,
+``hubert-it2-small``), APC's random-init control (``apc-small@step0``, its run's
+initialisation), Whisper tiny.en (real weights) and the log-mel baseline on the bundled corpus;
+the phone probe, two label-free measures (predictive and contrastive) and linear-CTC PER
+(``--set "measures=[..., 'speaker']"`` adds the speaker probe: ~20 s). The report opens with the APC vs MLM table and the label-free model-selection verdict
+over the zoo points present (the full experiment over every zoo checkpoint:
+``experiments/configs/ssl_selection_bundled.py``), then the label-free vs supervised comparison.
 
 Reproduces, on the bundled corpus, the layer-wise analysis of Liu, Yeh & Glass, "Revisiting
 self-supervised learning of speech representation from a mutual information perspective"
@@ -20,7 +23,7 @@ from speechmi_jax.configs import base
 
 def get_config(arg: str = ""):
     c = base.base_config()
-    c.encoders = ["whisper-tiny.en", "random:whisper-tiny.en", "logmel", "mfcc"]
+    c.encoders = ["apc-small", "hubert-it2-small", "apc-small@step0", "whisper-tiny.en", "logmel"]
     # Whisper windows: 30 s is what the model was trained on (encoders/whisper.py). On a 2-core
     # CPU that costs ~0.4-0.9 CPU-s per utterance (~9-20 CPU-min for the demo's two Whisper
     # models), so the demo encodes each (<= 3.7 s) utterance in one 4 s window: ~20x less CPU;
@@ -37,7 +40,9 @@ def get_config(arg: str = ""):
     # every random-init layer (utterance identity), with same-utterance negatives 100 %
     # (Whisper's absolute positions tell frame t+k apart), InfoNCE to the input 94-96 % at
     # layer 0. All run with `--set measures=...`; the report flags any record above 90 %.
-    c.measures = ["phone", "speaker", "infonce_next_k_aligned", "codes_next_k", "ctc"]
+    # The speaker probe is left out to keep the five encoders within 5 minutes on 2 CPU cores
+    # (BENCHMARKS.md, "Demo"); with it added, its settings are these:
+    c.measures = ["phone", "infonce_next_k_aligned", "codes_next_k", "ctc"]
     # Speaker MI among the synthetic 16 kHz voices only: the one real speaker is also the only
     # 8 kHz telephone recording, so a probe would find her channel, not her voice.
     c.speaker_domain = "synthetic"
@@ -57,8 +62,11 @@ def get_config(arg: str = ""):
     # CTC: 3e-2 too, or the single-frame baselines' heads stay under-trained: on the bundled
     # corpus, 600 steps at 1e-3 / 3e-3 never beat the all-blank head (dev picks step 0, PER
     # 100 %); at 3e-2 log-mel reaches 87 % and MFCC 78 % (3000 steps: 79 % / 62 %, about SUPERB's
-    # filterbank figure). Whisper tiny.en's layers still pick the low rates.
-    c.ctc.update(learning_rates=(1e-3, 3e-3, 3e-2), num_steps=600, batch_size=16, eval_every=200)
+    # filterbank figure). Whisper tiny.en's layers pick 1e-3, the zoo models and log-mel 3e-2.
+    # Two rates x 400 steps (not 3 x 600) keep the demo within 5 minutes; the zoo models' heads
+    # are then still improving at the last step (PER a few points above 600 steps': the
+    # selection experiment, experiments/configs/ssl_selection_bundled.py, trains them longer).
+    c.ctc.update(learning_rates=(1e-3, 3e-2), num_steps=400, batch_size=16, eval_every=200)
 
     if arg == "smoke":
         c.max_utterances_per_split = 24
