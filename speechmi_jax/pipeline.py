@@ -32,6 +32,7 @@ from speechmi_jax import measures as measures_lib
 from speechmi_jax.analysis import report as report_lib
 from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.configs import base as config_lib
+from speechmi_jax.estimators.train import RELEASE_MIN_BYTES
 from speechmi_jax.rundir import PART_SCHEMA, RunDir
 
 log = logging.getLogger("speechmi_jax.pipeline")
@@ -130,11 +131,14 @@ def run_experiment(config, out_dir) -> results_lib.Results:
                     encoder_model=enc, cache_dir=cache))
                 part = run.save_part(file, measure, key, recs, time.perf_counter() - t0)
                 del recs
-                release_memory()
+                if fs.hidden.nbytes >= RELEASE_MIN_BYTES:
+                    release_memory()
             t[measure + "_s"] = part["seconds"]
             records += part["records"]
+        big = fs is not None and fs.hidden.nbytes >= RELEASE_MIN_BYTES
         del enc, fs
-        release_memory()
+        if big:
+            release_memory()
 
     metadata = {
         "config": json.loads(config.to_json()),

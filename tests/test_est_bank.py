@@ -70,7 +70,7 @@ def test_float16_memmap_input(tmp_path, one_device):
 
 
 
-def test_chunk_features_freed_once_on_device():
+def test_chunk_features_freed_once_on_device(monkeypatch):
     # fit_layer_chunks hands each chunk's host arrays to the devices and must drop them before
     # training: device_put copies, so otherwise a chunk's features sit in memory twice while
     # its bank trains. The problem's init runs (at trace time) after the hand-over and checks.
@@ -80,6 +80,8 @@ def test_chunk_features_freed_once_on_device():
     import weakref
 
     from speechmi_jax.estimators import probe, train
+
+    monkeypatch.setattr(train, "RELEASE_MIN_BYTES", 0)  # these test arrays are tiny
 
     def copied(a):
         # A CPU device_put aliases a 64-byte-aligned host array (no second copy, and the

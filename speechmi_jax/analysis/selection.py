@@ -283,7 +283,7 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
              "step 0 = each run's initialisation; checkpoints with identical weights counted once)."
              " Each point is read at the layer the label-free measure picks (its highest value).",
              ""]
-    verdict_lines, detail = [], []
+    verdict_lines, detail, few_points = [], [], 0
     for lf in lfs:
         picks = layer_agreement(res, points, lf, PER, tolerance)
         if picks:
@@ -309,12 +309,7 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
                 f"Spearman ρ = {_fmt_corr(r)}: **{s.verdict}** (expected sign "
                 f"{'+' if s.sign > 0 else '−'}).")
         if sels and 2.0 / math.factorial(len(sels[0].rows)) > 1.0 - res.ci_level:
-            n = len(sels[0].rows)
-            verdict_lines.append(
-                f"- With {n} points the smallest two-sided permutation p is "
-                f"{2.0 / math.factorial(n):.3f} > {1.0 - res.ci_level:.2g}: (b) cannot reach a "
-                "verdict here; `experiments/configs/ssl_selection_bundled.py` runs every zoo "
-                "checkpoint.")
+            few_points = len(sels[0].rows)
         if sels:
             detail += [f"### (b) `{lf}` at its own best layer, per point", "",
                        f"| point | layer | `{lf}` | " + " | ".join(f"`{s.reference}`" for s in sels)
@@ -323,6 +318,12 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
                 detail.append(f"| {p.label} | {layer} | {x:.3f} | "
                               + " | ".join(_fmt_rec(s.rows[i][3]) for s in sels) + " |")
             detail.append("")
+    if few_points:
+        verdict_lines.append(
+            f"- With {few_points} points the smallest two-sided permutation p is "
+            f"{2.0 / math.factorial(few_points):.3f} > {1.0 - res.ci_level:.2g}: (b) cannot reach "
+            "a verdict here; `experiments/configs/ssl_selection_bundled.py` runs every zoo "
+            "checkpoint.")
     for ref in REFERENCES:
         bound = ssl_bound_selections(res, points, ref, **kw)
         if bound:

@@ -329,6 +329,8 @@ def fit_bank(
     fingerprint = (data_fingerprint(*train.values(), *dev.values())
                    if config.checkpoint_dir is not None else None)
 
+    host_bytes = sum(v.nbytes for d in (train, dev, test) for v in d.values())
+
     def put(d: dict, src: dict, sharding=None) -> dict:
         """d on the devices, field by field; with release_host each field's host copies (the
         padded one and the caller's) are dropped as soon as it is there, so at most one field
@@ -349,7 +351,7 @@ def fit_bank(
     train_d = put(train, given[0], None if config.batch_size is None else NamedSharding(mesh, PS()))
     hp = jax.device_put(grid.arrays(), NamedSharding(mesh, PS()))
     del train, dev, test, given
-    if release_host:
+    if release_host and host_bytes >= RELEASE_MIN_BYTES:
         # jax keeps a reference to the source of the latest device_put until the next one or
         # a full collection (measured: RSS stayed up by the array's size until gc.collect()).
         gc.collect()
@@ -434,6 +436,10 @@ def train_config(optimizer: str, steps: int, batch_size, eval_every: int, *, che
 # devices, once while its bank trains (the host copy is released), so a process peaks near its
 # base (the runtime, an encoder, compiled executables: ~0.7 GB for the demo) plus twice this.
 DEFAULT_RESIDENT_BYTES = 2**30
+# Below this many bytes of host features a bank or a finished measure does not pay for a full
+# garbage collection (0.1-1 s in a large process, and the suite runs hundreds of small banks);
+# what it would return is small next to the process anyway.
+RELEASE_MIN_BYTES = 32 << 20
 
 
 def layer_chunks(num_layers: int, layer_chunk, bytes_per_layer: int, max_resident_bytes: int):
