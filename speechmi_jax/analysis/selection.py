@@ -14,7 +14,8 @@ label-free measure in the results:
 (b) **Models.** Across the points, each at the layer the label-free measure picks: Kendall tau_b
     and Spearman rho of the label-free value against the PER and against phone MI at that layer
     (bootstrap CI, each point redrawn within its own CI; permutation p), with the report's
-    verdict (:func:`correlation.verdict`: expected sign, CI excludes 0, p <= 1 - level).
+    verdict rule (:func:`correlation.verdict`: expected sign, CI excludes 0, p <= 1 - level)
+    applied to Kendall's tau_b.
 (c) **The SSL objective's own bound** as a label-free predictor: the dev bound logged at that
     checkpoint during pretraining (``card.json`` ``checkpoint_dev``) against each point's best
     PER and best phone MI (over its layers: the bound has no layer), within each model across
@@ -281,8 +282,9 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
     lines = ["## SSL model selection without labels", "",
              f"{len(points)} (model, checkpoint) points of the shipped zoo ({', '.join(models)}; "
              "step 0 = each run's initialisation; checkpoints with identical weights counted once)."
-             " Each point is read at the layer the label-free measure picks (its highest value).",
-             ""]
+             " Each point is read at the layer the label-free measure picks (its highest value)."
+             f" Verdicts use Kendall τ_b: expected sign, CI excludes 0, p <= {1 - res.ci_level:.2g}"
+             " (Spearman ρ shown beside it).", ""]
     verdict_lines, detail, few_points = [], [], 0
     for lf in lfs:
         picks = layer_agreement(res, points, lf, PER, tolerance)
