@@ -22,13 +22,7 @@ MEASURES = ["phone", "infonce_next_k_aligned", "codes_next_k", "ctc"]
 def distinct_checkpoints() -> list[str]:
     """Every zoo checkpoint, ``<name>@step<N>``, once per distinct weights file (runs that share
     a seed and an architecture share their step 0: it is measured once)."""
-    out, seen = [], set()
-    for n in zoo.names():
-        for s in zoo.steps(n):
-            if (d := zoo.weights_digest(f"{n}@step{s}")) not in seen:
-                seen.add(d)
-                out.append(f"{n}@step{s}")
-    return out
+    return zoo.distinct(f"{n}@step{s}" for n in zoo.names() for s in zoo.steps(n))
 
 
 def get_config(arg: str = ""):

@@ -34,34 +34,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from speechmi_jax.analysis import correlation as corr
+from speechmi_jax.analysis.formatting import fmt, fmt_ci, fmt_corr
 from speechmi_jax.analysis import plots
 from speechmi_jax.analysis import selection
 from speechmi_jax.analysis.results import MEASURES, SATURATION, Results, as_results, ceiling_fraction
 
-_DIGITS = {"bits": 3, "fraction": 3, "percent": 1}
 _PRIMARY = "spearman"
 _SYMBOL = {"spearman": "ρ", "kendall": "τ_b", "pearson": "r"}
-
-
-def fmt(value: float, unit: str) -> str:
-    return f"{value:.{_DIGITS[unit]}f}"
-
-
-def fmt_ci(rec) -> str:
-    return f"{fmt(rec.value, rec.unit)} [{fmt(rec.ci[0], rec.unit)}, {fmt(rec.ci[1], rec.unit)}]"
-
-
-def fmt_corr(c: Optional[corr.Correlation]) -> str:
-    if c is None:
-        return "–"
-    if c.r != c.r:   # NaN: a constant measure
-        return "undefined (constant)"
-    ci = "[CI n/a]" if c.ci[0] != c.ci[0] else f"[{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
-    return f"{c.r:+.2f} {ci}, {fmt_p(c.p_value)}"
-
-
-def fmt_p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
 @dataclasses.dataclass

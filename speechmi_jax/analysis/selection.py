@@ -40,6 +40,7 @@ import numpy as np
 
 from speechmi_jax import zoo
 from speechmi_jax.analysis import correlation as corr
+from speechmi_jax.analysis.formatting import fmt_ci, fmt_corr
 from speechmi_jax.analysis.results import MEASURES, Results, as_results
 
 PER = "ctc_per"
@@ -65,16 +66,8 @@ class Point:
 def zoo_points(results) -> list[Point]:
     """The zoo checkpoints among the results' encoders, one per distinct weights file."""
     res = as_results(results)
-    seen, out = set(), []
-    for enc in res.encoders():
-        if not zoo.is_zoo_name(enc):
-            continue
-        digest = zoo.weights_digest(enc)
-        if digest in seen:
-            continue
-        seen.add(digest)
-        name, step = zoo.parse(enc)
-        out.append(Point(name, step, enc))
+    out = [Point(*zoo.parse(enc), enc)
+           for enc in zoo.distinct(e for e in res.encoders() if zoo.is_zoo_name(e))]
     return sorted(out, key=lambda p: (p.model, p.step))
 
 
@@ -231,18 +224,7 @@ def table1_rows(res: Results, points, label_free=()) -> list[dict]:
 # The report section
 
 def _fmt_rec(r) -> str:
-    if r is None:
-        return "–"
-    d = 1 if r.unit == "percent" else 3
-    return f"{r.value:.{d}f} [{r.ci[0]:.{d}f}, {r.ci[1]:.{d}f}] (layer {r.layer})"
-
-
-def _fmt_corr(c) -> str:
-    if c.r != c.r:
-        return "undefined (constant)"
-    ci = "[CI n/a]" if c.ci[0] != c.ci[0] else f"[{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
-    p = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.3f}"
-    return f"{c.r:+.2f} {ci}, {p}"
+    return "–" if r is None else f"{fmt_ci(r)} (layer {r.layer})"
 
 
 def _label_free(res: Results) -> list[str]:
@@ -307,8 +289,8 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
         for s in sels:
             k, r = s.coefs["kendall"], s.coefs["spearman"]
             verdict_lines.append(
-                f"- (b) `{lf}` vs `{s.reference}` across {k.n} points: Kendall τ = {_fmt_corr(k)}; "
-                f"Spearman ρ = {_fmt_corr(r)}: **{s.verdict}** (expected sign "
+                f"- (b) `{lf}` vs `{s.reference}` across {k.n} points: Kendall τ = {fmt_corr(k)}; "
+                f"Spearman ρ = {fmt_corr(r)}: **{s.verdict}** (expected sign "
                 f"{'+' if s.sign > 0 else '−'}).")
         if sels and 2.0 / math.factorial(len(sels[0].rows)) > 1.0 - res.ci_level:
             few_points = len(sels[0].rows)
@@ -339,13 +321,13 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
                         if within else "no model has 3 checkpoints here"))
             if pooled is not None:
                 text += (f"; pooled over all {pooled.coefs['kendall'].n} points Kendall τ = "
-                         f"{_fmt_corr(pooled.coefs['kendall'])}: {pooled.verdict} (bounds of "
+                         f"{fmt_corr(pooled.coefs['kendall'])}: {pooled.verdict} (bounds of "
                          "different objectives are not on one scale)")
             verdict_lines.append(text + ".")
             detail += [f"### (c) SSL dev bound vs `{ref}`", "",
                        "| scope | n | Kendall τ | Spearman ρ | verdict |", "|---|---|---|---|---|"]
-            detail += [f"| {s.scope} | {s.coefs['kendall'].n} | {_fmt_corr(s.coefs['kendall'])} | "
-                       f"{_fmt_corr(s.coefs['spearman'])} | {s.verdict} |" for s in bound]
+            detail += [f"| {s.scope} | {s.coefs['kendall'].n} | {fmt_corr(s.coefs['kendall'])} | "
+                       f"{fmt_corr(s.coefs['spearman'])} | {s.verdict} |" for s in bound]
             detail.append("")
     rows = table1_rows(res, points, lfs)
     table = ["### (d) APC vs MLM: the SSL-as-MI-bound table with this run's numbers", "",

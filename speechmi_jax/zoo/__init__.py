@@ -79,6 +79,17 @@ def weights_digest(spec: str) -> str:
     return hashlib.sha256((resolve(spec) / "model.safetensors").read_bytes()).hexdigest()
 
 
+def distinct(specs) -> list[str]:
+    """``specs`` (zoo names) with each weights file once: the first name stands for the
+    checkpoints that share it (runs with one seed and architecture share their ``step0``)."""
+    seen, out = set(), []
+    for spec in specs:
+        if (d := weights_digest(spec)) not in seen:
+            seen.add(d)
+            out.append(spec)
+    return out
+
+
 def card(name: str) -> dict:
     """The model card of ``name`` (``card.json``)."""
     if name not in names():
