@@ -19,6 +19,7 @@ CORE = [
     "ml_collections>=1.0",
     "tqdm>=4.66",
     "matplotlib>=3.8",
+    "tensorboardX>=2.6",  # pretraining curves as TensorBoard event files (no TensorFlow needed)
 ]
 BUILD_CORPUS = ["pocketsphinx>=5.0"]
 # Tests run the real `librispeech` TFDS builder on files they write, so TFDS is a test need too.

@@ -1,6 +1,11 @@
-"""The causal log-mel encoder (APC's context network): frame t never sees frames after t; it
-round-trips through config.json + model.safetensors and ``smi.load_encoder``; a damaged file is
-refused with the key named."""
+"""The zoo's log-mel transformer (encoders/logmel_transformer.py), causal (APC) and bidirectional
+(masked prediction): frame t of the causal one never sees later frames; the bidirectional one
+does; an utterance gets the same hidden states alone and in a padded batch; both round-trip
+through config.json + model.safetensors and ``smi.load_encoder`` (with the mask embedding the
+masking hook then uses); the earlier causal-only format still loads; a damaged file is refused
+with the key named; the ``logmel-stack4`` baseline is log-mel with its +-4 neighbours."""
+
+import json
 
 import jax
 import numpy as np
@@ -8,34 +13,111 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import speechmi_jax as smi
-from speechmi_jax.encoders import checkpoint, wav2vec2
+from speechmi_jax.encoders import checkpoint
+from speechmi_jax.encoders import logmel_transformer as lmt
+
+RNG = np.random.default_rng(0)
+WAV = RNG.standard_normal((2, 8000)).astype(np.float32)
 
 
-def test_causal_encoder_is_causal_and_round_trips(tmp_path):
-    arch = wav2vec2.causal_arch(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    params = wav2vec2.init_causal_params(arch, jax.random.PRNGKey(0))
-    wav2vec2.save_causal(arch, params, tmp_path / "m")
-    enc = smi.load_encoder(tmp_path / "m")
-    assert (enc.num_layers, enc.hidden_size, enc.frame_rate) == (2, 32, 100.0)
-    x = np.random.default_rng(0).standard_normal((1, 8000)).astype(np.float32)
+def _save(tmp_path, causal, stack=2, mask_embedding=None):
+    arch = lmt.MelArch(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, causal=causal,
+                       stack=stack)
+    params = lmt.init_params(arch, jax.random.PRNGKey(0))
+    lmt.save(arch, params, tmp_path / f"m{causal}{stack}", mask_embedding=mask_embedding)
+    return arch, params, smi.load_encoder(tmp_path / f"m{causal}{stack}")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_causality_padding_invariance_and_round_trip(tmp_path, causal):
+    arch, params, enc = _save(tmp_path, causal)
+    assert (enc.num_layers, enc.hidden_size, enc.frame_rate, enc.frame_offset_s) == (2, 32, 50.0, 0.005)
+    assert list(enc.num_frames([8000, 5000, 1])) == [25, 16, 1]
     # Halve the tail. (The log-mel's 80 dB floor is set by the utterance's loudest bin, the one
     # non-causal statistic; on white noise no bin sits at that floor, so earlier frames keep.)
-    y = x.copy()
+    x, y = WAV[:1], WAV[:1].copy()
     y[0, 6000:] *= 0.5
     hx, hy = (np.asarray(enc(v, [8000]).hidden_states) for v in (x, y))
-    first_touched = (6000 - 200) // 160  # frame i's window spans samples i*160 - 200 .. i*160 + 199
-    np.testing.assert_allclose(hx[:, :, :first_touched], hy[:, :, :first_touched], atol=1e-5)
-    assert np.abs(hx[:, :, first_touched + 1:] - hy[:, :, first_touched + 1:]).max() > 1e-3
+    first_touched = (6000 - 200) // 160 // 2  # model frame i stacks log-mel frames 2i, 2i + 1
+    early = np.abs(hx[:, :, :first_touched] - hy[:, :, :first_touched]).max()
+    late = np.abs(hx[:, :, first_touched + 1:] - hy[:, :, first_touched + 1:]).max()
+    assert late > 1e-3
+    if causal:
+        assert early < 1e-5
+    else:  # bidirectional: the future reaches every frame of the last layer
+        assert np.abs(hx[-1, :, :first_touched] - hy[-1, :, :first_touched]).max(-1).min() > 1e-4
+    # Padding invariance: utterance 1 (5000 samples) alone and padded to 8000 in a batch.
+    batch = np.asarray(enc(WAV, [8000, 5000]).hidden_states)
+    alone = np.asarray(enc(WAV[1:, :5000], [5000]).hidden_states)
+    np.testing.assert_allclose(batch[:, 1, :alone.shape[2]], alone[:, 0], atol=1e-5)
     # The reloaded encoder computes what the module does with the saved parameters.
-    out, _ = wav2vec2.CausalLogMelEncoder(arch).apply({"params": params}, x, np.array([8000]))
+    out = lmt.LogMelTransformer(arch).apply({"params": params}, x, np.array([8000]))
     np.testing.assert_allclose(np.asarray(out.hidden_states), hx, atol=1e-6)
 
-    state = load_file(tmp_path / "m" / "model.safetensors")
+
+def test_mask_embedding_round_trips_and_drives_the_masking_hook(tmp_path):
+    emb = RNG.standard_normal(32).astype(np.float32)
+    arch, params, enc = _save(tmp_path, causal=False, mask_embedding=emb)
+    np.testing.assert_array_equal(np.asarray(enc.mask_params[lmt.MASK_EMBEDDING]), emb)
+    frame_mask = np.zeros((2, 25), bool)
+    frame_mask[:, 5:10] = True  # model frames 5..9 = log-mel frames 10..19
+    lengths = np.array([8000, 8000])
+    masked = np.asarray(enc.apply_masked(WAV, lengths, frame_mask).hidden_states)
+    want = lmt.LogMelTransformer(arch).apply({"params": params}, WAV, lengths, frame_mask, emb)
+    np.testing.assert_allclose(masked, np.asarray(want.hidden_states), atol=1e-6)
+    # Audio only under masked frames (samples 1640..2799 reach log-mel frames 10..18 only)
+    # changes nothing when masked, with the embedding (MLM) or the constant log-mel (APC).
+    other = WAV.copy()
+    other[:, 1640:2800] *= 0.9
+    _, _, apc = _save(tmp_path, causal=True)
+    assert apc.mask_params is None
+    for e in (enc, apc):
+        a, b = (np.asarray(e.apply_masked(w, lengths, frame_mask).hidden_states) for w in (WAV, other))
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        clean_a, clean_b = (np.asarray(e(w, lengths).hidden_states) for w in (WAV, other))
+        assert np.abs(clean_a - clean_b).max() > 1e-3  # unmasked, the change shows
+
+
+def test_legacy_causal_format_loads_as_100hz_causal(tmp_path):
+    arch, params, _ = _save(tmp_path, causal=True, stack=1)
+    folder = tmp_path / "mTrue1"
+    cfg = json.loads((folder / "config.json").read_text())
+    legacy = {k: v for k, v in cfg.items() if k not in ("causal", "stack")}
+    legacy["model_type"] = lmt.LEGACY_CAUSAL_MODEL_TYPE
+    (folder / "config.json").write_text(json.dumps(legacy))
+    enc = smi.load_encoder(folder)
+    assert enc.frame_rate == 100.0 and enc.frame_offset_s == 0.0
+    out = lmt.LogMelTransformer(arch).apply({"params": params}, WAV, np.array([8000, 8000]))
+    np.testing.assert_allclose(np.asarray(enc(WAV, [8000, 8000]).hidden_states),
+                               np.asarray(out.hidden_states), atol=1e-6)
+
+
+def test_damaged_weights_and_config_are_refused_by_name(tmp_path):
+    _save(tmp_path, causal=False)
+    folder = tmp_path / "mFalse2"
+    state = load_file(folder / "model.safetensors")
     missing = sorted(state)[0]
     del state[missing]
-    save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    save_file(state, str(folder / "model.safetensors"))
     with pytest.raises(checkpoint.CheckpointError, match=f"missing key '{missing}'"):
-        smi.load_encoder(tmp_path / "m")
+        smi.load_encoder(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(cfg, stack=0)))
+    with pytest.raises(ValueError, match="stack=0: expected a positive integer"):
+        smi.load_encoder(folder)
+
+
+def test_logmel_stack4_is_logmel_with_its_neighbours():
+    stacked = smi.load_encoder("logmel-stack4")
+    logmel = smi.load_encoder("logmel")
+    s = np.asarray(stacked(WAV, [8000, 5000]).hidden_states[0])  # [B, T, 720]
+    x = np.asarray(logmel(WAV, [8000, 5000]).hidden_states[0])  # [B, T, 80], zero past the end
+    assert s.shape == (2, 50, 720)
+    for t in (0, 3, 20, 30, 49):
+        want = np.concatenate([x[:, t + o] if 0 <= t + o < 50 else np.zeros((2, 80)) for o in range(-4, 5)], -1)
+        np.testing.assert_allclose(s[:, t], want, atol=1e-6)
+    alone = np.asarray(stacked(WAV[1:, :5000], [5000]).hidden_states[0])
+    np.testing.assert_allclose(s[1, :alone.shape[1]], alone[0], atol=1e-6)
 
 
 def test_pretrain_config_errors_are_one_line_before_any_work(tmp_path, capsys):

@@ -156,7 +156,8 @@ class Corpus:
 
 def load_corpus(name_or_path: str | os.PathLike = "bundled", *, sample_rate: int = 16000,
                 on_error: str = "raise", verify_audio: bool = False,
-                alignment_tolerance_s: float = 0.05, **options: Any) -> Corpus:
+                alignment_tolerance_s: float = 0.05, domain: Optional[str] = None,
+                **options: Any) -> Corpus:
     """Loads a corpus by name (``"bundled"``, ``"librispeech..."``) or manifest path.
 
     Args:
@@ -170,8 +171,21 @@ def load_corpus(name_or_path: str | os.PathLike = "bundled", *, sample_rate: int
         header; costs one read of the corpus).
       alignment_tolerance_s: how far an alignment may run past the end of the audio before
         it is an error; within it, segments are clipped to the audio.
+      domain: keep only utterances whose manifest ``domain`` column has this value (the
+        bundled corpus: ``"real"``, its one recorded speaker, or ``"synthetic"``).
       **options: passed to the TFDS LibriSpeech reader.
     """
+    if domain is not None:
+        corpus = load_corpus(name_or_path, sample_rate=sample_rate, on_error=on_error,
+                             verify_audio=verify_audio, alignment_tolerance_s=alignment_tolerance_s,
+                             **options)
+        kept = corpus.filter(lambda u: u.metadata.get("domain") == domain)
+        if not kept.utterances:
+            found = sorted({str(u.metadata.get("domain")) for u in corpus})
+            raise ValueError(f"corpus {corpus.name!r}: no utterance of domain {domain!r}; the "
+                             f"manifest's domain column holds {found}")
+        kept.name = f"{corpus.name}[domain={domain}]"
+        return kept
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     name = os.fspath(name_or_path)

@@ -2,6 +2,9 @@
 
 * ``logmel``: Whisper's normalised 80-band log-mel at 100 Hz (the exact input of the Whisper
   encoder, so "layer 0 of Whisper vs its input" compares like with like), D = 80.
+* ``logmel-stack4``: the same log-mel with the 4 frames on either side concatenated (frames
+  t - 4 .. t + 4, zeros past the utterance's edges), D = 720: context alone, the floor a model
+  that sees context must beat (a self-supervised model's best layer is compared with it).
 * ``mfcc``: 13 MFCCs (DCT-II of the natural-log 80-band mel power, c0 included) with
   regression deltas and delta-deltas (width 2), D = 39.
 
@@ -22,20 +25,34 @@ import jax.numpy as jnp
 from speechmi_jax.encoders import audio_features as af
 from speechmi_jax.encoders.base import Encoder, EncoderOutput
 
-BASELINE_DIMS = {"logmel": af.N_MELS, "mfcc": 39}
+STACK_CONTEXT = 4  # logmel-stack4: frames t - 4 .. t + 4
+BASELINE_DIMS = {"logmel": af.N_MELS, "logmel-stack4": (2 * STACK_CONTEXT + 1) * af.N_MELS, "mfcc": 39}
+
+
+def stack_context(x, mask, context: int):
+    """x [B, T, D], mask [B, T] -> [B, T, (2 * context + 1) * D]: frames t - context .. t +
+    context side by side, zeros outside the real frames (so padding changes nothing)."""
+    t = x.shape[1]
+    x = jnp.pad(jnp.where(mask[..., None], x, 0.0), ((0, 0), (context, context), (0, 0)))
+    return jnp.concatenate([x[:, o:o + t] for o in range(2 * context + 1)], axis=-1)
 
 
 def _features(name: str):
     """(waveforms, lengths, frame_mask [B, T] bool or None) -> [B, T, D]."""
     if name == "logmel":
         return lambda w, n, m=None: af.whisper_log_mel(w, n, frame_mask=m)
+    if name == "logmel-stack4":
+        def stacked(w, n, m=None):
+            x = af.whisper_log_mel(w, n, frame_mask=m)
+            return stack_context(x, af.frame_mask(n, x.shape[1]), STACK_CONTEXT)
+        return stacked
     if name == "mfcc":
         return lambda w, n, m=None: af.mfcc(w, n, frame_mask=m)
     raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINE_DIMS)}")
 
 
 def load_baseline(name: str) -> Encoder:
-    """``"logmel"`` or ``"mfcc"`` as an :class:`Encoder` with one hidden state [1, B, T, D]."""
+    """``"logmel"``, ``"logmel-stack4"`` or ``"mfcc"`` as an :class:`Encoder` with one hidden state [1, B, T, D]."""
     feats = _features(name)
 
     def masked_apply_fn(params, mask_params, waveforms, lengths, frame_mask) -> EncoderOutput:

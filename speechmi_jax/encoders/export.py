@@ -168,7 +168,7 @@ def read_pretraining_head(path: str | os.PathLike):
     checkpoint.check_state_dict(shapes, {k: v for k, v in state.items() if k in shapes}, path)
     head: dict = {}
     for key, (names, transposed) in _HEAD_KEYS.items():
-        wav2vec2._set(head, names, np.asarray(state[key].T if transposed else state[key], np.float32))
+        wav2vec2.set_path(head, names, np.asarray(state[key].T if transposed else state[key], np.float32))
     return head
 
 

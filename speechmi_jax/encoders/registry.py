@@ -2,7 +2,8 @@
 
 Accepted forms:
 
-* ``"logmel"``, ``"mfcc"`` - classic single-layer feature baselines.
+* ``"logmel"``, ``"mfcc"`` - classic single-layer feature baselines; ``"logmel-stack4"`` -
+  log-mel with the 4 frames on either side stacked (context alone, no learning).
 * ``"whisper-tiny.en"``, ``"whisper-base"`` - real Whisper weights shipped by installed
   packages (the ``demo`` extra); a clear error says what to install when absent.
 * ``"random:<arch>"`` (e.g. ``random:hubert-base``, ``random:whisper-tiny``) - the
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 
 from speechmi_jax.encoders.base import Encoder
 
-BASELINES = ("logmel", "mfcc")
+BASELINES = ("logmel", "logmel-stack4", "mfcc")
 WHISPER_BUILTINS = ("whisper-tiny.en", "whisper-base")
 WAV2VEC2_FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 
@@ -89,15 +90,15 @@ def _load(name: str, dtype, allow_pickle: bool, window_seconds: Optional[float])
         from speechmi_jax.encoders import whisper
         return whisper.load_whisper_hf(path, dtype=dtype, allow_pickle=allow_pickle,
                                        window_seconds=window_seconds)
-    if model_type == "speechmi-causal-logmel":  # APC pretraining's causal encoder (ssl/)
-        from speechmi_jax.encoders import wav2vec2
-        return wav2vec2.load_causal(path, dtype=dtype)
+    from speechmi_jax.encoders import logmel_transformer
+    if model_type in logmel_transformer.MODEL_TYPES:  # the pretraining zoo's backbone (ssl/)
+        return logmel_transformer.load(path, dtype=dtype)
     if model_type in WAV2VEC2_FAMILY:
         from speechmi_jax.encoders import wav2vec2
         return wav2vec2.load_wav2vec2_family(path, dtype=dtype, allow_pickle=allow_pickle)
     raise ValueError(
         f"{config_path}: model_type {model_type!r} is not supported; expected one of "
-        f"{WAV2VEC2_FAMILY + ('whisper',)}")
+        f"{WAV2VEC2_FAMILY + ('whisper',) + logmel_transformer.MODEL_TYPES}")
 
 
 def random_archs() -> list[str]:

@@ -62,7 +62,7 @@ PREFIXES = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm",
             "data2vec-audio": "data2vec_audio"}
 BACKBONE_ROOTS = ("feature_extractor.", "feature_projection.", "encoder.")
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),  # torch/HF "gelu" is exact erf
     "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
     "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
@@ -128,9 +128,9 @@ def arch_from_config(config) -> Arch:
             f"{model_type}: adapter_attn_dim={config.adapter_attn_dim} (per-layer attention "
             f"adapters, as in MMS checkpoints) is not supported")
     for name in ("hidden_act", "feat_extract_activation"):
-        if getattr(config, name) not in _ACTIVATIONS:
+        if getattr(config, name) not in ACTIVATIONS:
             raise ValueError(f"{model_type}: {name}={getattr(config, name)!r} is not one of "
-                             f"{sorted(_ACTIVATIONS)}")
+                             f"{sorted(ACTIVATIONS)}")
     data2vec = model_type == "data2vec-audio"
     if data2vec:
         pos_conv, pos_kernel, pos_layers = "stack", config.conv_pos_kernel_size, config.num_conv_pos_embeddings
@@ -188,12 +188,12 @@ def _length_mask(n, size: int):
 
 # ----------------------------------------------------------------------------- Flax modules
 
-def _layer_norm(arch: Arch, name: str, dtype, eps: float | None = None, affine: bool = True):
+def layer_norm(arch: Arch, name: str, dtype, eps: float | None = None, affine: bool = True):
     return nn.LayerNorm(epsilon=arch.layer_norm_eps if eps is None else eps, dtype=dtype,
                         use_fast_variance=False, use_bias=affine, use_scale=affine, name=name)
 
 
-def _dense(features: int, name: str, dtype, kernel_init=nn.initializers.normal(0.02)):
+def dense(features: int, name: str, dtype, kernel_init=nn.initializers.normal(0.02)):
     return nn.Dense(features, dtype=dtype, kernel_init=kernel_init, name=name)
 
 
@@ -272,14 +272,14 @@ class FeatureEncoder(nn.Module):
     @nn.compact
     def __call__(self, waveforms, lengths):
         arch = self.arch
-        act = _ACTIVATIONS[arch.feat_extract_activation]
+        act = ACTIVATIONS[arch.feat_extract_activation]
         x = waveforms[..., None]
         n = lengths
         for i, (c, k, s) in enumerate(zip(arch.conv_dim, arch.conv_kernel, arch.conv_stride)):
             x = StridedConv(c, k, s, arch.conv_bias, self.dtype, name=f"conv_layers_{i}")(x)
             n = jnp.maximum((n - k) // s + 1, 0)
             if arch.feat_extract_norm == "layer":
-                x = _layer_norm(arch, f"layer_norm_{i}", self.dtype, eps=1e-5)(x)
+                x = layer_norm(arch, f"layer_norm_{i}", self.dtype, eps=1e-5)(x)
             elif i == 0:
                 x = MaskedChannelNorm(1e-5, self.dtype, name="layer_norm_0")(x, _length_mask(n, x.shape[1]))
             x = act(x)
@@ -312,12 +312,12 @@ class PositionalConv(nn.Module):
     @nn.compact
     def __call__(self, x, mask):
         arch = self.arch
-        act = _ACTIVATIONS[arch.feat_extract_activation]
+        act = ACTIVATIONS[arch.feat_extract_activation]
         m = mask[..., None].astype(x.dtype)
         if arch.pos_conv == "stack":
             for j in range(arch.pos_conv_layers):
                 x = self._conv(x * m, f"conv_{j}", arch.pos_conv_kernel)
-                x = act(_layer_norm(arch, f"layer_norm_{j}", self.dtype, eps=1e-5, affine=False)(x))
+                x = act(layer_norm(arch, f"layer_norm_{j}", self.dtype, eps=1e-5, affine=False)(x))
             return x
         if arch.pos_conv == "batch_norm":
             d = x.shape[-1]
@@ -364,12 +364,12 @@ class Attention(nn.Module):
         arch = self.arch
         b, t, d = x.shape
         h, hd = arch.num_heads, arch.head_dim
-        q = split_heads(_dense(d, "q_proj", self.dtype)(x), h)  # [B, H, T, hd]
-        k = split_heads(_dense(d, "k_proj", self.dtype)(x), h)
-        v = split_heads(_dense(d, "v_proj", self.dtype)(x), h)
+        q = split_heads(dense(d, "q_proj", self.dtype)(x), h)  # [B, H, T, hd]
+        k = split_heads(dense(d, "k_proj", self.dtype)(x), h)
+        v = split_heads(dense(d, "v_proj", self.dtype)(x), h)
         logits = ((q * hd**-0.5) @ k.transpose(0, 1, 3, 2)).astype(jnp.float32)  # [B, H, T, T]
         if arch.rel_pos_buckets:
-            gates = _dense(8, "gru_rel_pos_linear", self.dtype)(x.reshape(b, t, h, hd))
+            gates = dense(8, "gru_rel_pos_linear", self.dtype)(x.reshape(b, t, h, hd))
             gates = jax.nn.sigmoid(gates.astype(jnp.float32).reshape(b, t, h, 2, 4).sum(-1))
             const = self.param("gru_rel_pos_const", nn.initializers.ones, (h,), jnp.float32)
             gate = gates[..., 0] * (gates[..., 1] * const - 1.0) + 2.0  # [B, T, H]
@@ -379,7 +379,7 @@ class Attention(nn.Module):
         logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         out = merge_heads(weights @ v)
-        return _dense(d, "out_proj", self.dtype)(out)
+        return dense(d, "out_proj", self.dtype)(out)
 
 
 class FeedForward(nn.Module):
@@ -388,9 +388,9 @@ class FeedForward(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = _dense(self.arch.intermediate_size, "intermediate_dense", self.dtype)(x)
-        x = _ACTIVATIONS[self.arch.hidden_act](x)
-        return _dense(self.arch.hidden_size, "output_dense", self.dtype)(x)
+        x = dense(self.arch.intermediate_size, "intermediate_dense", self.dtype)(x)
+        x = ACTIVATIONS[self.arch.hidden_act](x)
+        return dense(self.arch.hidden_size, "output_dense", self.dtype)(x)
 
 
 class EncoderLayer(nn.Module):
@@ -408,7 +408,7 @@ class EncoderLayer(nn.Module):
         arch, dt = self.arch, self.dtype
         attention = Attention(arch, dt, name="attention")
         feed_forward = FeedForward(arch, dt, name="feed_forward")
-        norm1, norm2 = _layer_norm(arch, "layer_norm", dt), _layer_norm(arch, "final_layer_norm", dt)
+        norm1, norm2 = layer_norm(arch, "layer_norm", dt), layer_norm(arch, "final_layer_norm", dt)
         if arch.stable_layer_norm:
             x = x + attention(norm1(x), key_mask, position_bias)
             x = x + feed_forward(norm2(x))
@@ -429,7 +429,7 @@ class TransformerEncoder(nn.Module):
         arch = self.arch
         x = x * mask[..., None].astype(x.dtype)
         x = x + PositionalConv(arch, self.dtype, name="pos_conv_embed")(x, mask)
-        final_norm = _layer_norm(arch, "layer_norm", self.dtype)
+        final_norm = layer_norm(arch, "layer_norm", self.dtype)
         if not arch.stable_layer_norm:
             x = final_norm(x)
         position_bias = None
@@ -463,7 +463,7 @@ class Wav2Vec2Family(nn.Module):
         lengths = jnp.minimum(lengths.astype(jnp.int32), waveforms.shape[1])
         feats, mask = FeatureEncoder(arch, self.dtype, name="feature_extractor")(waveforms, lengths)
         if arch.feat_proj_layer_norm:
-            feats = _layer_norm(arch, "feature_projection_layer_norm", self.dtype)(feats)
+            feats = layer_norm(arch, "feature_projection_layer_norm", self.dtype)(feats)
         bound = 1.0 / math.sqrt(feats.shape[-1])
         x = nn.Dense(arch.hidden_size, dtype=self.dtype, name="feature_projection",
                      kernel_init=_symmetric_uniform(bound), bias_init=_symmetric_uniform(bound))(feats)
@@ -627,16 +627,16 @@ def params_from_state_dict(state: Mapping[str, np.ndarray], arch: Arch, source: 
     for e in entries:
         value = np.asarray(e.fn(*(backbone[key] for key, _ in e.sources)), dtype=np.float32)
         if e.layer is None:
-            _set(params, e.path, value)
+            set_path(params, e.path, value)
         else:
             stacked.setdefault(e.path, [None] * arch.num_layers)[e.layer] = value
     for path, values in stacked.items():
-        _set(params, path, np.stack(values))
+        set_path(params, path, np.stack(values))
     _check_tree(params, arch, source)
     return params
 
 
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
+def set_path(tree: dict, path: tuple[str, ...], value) -> None:
     for name in path[:-1]:
         tree = tree.setdefault(name, {})
     tree[path[-1]] = value
@@ -768,130 +768,3 @@ def random_wav2vec2_family(arch: str, *, seed: int = 0, dtype=jnp.float32) -> En
     emb = jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(seed), 1), (a.hidden_size,))
     return make_encoder(a, params, name=f"random:{arch}@{seed}", dtype=dtype, config=config,
                         mask_embedding=emb)
-
-
-# ----------------------------------------------------------------------------- causal log-mel variant
-
-CAUSAL_MODEL_TYPE = "speechmi-causal-logmel"
-
-
-def causal_arch(hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,
-                intermediate_size: int = 128, pos_conv_kernel: int = 8, pos_conv_groups: int = 4,
-                hidden_act: str = "gelu", layer_norm_eps: float = 1e-5) -> Arch:
-    """The :class:`Arch` of :class:`CausalLogMelEncoder` (no conv stem: the input is log-mel)."""
-    return Arch(model_type=CAUSAL_MODEL_TYPE, conv_dim=(), conv_kernel=(), conv_stride=(),
-                conv_bias=False, feat_extract_norm="layer", feat_proj_layer_norm=False,
-                hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                intermediate_size=intermediate_size, layer_norm_eps=layer_norm_eps,
-                stable_layer_norm=True, pos_conv="causal", pos_conv_kernel=pos_conv_kernel,
-                pos_conv_groups=pos_conv_groups, pos_conv_layers=1, rel_pos_buckets=0,
-                rel_pos_max_distance=0, hidden_act=hidden_act, feat_extract_activation=hidden_act)
-
-
-class CausalLogMelEncoder(nn.Module):
-    """A causal transformer over Whisper-style log-mel (APC's context network, Chung et al. 2019).
-
-    waveforms [B, S], lengths [B] -> log-mel [B, T, 80] at 100 Hz (``audio_features``; frame i
-    centred at i * 10 ms) -> Linear 80 -> D -> + gelu(causal grouped conv, kernel K, left-padded)
-    = hidden_states[0] -> L pre-LN transformer layers whose frame t attends to real frames <= t
-    -> hidden_states[1..L] (the last after the final LayerNorm). Frame t of every hidden state
-    depends on log-mel frames <= t only (the log-mel's 80 dB floor is relative to the utterance's
-    loudest bin, its one utterance-level statistic). Not a transformers architecture: saved by :func:`save_causal`
-    as config.json + model.safetensors in this package's own layout.
-    ``__call__`` returns (EncoderOutput, log-mel [B, T, 80]): the log-mel is APC's target.
-    ``frame_mask`` [B, T] bool (the masking hook): those log-mel frames are set to
-    ``audio_features.MASKED_LOG10_MEL`` (the returned log-mel is the masked one).
-    """
-
-    arch: Arch
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, waveforms, lengths, frame_mask=None):
-        from speechmi_jax.encoders import audio_features as af
-
-        arch = self.arch
-        lengths = jnp.minimum(lengths.astype(jnp.int32), waveforms.shape[1])
-        logmel = af.whisper_log_mel(waveforms, lengths, frame_mask=frame_mask)  # [B, T, 80]
-        mask = af.frame_mask(lengths, logmel.shape[1])
-        x = _dense(arch.hidden_size, "input_projection", self.dtype)(logmel)
-        x = x * mask[..., None].astype(x.dtype)
-        k, g, d = arch.pos_conv_kernel, arch.pos_conv_groups, arch.hidden_size
-        kernel = self.param("pos_conv_kernel", nn.initializers.normal(2.0 * math.sqrt(1.0 / (k * d // g))),
-                            (k, d // g, d), jnp.float32)
-        pos = lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (1,), [(k - 1, 0)],
-                                       dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=g)
-        x = x + _ACTIVATIONS[arch.hidden_act](pos + self.param("pos_conv_bias", nn.initializers.zeros, (d,)))
-        t = x.shape[1]
-        attend = jnp.tril(jnp.ones((t, t), bool))[None] & mask[:, None, :]  # [B, T(query), T(key)]
-        layers = nn.scan(EncoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
-                         in_axes=(nn.broadcast, nn.broadcast), length=arch.num_layers)
-        last, states = layers(arch, self.dtype, name="layers")(x, attend, None)
-        states = states.at[-1].set(_layer_norm(arch, "layer_norm", self.dtype)(last))
-        hidden = jnp.concatenate([x[None].astype(states.dtype), states], axis=0)
-        return EncoderOutput(hidden_states=hidden, mask=mask), logmel
-
-
-def causal_config(arch: Arch) -> dict:
-    """config.json of a causal log-mel encoder."""
-    keys = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "pos_conv_kernel",
-            "pos_conv_groups", "hidden_act", "layer_norm_eps")
-    return {"model_type": CAUSAL_MODEL_TYPE, **{k: getattr(arch, k) for k in keys}}
-
-
-def init_causal_params(arch: Arch, rng):
-    return CausalLogMelEncoder(arch).init(rng, jnp.zeros((1, 1600), jnp.float32),
-                                          jnp.full((1,), 1600, jnp.int32))["params"]
-
-
-def make_causal_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32) -> Encoder:
-    """An :class:`Encoder` around :class:`CausalLogMelEncoder` (100 Hz frames centred at i * 10 ms)."""
-    from speechmi_jax.encoders import audio_features as af
-
-    model = CausalLogMelEncoder(arch, dtype)
-
-    def apply_fn(params, waveforms, lengths) -> EncoderOutput:
-        return model.apply({"params": params}, waveforms, lengths)[0]
-
-    def masked_apply_fn(params, mask_params, waveforms, lengths, frame_mask) -> EncoderOutput:
-        del mask_params
-        return model.apply({"params": params}, waveforms, lengths, frame_mask)[0]
-
-    return Encoder(name=name, apply_fn=apply_fn, params=jax.tree.map(jnp.asarray, params),
-                   num_layers=arch.num_layers, hidden_size=arch.hidden_size, sample_rate=SAMPLE_RATE,
-                   frame_rate=SAMPLE_RATE / af.HOP, frame_offset_s=0.0, num_frames_fn=af.num_frames,
-                   config=causal_config(arch), dtype=dtype, masked_apply_fn=masked_apply_fn)
-
-
-def save_causal(arch: Arch, params, out_dir) -> Path:
-    """Writes config.json + model.safetensors (keys: '/'-joined Flax parameter paths)."""
-    import json
-
-    from safetensors.numpy import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v, np.float32)
-            for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(params))}
-    save_file(flat, str(out / checkpoint.SAFETENSORS))
-    (out / "config.json").write_text(json.dumps(causal_config(arch), indent=2) + "\n")
-    return out
-
-
-def load_causal(path, *, dtype=jnp.float32) -> Encoder:
-    """Loads a directory written by :func:`save_causal`; a missing, extra or misshaped tensor
-    raises :class:`checkpoint.CheckpointError` naming it."""
-    import json
-
-    path = Path(path)
-    config = json.loads((path / "config.json").read_text())
-    arch = causal_arch(**{k: v for k, v in config.items() if k != "model_type"})
-    want = jax.eval_shape(lambda: init_causal_params(arch, jax.random.PRNGKey(0)))
-    flat_want = {"/".join(str(getattr(k, "key", k)) for k in p): tuple(v.shape)
-                 for p, v in jax.tree_util.tree_leaves_with_path(want)}
-    state = checkpoint.read_state_dict(path)
-    checkpoint.check_state_dict(flat_want, state, path)
-    params: dict = {}
-    for key, value in state.items():
-        _set(params, tuple(key.split("/")), np.asarray(value, np.float32))
-    return make_causal_encoder(arch, params, name=str(path), dtype=dtype)

@@ -12,13 +12,17 @@ into pure functions the trainer vmaps over population members and shards over de
 at the encoder's frames. ``hp``: one member's hyperparameters, scalars that may be traced
 (``lr``, ``mask_prob``, ``shift``).
 
-* :class:`APCTask`: :class:`~speechmi_jax.encoders.wav2vec2.CausalLogMelEncoder` -> (VQ-APC:
-  :class:`~speechmi_jax.ssl.quantizer.GumbelVQ` on the last layer) -> Linear D -> 80 predicting
-  the log-mel frame t + n. Exported in the causal encoder's own format.
-* :class:`MaskedTask`: the wav2vec2-family backbone (HuBERT or data2vec-audio architecture) with
-  a learned mask embedding replacing span-masked frames (:func:`~speechmi_jax.ssl.masking.span_mask`)
-  -> Linear D -> K logits (HuBERT) or D regression outputs (data2vec). Exported in the
-  transformers layout, so ``transformers`` and ``smi.load_encoder`` both read it.
+Backbones: :class:`MelBackbone`, the zoo's controlled one (a transformer over stacked log-mel,
+:mod:`speechmi_jax.encoders.logmel_transformer`: causal for APC, bidirectional for the masked
+families, so that the families differ only in views, Z_target and p_psi), and
+:class:`ConvBackbone`, the wav2vec2 family's waveform conv stem (exported in the transformers
+layout, so ``transformers`` and ``smi.load_encoder`` both read it).
+
+* :class:`APCTask`: the causal :class:`MelBackbone` -> (VQ-APC: :class:`~speechmi_jax.ssl.quantizer.GumbelVQ`
+  on the last layer) -> Linear D -> stack * 80 predicting the stacked log-mel frame t + n.
+* :class:`MaskedTask`: a backbone with a learned mask embedding replacing span-masked frames
+  (:func:`~speechmi_jax.ssl.masking.span_mask`) -> Linear D -> K logits (HuBERT), D regression
+  outputs (data2vec) or wav2vec 2.0's contrastive head.
 """
 
 from __future__ import annotations
@@ -30,53 +34,166 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from speechmi_jax.encoders import logmel_transformer as lmt
 from speechmi_jax.encoders import wav2vec2 as w2v
 from speechmi_jax.ssl import objectives
 from speechmi_jax.ssl.masking import span_mask
 from speechmi_jax.ssl.quantizer import GumbelProductQuantizer, GumbelVQ
 
-NUM_MELS = 80
+SAMPLE_RATE = 16000
 
+
+# ----------------------------------------------------------------------------- backbones
+
+@dataclasses.dataclass(frozen=True)
+class MelBackbone:
+    """The zoo's controlled backbone (:mod:`speechmi_jax.encoders.logmel_transformer`), exported
+    in its own format."""
+
+    arch: lmt.MelArch
+
+    def module(self, name=None, return_inputs: bool = False):
+        return lmt.LogMelTransformer(self.arch, name=name, return_inputs=return_inputs)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.arch.hidden_size
+
+    @property
+    def frame_hop(self) -> int:
+        return self.arch.hop
+
+    @property
+    def min_samples(self) -> int:
+        return self.arch.hop
+
+    @property
+    def frame_rate(self) -> float:
+        return self.arch.frame_rate
+
+    @property
+    def frame_offset_s(self) -> float:
+        return self.arch.frame_offset_s
+
+    def num_frames(self, lengths):
+        return self.arch.num_frames(lengths)
+
+    def export(self, params, out_dir, mask_embedding=None):
+        return lmt.save(self.arch, params, out_dir, mask_embedding=mask_embedding)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvBackbone:
+    """The wav2vec2-family backbone (waveform conv stem), exported in the transformers layout.
+
+    hf_config: the transformers config as a JSON string (hashable; rebuilt for export)."""
+
+    hf_config: str
+
+    def transformers_config(self):
+        import transformers
+
+        return transformers.AutoConfig.for_model(**json.loads(self.hf_config))
+
+    @property
+    def arch(self) -> w2v.Arch:
+        return w2v.arch_from_config(self.transformers_config())
+
+    def module(self, name=None):
+        return w2v.Wav2Vec2Family(self.arch, name=name)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.arch.hidden_size
+
+    @property
+    def frame_hop(self) -> int:
+        return self.arch.hop
+
+    @property
+    def min_samples(self) -> int:
+        return self.arch.receptive_field
+
+    @property
+    def frame_rate(self) -> float:
+        return SAMPLE_RATE / self.arch.hop
+
+    @property
+    def frame_offset_s(self) -> float:
+        return self.arch.receptive_field / 2 / SAMPLE_RATE
+
+    def num_frames(self, lengths):
+        return w2v.num_frames(self.arch, lengths)
+
+    def export(self, params, out_dir, mask_embedding=None):
+        from speechmi_jax.encoders.export import save_hf
+
+        return save_hf(self.transformers_config(), params, out_dir, mask_embedding=mask_embedding)
+
+
+Backbone = Any  # MelBackbone | ConvBackbone
+
+
+def real_frames(backbone: Backbone, lengths, num_samples: int):
+    """[B] samples -> [B, T] bool real-frame mask of the backbone (T from the padded length)."""
+    t = int(backbone.num_frames(np.asarray(num_samples)))
+    return jnp.arange(t)[None, :] < backbone.num_frames(lengths.astype(jnp.int32))[:, None]
+
+
+# ----------------------------------------------------------------------------- APC / VQ-APC
 
 class APCModel(nn.Module):
-    """(waveforms, lengths) -> (prediction [B, T, 80], log-mel [B, T, 80], mask [B, T], perplexity)."""
+    """(waveforms, lengths) -> (prediction [B, T, F], stacked log-mel [B, T, F], mask [B, T],
+    perplexity); F = stack * 80."""
 
-    arch: w2v.Arch
+    arch: lmt.MelArch
     vq_codes: int = 0  # 0: plain APC
     vq_temperature: float = 1.0
 
     @nn.compact
     def __call__(self, waveforms, lengths, train: bool = False):
-        out, logmel = w2v.CausalLogMelEncoder(self.arch, name="encoder")(waveforms, lengths)
+        out, logmel = lmt.LogMelTransformer(self.arch, name="encoder", return_inputs=True)(waveforms, lengths)
         h = out.hidden_states[-1]
         perplexity = jnp.float32(0.0)
         if self.vq_codes:
             h, _, perplexity = GumbelVQ(self.vq_codes, self.arch.hidden_size, name="vq")(
                 h, temperature=self.vq_temperature, train=train, mask=out.mask)
-        pred = nn.Dense(NUM_MELS, name="head")(h)
+        pred = nn.Dense(self.arch.input_size, name="head")(h)
         return pred, logmel, out.mask, perplexity
 
 
 @dataclasses.dataclass(frozen=True)
 class APCTask:
-    """APC / VQ-APC on log-mel (objectives.apc); ``hp["shift"]`` is n."""
+    """APC / VQ-APC on (stacked) log-mel (objectives.apc); ``hp["shift"]`` is n, in model frames."""
 
-    arch: w2v.Arch
+    arch: lmt.MelArch
     vq_codes: int = 0
     vq_temperature: float = 1.0
     p_psi: str = "gaussian"
     name: str = "apc"
-    frame_hop: int = 160  # samples per frame: crops start on multiples of it
     has_codes = False
     learned_target = False
+
+    def __post_init__(self):
+        if not self.arch.causal:
+            raise ValueError("APC needs a causal backbone (model.logmel.causal is forced for apc/vqapc)")
+
+    @property
+    def backbone(self) -> MelBackbone:
+        return MelBackbone(self.arch)
+
+    @property
+    def frame_hop(self) -> int:
+        return self.arch.hop
 
     @property
     def model(self):
         return APCModel(self.arch, self.vq_codes, self.vq_temperature)
 
     def init(self, key):
-        n = 1600
+        n = 10 * self.arch.hop
         params = self.model.init({"params": key, "gumbel": key}, jnp.zeros((1, n)),
                                  jnp.full((1,), n, jnp.int32))["params"]
         return params, {}
@@ -93,22 +210,25 @@ class APCTask:
         return aux
 
     def export(self, params, out_dir):
-        return w2v.save_causal(self.arch, params["encoder"], out_dir)
+        return self.backbone.export(params["encoder"], out_dir)
 
+
+# ----------------------------------------------------------------------------- masked families
 
 class MaskedModel(nn.Module):
-    """Wav2vec2-family backbone with span-masked input and a linear head.
+    """A backbone with span-masked input (a learned mask embedding) and a linear head.
 
     (waveforms [B, S], lengths [B], time_mask [B, T] bool) -> (hidden [L+1, B, T, D], mask, head [B, T, out]).
     """
 
-    arch: w2v.Arch
+    backbone: Backbone
+    hidden_size: int
     out_dim: int
 
     @nn.compact
     def __call__(self, waveforms, lengths, time_mask):
-        emb = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (self.arch.hidden_size,))
-        out = w2v.Wav2Vec2Family(self.arch, name="backbone")(waveforms, lengths, time_mask, emb)
+        emb = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (self.hidden_size,))
+        out = self.backbone.module("backbone")(waveforms, lengths, time_mask, emb)
         return out.hidden_states, out.mask, nn.Dense(self.out_dim, name="head")(out.hidden_states[-1])
 
 
@@ -121,7 +241,8 @@ class ContrastiveModel(nn.Module):
     quantize the conv features before the projection, a detail the exported encoder never sees.
     """
 
-    arch: w2v.Arch
+    backbone: Backbone
+    hidden_size: int
     groups: int
     codes: int
     final_dim: int
@@ -129,8 +250,8 @@ class ContrastiveModel(nn.Module):
 
     @nn.compact
     def __call__(self, waveforms, lengths, time_mask, train: bool = False):
-        emb = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (self.arch.hidden_size,))
-        backbone = w2v.Wav2Vec2Family(self.arch, name="backbone")
+        emb = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (self.hidden_size,))
+        backbone = self.backbone.module("backbone")
         ctx = backbone(waveforms, lengths, time_mask, emb)
         clean = backbone(waveforms, lengths)
         q, ppl, diversity = GumbelProductQuantizer(self.groups, self.codes, self.final_dim, name="quantizer")(
@@ -139,24 +260,19 @@ class ContrastiveModel(nn.Module):
         return nn.Dense(self.final_dim, name="head")(ctx.hidden_states[-1]), q, ppl, diversity
 
 
-def real_frames(arch: w2v.Arch, lengths, num_samples: int):
-    """[B] samples -> [B, T] bool real-frame mask of the backbone (T from the padded length)."""
-    t = int(w2v.num_frames(arch, w2v.np.asarray(num_samples)))
-    return jnp.arange(t)[None, :] < w2v.num_frames(arch, lengths.astype(jnp.int32))[:, None]
-
-
 @dataclasses.dataclass(frozen=True)
 class MaskedTask:
-    """HuBERT-style MLM (``kind="hubert"``), data2vec or wav2vec 2.0 on the backbone.
+    """HuBERT-style MLM (``kind="hubert"``), data2vec or wav2vec 2.0 on a backbone.
 
-    hf_config: the transformers config as a JSON string (hashable; rebuilt for export).
+    backbone: :class:`MelBackbone` (bidirectional; the zoo's) or :class:`ConvBackbone` (the
+    wav2vec2 family, exported in the transformers layout).
     num_codes, h_target_bits: HuBERT's K and the plug-in entropy of its fitted ids.
     top_k, normalize_targets, ema_decay: data2vec's target (normalize_targets is its
     anti-collapse safeguard; ema_decay = 0 makes the teacher the student itself).
     """
 
     kind: str
-    hf_config: str
+    backbone: Backbone
     mask_span: int = 10
     num_codes: int = 0
     h_target_bits: float = 0.0
@@ -170,12 +286,14 @@ class MaskedTask:
     gumbel_temperature: float = 2.0
     logit_temperature: float = 0.1
     diversity_weight: float = 0.1
-    frame_hop: int = 320
     learned_target: bool = False
 
     def __post_init__(self):
         if self.kind not in ("hubert", "data2vec", "wav2vec2"):
             raise ValueError(f"MaskedTask kind={self.kind!r}: expected 'hubert', 'data2vec' or 'wav2vec2'")
+        if isinstance(self.backbone, MelBackbone) and self.backbone.arch.causal:
+            raise ValueError(f"{self.kind}: masked prediction needs a bidirectional backbone "
+                             f"(model.logmel.causal=False)")
         object.__setattr__(self, "learned_target", self.kind != "hubert")
 
     @property
@@ -191,35 +309,28 @@ class MaskedTask:
     def has_codes(self):
         return self.kind == "hubert"
 
-    def transformers_config(self):
-        import transformers
-
-        cfg = json.loads(self.hf_config)
-        return transformers.AutoConfig.for_model(**cfg)
-
     @property
-    def arch(self) -> w2v.Arch:
-        return w2v.arch_from_config(self.transformers_config())
+    def frame_hop(self) -> int:
+        return self.backbone.frame_hop
 
     @property
     def model(self):
-        arch = self.arch
+        b = self.backbone
         if self.kind == "wav2vec2":
-            return ContrastiveModel(arch, self.codebook_groups, self.codebook_vars, self.final_dim,
-                                    self.gumbel_temperature)
-        return MaskedModel(arch, self.num_codes if self.kind == "hubert" else arch.hidden_size)
+            return ContrastiveModel(b, b.hidden_size, self.codebook_groups, self.codebook_vars,
+                                    self.final_dim, self.gumbel_temperature)
+        return MaskedModel(b, b.hidden_size, self.num_codes if self.kind == "hubert" else b.hidden_size)
 
     def init(self, key):
-        n = self.arch.receptive_field
+        n = self.backbone.min_samples
         params = self.model.init(key, jnp.zeros((1, n)), jnp.full((1,), n, jnp.int32),
                                  jnp.zeros((1, 1), bool))["params"]
         aux = {"teacher": params["backbone"]} if self.kind == "data2vec" else {}
         return params, aux
 
     def loss(self, params, aux, batch, key, hp, train: bool):
-        arch = self.arch
         audio, lengths = batch["audio"], batch["lengths"]
-        real = real_frames(arch, lengths, audio.shape[1])
+        real = real_frames(self.backbone, lengths, audio.shape[1])
         k_mask, k_neg, k_gumbel = jax.random.split(key, 3)
         masked = span_mask(k_mask, real, hp["mask_prob"], self.mask_span)
         if self.kind == "wav2vec2":
@@ -235,7 +346,7 @@ class MaskedTask:
         if self.kind == "hubert":
             m = objectives.mlm(head, batch["codes"], masked, self.h_target_bits)
         else:
-            teacher = w2v.Wav2Vec2Family(arch).apply({"params": aux["teacher"]}, audio, lengths)
+            teacher = self.backbone.module().apply({"params": aux["teacher"]}, audio, lengths)
             target = objectives.data2vec_targets(teacher.hidden_states, real, self.top_k,
                                                  self.normalize_targets)
             m = objectives.data2vec(head, target, masked)
@@ -248,10 +359,7 @@ class MaskedTask:
         return {"teacher": jax.tree.map(lambda t, s: d * t + (1.0 - d) * s, aux["teacher"], params["backbone"])}
 
     def export(self, params, out_dir):
-        from speechmi_jax.encoders.export import save_hf
-
-        return save_hf(self.transformers_config(), params["backbone"], out_dir,
-                       mask_embedding=params["masked_spec_embed"])
+        return self.backbone.export(params["backbone"], out_dir, mask_embedding=params["masked_spec_embed"])
 
 
 Task = Any  # APCTask | MaskedTask

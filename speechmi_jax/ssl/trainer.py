@@ -15,7 +15,8 @@ that differ in seed, learning rate, mask probability or APC shift n (``config.po
 * every ``eval_every`` steps: the dev loss and bound of every member on fixed dev batches; one
   JSONL record per member (``metrics.jsonl``: train_* = mean over the steps since the last
   record, dev_*: loss, nll_bits, h_target_bits, bound_bits, perplexity (VQ), masked_acc (MLM),
-  target_var (data2vec)); a tqdm bar shows member 0's loss and bound.
+  target_var (data2vec)), the same scalars as TensorBoard event files (``tb/``,
+  :mod:`speechmi_jax.ssl.events`); a tqdm bar shows member 0's loss and bound.
 * collapse guard (learned targets): when a member's dev target variance (data2vec) or codebook
   perplexity (wav2vec 2.0) falls under ``collapse.min_target_var`` / ``collapse.min_perplexity``
   the trainer warns with the numbers and records ``"collapse": true``.
@@ -23,9 +24,9 @@ that differ in seed, learning rate, mask probability or APC shift n (``config.po
   optimiser state, EMA teacher, key and step (``keep`` newest). A rerun restores the newest step
   saved by every member, drops later metrics records and replays: batches and keys are functions
   of (seed, step), so the result is identical to an uninterrupted run.
-* at the end each member's encoder is exported (``model/config.json`` + ``model/model.safetensors``);
-  with ``config.export_checkpoints`` also at every checkpoint step (``models/step<N>/``), so the
-  models along training outlive ``keep_checkpoints``.
+* at the end each member's encoder is exported (``model/config.json`` + ``model/model.safetensors``),
+  and also at every step of ``config.export_steps`` (``models/step<N>/``), so the models along
+  training outlive ``keep_checkpoints``.
 
 Layout of ``out_dir``: ``pretrain_config.json``, ``targets.npz`` (HuBERT: the k-means centroids), and for P = 1 ``metrics.jsonl``,
 ``checkpoints/``, ``model/`` (and ``models/step<N>/``); for P > 1 the same under ``member-<i>/``.
@@ -48,11 +49,12 @@ import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
 from speechmi_jax.ssl import data as data_lib
+from speechmi_jax.ssl.events import EventWriter
 from speechmi_jax.ssl import models
 
 log = logging.getLogger("speechmi_jax.ssl")
 HP_KEYS = ("seed", "lr", "mask_prob", "shift")
-_EVAL_FOLD = 2**31 - 1  # the eval key of a member: fold_in(member key, this)
+EVAL_FOLD = 2**31 - 1  # the eval key of a member: fold_in(member key, this)
 
 
 class CollapseWarning(UserWarning):
@@ -98,35 +100,49 @@ def validate_config(config):
     return config
 
 
+BACKBONES = ("logmel", "conv")
+CAUSAL_OBJECTIVES = ("apc", "vqapc")
+
+
+def backbone(config):
+    """``config.model.backbone``: ``"logmel"`` (the zoo's transformer over stacked log-mel,
+    ``config.model.logmel``; causal for APC / VQ-APC, bidirectional otherwise) or ``"conv"``
+    (the wav2vec2 family of ``config.model.hf_config``; the masked objectives only)."""
+    m, obj = config.model, config.objective
+    if m.backbone == "logmel":
+        return models.MelBackbone(models.lmt.MelArch(causal=obj in CAUSAL_OBJECTIVES, **dict(m.logmel)))
+    if m.backbone != "conv":
+        raise ValueError(f"config.model.backbone={m.backbone!r}: expected one of {BACKBONES}")
+    if obj in CAUSAL_OBJECTIVES:
+        raise ValueError(f"config.model.backbone='conv' with objective {obj!r}: APC trains the causal "
+                         f"log-mel backbone; expected model.backbone='logmel'")
+    return models.ConvBackbone(json.dumps(dict(m.hf_config), sort_keys=True))
+
+
 def build_task(config, corpus, sets, out_dir: Path, centroids=None):
     """The task of ``config.objective`` (fits cluster targets for HuBERT, or assigns the given
     ``centroids`` [K, D])."""
     obj, m = config.objective, config.model
-    if obj in ("apc", "vqapc"):
-        arch = models.w2v.causal_arch(**dict(m.causal))
-        return models.APCTask(arch, vq_codes=m.vq_codes if obj == "vqapc" else 0,
-                              vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=obj)
     if obj not in OBJECTIVES:
         raise ValueError(f"config.objective={obj!r}: expected one of {OBJECTIVES}")
-    hf = dict(m.hf_config)
-    task = models.MaskedTask(obj, json.dumps(hf, sort_keys=True), mask_span=config.mask_span,
-                             top_k=config.data2vec.top_k,
-                             normalize_targets=config.data2vec.normalize_targets,
-                             ema_decay=config.data2vec.ema_decay, **dict(config.wav2vec2))
-    if obj == "hubert":
-        t = config.targets
-        arch = task.arch
-        info = data_lib.cluster_targets(
-            corpus, sets, source=t.source, layer=t.layer, k=t.k, dst_rate=16000 / arch.hop,
-            dst_offset_s=arch.receptive_field / 2 / 16000,
-            num_frames_fn=lambda n: models.w2v.num_frames(arch, n), cache_dir=out_dir / "cache",
-            seed=t.seed, iters=t.iters, max_frames=t.max_frames, centroids=centroids)
-        # The fitted centroids, to recompute the targets of other audio later (e.g. a model card).
-        np.savez(out_dir / "targets.npz", centroids=np.asarray(info["centroids"]), source=str(t.source),
-                 layer=t.layer, h_target_bits=info["h_target_bits"])
-        task = models.MaskedTask(obj, task.hf_config, mask_span=config.mask_span, num_codes=t.k,
-                                 h_target_bits=info["h_target_bits"])
-    return task
+    bb = backbone(config)
+    if obj in CAUSAL_OBJECTIVES:
+        return models.APCTask(bb.arch, vq_codes=m.vq_codes if obj == "vqapc" else 0,
+                              vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=obj)
+    settings = dict(mask_span=config.mask_span, top_k=config.data2vec.top_k,
+                    normalize_targets=config.data2vec.normalize_targets,
+                    ema_decay=config.data2vec.ema_decay, **dict(config.wav2vec2))
+    if obj != "hubert":
+        return models.MaskedTask(obj, bb, **settings)
+    t = config.targets
+    info = data_lib.cluster_targets(
+        corpus, sets, source=t.source, layer=t.layer, k=t.k, dst_rate=bb.frame_rate,
+        dst_offset_s=bb.frame_offset_s, num_frames_fn=bb.num_frames, cache_dir=out_dir / "cache",
+        seed=t.seed, iters=t.iters, max_frames=t.max_frames, centroids=centroids)
+    # The fitted centroids, to recompute the targets of other audio later (e.g. a model card).
+    np.savez(out_dir / "targets.npz", centroids=np.asarray(info["centroids"]), source=str(t.source),
+             layer=t.layer, h_target_bits=info["h_target_bits"])
+    return models.MaskedTask(obj, bb, num_codes=t.k, h_target_bits=info["h_target_bits"], **settings)
 
 
 def optimizer(o: dict) -> optax.GradientTransformation:
@@ -151,7 +167,7 @@ def lr_schedule(step, warmup, total, final_fraction: float):
     return jnp.where(step < warmup, warm, decay)
 
 
-def _hp_arrays(members, config):
+def hyperparameters(members, config):
     p = len(members)
     return {"warmup": jnp.full((p,), config.optim.warmup_steps, jnp.int32),
             "total": jnp.full((p,), config.steps, jnp.int32),
@@ -206,7 +222,7 @@ def make_functions(task, tx, final_lr_fraction: float):
                 "step": st["step"] + 1}, m
 
     def eval_one(st, batch, hp):
-        key = jax.random.fold_in(st["key"], _EVAL_FOLD)
+        key = jax.random.fold_in(st["key"], EVAL_FOLD)
         return task.loss(st["params"], st["aux"], batch, key, hp, False)[1]
 
     init = jax.vmap(init_one)
@@ -262,6 +278,11 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
     if config.checkpoint_every % config.eval_every:
         raise ValueError(f"checkpoint_every={config.checkpoint_every} must be a multiple of "
                          f"eval_every={config.eval_every}")
+    export_steps = set(config.export_steps)
+    bad = sorted(s for s in export_steps if s < 1 or s > config.steps or s % config.eval_every)
+    if bad:
+        raise ValueError(f"export_steps {bad}: expected steps in 1..{config.steps} that are multiples "
+                         f"of eval_every={config.eval_every}")
     identity = json.loads(config.to_json())
     ident_path = out_dir / "pretrain_config.json"
     if ident_path.exists() and json.loads(ident_path.read_text()) != identity:
@@ -273,7 +294,7 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
             "dev": data_lib.load_split(corpus, config.dev_split, config.max_dev_utterances)}
     task = build_task(config, corpus, sets, out_dir)
     crop = int(round(config.crop_seconds * 16000)) // task.frame_hop * task.frame_hop
-    code_frames = int(models.w2v.num_frames(task.arch, np.asarray(crop))) if task.has_codes else 0
+    code_frames = int(task.backbone.num_frames(np.asarray(crop))) if task.has_codes else 0
     batch_of = lambda step: data_lib.train_batch(sets["train"], config.seed, step, config.batch_size, crop,
                                                  task.frame_hop, code_frames)
     dev = data_lib.dev_batches(sets["dev"], config.batch_size, crop, task.frame_hop, code_frames,
@@ -287,7 +308,7 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
 
     optim = tuple(sorted((k, v) for k, v in config.optim.to_dict().items() if k != "warmup_steps"))
     init_jit, step_jit, eval_jit = compiled(task, optim, shape)
-    hp = jax.device_put(_hp_arrays(members, config), rep)
+    hp = jax.device_put(hyperparameters(members, config), rep)
     keys = jnp.stack([jax.random.PRNGKey(m["seed"]) for m in members])
     state = init_jit(keys)
 
@@ -300,6 +321,7 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
     state = jax.device_put(state, rep)
     for d in dirs:
         _truncate_metrics(d / "metrics.jsonl", start)
+    writers = [EventWriter(d, purge_step=start) for d in dirs]
     if start:
         log.info("%s: resumed from step %d", out_dir, start)
 
@@ -320,6 +342,7 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
             rec["collapse"] = _collapse_guard(task, config, rec)
             with open(dirs[i] / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            writers[i].write(rec)
             last[i] = rec
             pending[i] = []
 
@@ -340,15 +363,17 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
             if done % config.checkpoint_every == 0 or done == config.steps:
                 for i, mgr in enumerate(managers):
                     mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
-                    if config.get("export_checkpoints", False):
-                        task.export(jax.device_get(_slice(state["params"], i)),
-                                    dirs[i] / "models" / f"step{done}")
+            if done in export_steps:
+                for i in range(p):
+                    task.export(jax.device_get(_slice(state["params"], i)), dirs[i] / "models" / f"step{done}")
     finally:
         if bar is not None:
             bar.close()
         for mgr in managers:
             mgr.wait_until_finished()
             mgr.close()
+        for w in writers:
+            w.close()
     for i, d in enumerate(dirs):
         task.export(jax.device_get(_slice(state["params"], i)), d / "model")
     return last
@@ -373,14 +398,16 @@ def _collapse_guard(task, config, rec: dict) -> bool:
 
 
 def load_config(config: str | Path, overrides=(), smoke: bool = False):
-    """A pretraining config by path or bundled name (``configs/pretrain/<name>.py``), its
+    """A pretraining config by path or bundled name (``configs/pretrain/<name>.py``, or
+    ``zoo/<name>`` for the zoo's recipes in ``configs/zoo/``), its
     ``--set`` overrides applied and checked by :func:`validate_config` -> (path, config)."""
     from speechmi_jax import cli
 
     path = Path(config)
-    bundled = Path(__file__).parents[1] / "configs" / "pretrain" / f"{config}.py"
-    if not path.is_file() and bundled.is_file():
-        path = bundled
+    configs = Path(__file__).parents[1] / "configs"
+    for bundled in (configs / "pretrain" / f"{config}.py", configs / f"{config}.py"):
+        if not path.is_file() and bundled.is_file():
+            path = bundled
     return path, cli.load_config(path, overrides, arg="smoke" if smoke else "",
                                  schema=validate_config)
 

@@ -32,12 +32,16 @@ def names() -> list[str]:
     return sorted(p.parent.name for p in ZOO_DIR.glob("*/card.json"))
 
 
+def step_dirs(model_dir: Path) -> list[Path]:
+    """The ``step<N>`` checkpoint folders of a model folder."""
+    return [p for p in Path(model_dir).iterdir() if p.is_dir() and _STEP.fullmatch(p.name)]
+
+
 def steps(name: str) -> list[int]:
     """The training steps of ``name``'s shipped checkpoints, ascending (the last is the final model)."""
     if name not in names():
         raise KeyError(f"{name!r} is not a zoo model; the zoo holds {names()}")
-    return sorted(int(m.group(1)) for p in (ZOO_DIR / name).iterdir()
-                  if p.is_dir() and (m := _STEP.fullmatch(p.name)))
+    return sorted(int(p.name[4:]) for p in step_dirs(ZOO_DIR / name))
 
 
 def entries() -> list[str]:

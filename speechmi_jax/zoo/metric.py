@@ -23,13 +23,19 @@ OBJECTIVE_FILE = "objective.safetensors"
 METRICS = ("loss", "nll_bits", "h_target_bits", "bound_bits")
 
 
+BACKBONE_KEYS = ("encoder", "backbone")  # APC's / the masked tasks' backbone subtree
+
+
 def save_objective(path: Path, params, aux, centroids=None) -> None:
-    """Writes the trained params / aux trees (float16) and HuBERT centroids (float32)."""
+    """Writes what the shipped encoder lacks to recompute the objective: the trained params less
+    the backbone (heads, VQ, mask embedding), the aux tree (data2vec's EMA teacher), float16,
+    and the HuBERT centroids (float32). The backbone is the final checkpoint's shipped weights."""
     from flax import traverse_util
     from safetensors.numpy import save_file
 
     tensors = {}
-    for prefix, tree in (("params", params), ("aux", aux)):
+    heads = {k: v for k, v in params.items() if k not in BACKBONE_KEYS}
+    for prefix, tree in (("params", heads), ("aux", aux)):
         for k, v in traverse_util.flatten_dict(jax.device_get(tree), sep="/").items():
             tensors[f"{prefix}/{k}"] = np.ascontiguousarray(np.asarray(v, np.float32).astype(np.float16))
     if centroids is not None:
@@ -37,18 +43,24 @@ def save_objective(path: Path, params, aux, centroids=None) -> None:
     save_file(tensors, str(path))
 
 
-def load_objective(path: Path):
-    """(params, aux, centroids or None) of :func:`save_objective`, float32."""
+def load_objective(model_dir: Path, backbone_key: str):
+    """(params, aux, centroids or None) of a shipped model: :func:`save_objective`'s file with the
+    final checkpoint's encoder weights as ``params[backbone_key]``, float32."""
     from flax import traverse_util
     from safetensors.numpy import load_file
 
-    flat = load_file(str(path))
+    from speechmi_jax import zoo
+    from speechmi_jax.encoders.registry import load_encoder
+
+    flat = load_file(str(model_dir / OBJECTIVE_FILE))
     trees = {"params": {}, "aux": {}}
     for k, v in flat.items():
         prefix, _, rest = k.partition("/")
         if prefix in trees:
             trees[prefix][rest] = jnp.asarray(v, jnp.float32)
     unflat = {p: traverse_util.unflatten_dict(t, sep="/") for p, t in trees.items()}
+    final = sorted(zoo.step_dirs(model_dir), key=lambda p: int(p.name[4:]))[-1]
+    unflat["params"][backbone_key] = load_encoder(final).params
     return unflat["params"], unflat["aux"], flat.get("centroids")
 
 
@@ -64,7 +76,7 @@ def evaluate(config, params, aux, centroids, slice_spec: dict) -> dict:
     """The objective's metrics {loss, nll_bits, h_target_bits, bound_bits} on the dev slice."""
     from speechmi_jax.data.corpus import load_corpus
     from speechmi_jax.ssl import data as data_lib
-    from speechmi_jax.ssl import models, trainer
+    from speechmi_jax.ssl import trainer
 
     corpus = load_corpus(slice_spec["corpus"])
     dev = data_lib.load_split(corpus, slice_spec["split"], slice_spec["utterances"])
@@ -72,15 +84,19 @@ def evaluate(config, params, aux, centroids, slice_spec: dict) -> dict:
         task = trainer.build_task(config, corpus, {"train": dev, "dev": dev}, Path(tmp),
                                   centroids=centroids)
     crop = int(round(slice_spec["crop_seconds"] * 16000)) // task.frame_hop * task.frame_hop
-    code_frames = int(models.w2v.num_frames(task.arch, np.asarray(crop))) if task.has_codes else 0
+    code_frames = int(task.backbone.num_frames(np.asarray(crop))) if task.has_codes else 0
     batch = data_lib.dev_batches(dev, len(dev), crop, task.frame_hop, code_frames, 1)[0]
     member = trainer.population(config)[0]
-    hp = {k: v[0] for k, v in trainer._hp_arrays([member], config).items()}
-    key = jax.random.fold_in(jax.random.PRNGKey(member["seed"]), trainer._EVAL_FOLD)
+    hp = {k: v[0] for k, v in trainer.hyperparameters([member], config).items()}
+    key = jax.random.fold_in(jax.random.PRNGKey(member["seed"]), trainer.EVAL_FOLD)
     _, m = jax.jit(lambda p, a, b: task.loss(p, a, b, key, hp, False))(params, aux, batch)
     return {k: float(m[k]) for k in METRICS}
 
 
+def backbone_key(card: dict) -> str:
+    return "encoder" if card["objective"] in ("apc", "vqapc") else "backbone"
+
+
 def recompute(model_dir: Path, card: dict) -> dict:
-    params, aux, centroids = load_objective(model_dir / OBJECTIVE_FILE)
+    params, aux, centroids = load_objective(model_dir, backbone_key(card))
     return evaluate(config_for_slice(card), params, aux, centroids, card["dev_slice"])

@@ -1,12 +1,13 @@
 """Copies trained zoo runs into the package (float16) and writes their model cards.
 
-    python -m speechmi_jax.zoo.ship --runs runs/zoo --pretrain-dir "$PRETRAIN_DIR" \
-        --recipe "PRETRAIN_DIR=... STEPS=2400 CKPT=600 EVAL=200 experiments/train_zoo.sh"
+    python -m speechmi_jax.zoo.ship --runs runs/zoo --pretrain-dir "$PRETRAIN_DIR" [--checkpoints all]
 
-For each run folder ``RUNS/<name>`` written by ``experiments/train_zoo.sh``: every exported
-checkpoint ``models/step<N>/`` becomes ``speechmi_jax/zoo/<name>/step<N>/`` (weights as float16;
-``step0`` is the run's initialisation, the random-init control),
-the final Orbax checkpoint's full parameters become ``objective.safetensors``, and
+For each shipped recipe (``SHIPPED``; a model is named after its recipe file in
+``speechmi_jax/configs/zoo/``) and its run folder ``RUNS/<name>`` written by
+``experiments/train_zoo.sh``: the exported checkpoints ``models/step<N>/`` (the final one, or
+all) become ``speechmi_jax/zoo/<name>/step<N>/`` (weights as float16; ``step0`` is the run's
+initialisation, the random-init control), the final Orbax checkpoint's heads (the backbone is
+the final step's weights) become ``objective.safetensors``, and
 ``card.json`` / ``card.md`` record the data, command, steps, wall time, machine, the final dev
 record of ``metrics.jsonl`` and the dev metric recomputed from the shipped weights on a fixed
 slice of the bundled corpus (:mod:`speechmi_jax.zoo.metric`).
@@ -26,15 +27,26 @@ import numpy as np
 from speechmi_jax.zoo import ZOO_DIR
 from speechmi_jax.zoo import metric
 
-# The zoo's models: name -> (recipe key in experiments/train_zoo.sh, one line of description).
-MODELS = {
-    "apc-small": ("apc", "APC: causal transformer on log-mel predicting frame t+3 (L1)"),
-    "vqapc-small": ("vqapc", "VQ-APC: APC with a 32-code Gumbel VQ on the last layer"),
-    "hubert-it1-small": ("hubert-it1", "MLM iteration 1: masked prediction of k-means (K=50) ids of MFCC"),
-    "hubert-it2-small": ("hubert-it2", "MLM iteration 2: masked prediction of k-means (K=50) ids of "
-                                       "hubert-it1-small's layer 2"),
-    "data2vec-small": ("data2vec", "data2vec: masked student regresses the EMA teacher's top-2 layers"),
-}
+RECIPE_DIR = Path(__file__).parents[1] / "configs" / "zoo"
+# Every recipe file (one model each); a model's name is its recipe's with '-' for '_'.
+RECIPES = sorted(p.stem for p in RECIPE_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
+# What the package ships (at most 40 MB of float16 weights together); the other recipes' runs
+# stay in the selection zoo's cache (experiments/configs/ssl_selection_bundled.py).
+SHIPPED = ("melapc_4x256", "melhubert_4x256")
+
+
+def model_name(recipe: str) -> str:
+    return recipe.replace("_", "-")
+
+
+def description(recipe: str) -> str:
+    """The recipe docstring's first sentence after '<name>: '."""
+    import ast
+
+    doc = ast.get_docstring(ast.parse((RECIPE_DIR / f"{recipe}.py").read_text())) or recipe
+    return doc.split("\n\n")[0].replace("\n", " ").partition(": ")[2].rstrip(".")
+
+
 DEV_SLICE = {"corpus": "bundled", "split": "dev", "utterances": 8, "crop_seconds": 1.0}
 TOLERANCE = {"rel": 1e-3, "abs": 1e-3}  # recomputed vs recorded dev metric (float32 CPU)
 
@@ -54,9 +66,9 @@ def _fp16_copy(src: Path, dst: Path) -> int:
     return int(sum(v.size for v in tensors.values()))
 
 
-def _export_init(config: dict, dst: Path) -> None:
-    """The run's initialisation (its member seed), exported like a checkpoint: ``step0``, the
-    model's own random-init control. HuBERT's init needs only K (the backbone's init does not
+def _export_init(config: dict, dst: Path, seed: int) -> None:
+    """The run's initialisation (the member's ``seed``), exported like a checkpoint: ``step0``,
+    the model's own random-init control. HuBERT's init needs only K (the backbone's init does not
     depend on the head), so no targets are fitted."""
     import tempfile
 
@@ -66,12 +78,11 @@ def _export_init(config: dict, dst: Path) -> None:
     from speechmi_jax.ssl import models, trainer
 
     cfg = ml_collections.ConfigDict(config)
-    if cfg.objective == "hubert":
-        task = models.MaskedTask("hubert", json.dumps(dict(cfg.model.hf_config), sort_keys=True),
-                                 num_codes=cfg.targets.k)
+    if cfg.objective == "hubert":  # the init does not depend on the targets: K is enough
+        task = models.MaskedTask("hubert", trainer.backbone(cfg), num_codes=cfg.targets.k)
     else:
         task = trainer.build_task(cfg, None, None, dst)
-    params, _ = task.init(jax.random.PRNGKey(trainer.population(cfg)[0]["seed"]))
+    params, _ = task.init(jax.random.PRNGKey(seed))
     with tempfile.TemporaryDirectory() as tmp:
         task.export(jax.device_get(params), Path(tmp))
         _fp16_copy(Path(tmp), dst)
@@ -106,50 +117,64 @@ def checkpoint_dev(records: list[dict], checkpoint_steps: list[int]) -> dict:
     return {str(s): dev_record(by_step[s]) for s in checkpoint_steps}
 
 
-def ship_one(name: str, run: Path, pretrain_dir: Path, recipe: str, zoo_dir: Path = ZOO_DIR) -> dict:
+def ship_one(recipe: str, run: Path, pretrain_dir: Path, zoo_dir: Path = ZOO_DIR, *, member: int = 0,
+             checkpoints=None, machine: str | None = None) -> dict:
+    """Ships member ``member`` of the run of ``recipe`` as ``zoo_dir/<name>/``: the exported
+    checkpoints (all, or the steps in ``checkpoints``; the final one always), step 0 (the
+    initialisation), the objective's heads and the card."""
+    name = model_name(recipe)
     config = json.loads((run / "pretrain_config.json").read_text())
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    mdir = run / f"member-{member}" if (run / f"member-{member}").is_dir() else run
+    records = [json.loads(line) for line in (mdir / "metrics.jsonl").read_text().splitlines() if line]
     final = records[-1]
     out = zoo_dir / name
     if out.exists():
         shutil.rmtree(out)
-    exported = sorted((p for p in (run / "models").iterdir() if p.name.startswith("step")),
+    exported = sorted((p for p in (mdir / "models").iterdir() if p.name.startswith("step")),
                       key=lambda p: int(p.name[4:]))
+    if checkpoints is not None:
+        exported = [p for p in exported if int(p.name[4:]) in checkpoints or p == exported[-1]]
     params_count = 0
     for p in exported:
         params_count = _fp16_copy(p, out / p.name)
-    _export_init(config, out / "step0")
+    seed = config["population"]["seed"][member if len(config["population"]["seed"]) > 1 else 0]
+    _export_init(config, out / "step0", seed)
 
-    state, step = _final_state(run)
+    state, step = _final_state(mdir)
     if step != config["steps"]:
-        raise ValueError(f"{run}: newest checkpoint is step {step}, the run has {config['steps']} steps")
+        raise ValueError(f"{mdir}: newest checkpoint is step {step}, the run has {config['steps']} steps")
     centroids, targets_source = None, None
     if config["objective"] == "hubert":
         centroids = np.load(run / "targets.npz")["centroids"]
         src = config["targets"]["source"]
         # Iteration 2's source is iteration 1's exported model: the zoo's copy of it.
-        targets_source = Path(src).parent.name if Path(src).parent.name in MODELS else src
+        parent = Path(src).parent.name if Path(src).name == "model" else Path(src).name
+        targets_source = parent if parent in map(model_name, RECIPES) else src
     metric.save_objective(out / metric.OBJECTIVE_FILE, state["params"], state["aux"], centroids)
 
     meta = json.loads((pretrain_dir / "metadata.json").read_text())
-    wall = (run / "model" / "model.safetensors").stat().st_mtime - (run / "pretrain_config.json").stat().st_mtime
+    wall = (mdir / "model" / "model.safetensors").stat().st_mtime - (run / "pretrain_config.json").stat().st_mtime
+    machine = machine or f"{os.cpu_count()}-core CPU ({platform.machine()})"
     card = {
         "name": name,
-        "description": MODELS[name][1],
+        "recipe": f"speechmi_jax/configs/zoo/{recipe}.py",
+        "description": description(recipe),
         "objective": config["objective"],
+        "member": member,
+        "seed": seed,
         "data": {"manifest": "$PRETRAIN_DIR/manifest.tsv",
                  "build_command": meta["build_command"],
                  "content_hash": (pretrain_dir / "HASH").read_text().split()[0],
                  "hours": round(meta["total_duration_s"] / 3600, 3),
                  "utterances": meta["num_utterances"], "train_split": config["train_split"],
                  "dev_split": config["dev_split"]},
-        "command": f"{recipe} {MODELS[name][0]}",
+        "command": f"PRETRAIN_DIR=$PRETRAIN_DIR RUNS=runs/zoo experiments/train_zoo.sh {recipe}",
         "steps": config["steps"],
         "checkpoints": [0] + [int(p.name[4:]) for p in exported],  # 0: the initialisation
         "batch": f"{config['batch_size']} x {config['crop_seconds']} s crops",
+        "population": len(config["population"]["seed"]),
         "wall_time_s": round(wall, 1),
-        "machine": (f"{os.cpu_count()}-core CPU ({platform.machine()}), shared with other jobs "
-                    f"(loaded; up to 4 trainings at once), jax {__import__('jax').__version__}"),
+        "machine": f"{machine}, jax {__import__('jax').__version__}",
         "parameters": params_count,
         "weights": "float16 safetensors",
         "final_dev": dev_record(final),
@@ -203,16 +228,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", required=True, type=Path, help="the RUNS folder of experiments/train_zoo.sh")
     p.add_argument("--pretrain-dir", required=True, type=Path, help="the pretraining set's folder")
-    p.add_argument("--recipe", required=True, help="the train_zoo.sh invocation, recorded in the cards")
     p.add_argument("--zoo-dir", type=Path, default=ZOO_DIR, help="where to ship (default: the package's zoo)")
-    p.add_argument("names", nargs="*", default=list(MODELS), help=f"default: {list(MODELS)}")
+    p.add_argument("--checkpoints", default="final",
+                   help="'final' (step 0 and the final step: the package's size budget) or 'all'")
+    p.add_argument("--machine", default=None, help="where it trained, for the cards (e.g. the load)")
+    p.add_argument("recipes", nargs="*", default=list(SHIPPED), help=f"default: {list(SHIPPED)}")
     a = p.parse_args(argv)
-    for name in a.names:
-        if name not in MODELS:
-            raise SystemExit(f"unknown zoo model {name!r}; expected one of {list(MODELS)}")
-        card = ship_one(name, a.runs / name, a.pretrain_dir, a.recipe, a.zoo_dir)
-        print(f"{name}: {card['parameters']:,} params, checkpoints {card['checkpoints']}, final dev bound "
-              f"{card['final_dev']['bound_bits']:.3f} bits, slice metric {card['dev_slice_metric']}")
+    for recipe in a.recipes:
+        if recipe not in RECIPES:
+            raise SystemExit(f"unknown zoo recipe {recipe!r}; expected one of {RECIPES}")
+        card = ship_one(recipe, a.runs / model_name(recipe), a.pretrain_dir, a.zoo_dir,
+                        checkpoints=[] if a.checkpoints == "final" else None, machine=a.machine)
+        print(f"{card['name']}: {card['parameters']:,} params, checkpoints {card['checkpoints']}, final "
+              f"dev bound {card['final_dev']['bound_bits']:.3f} bits, slice metric {card['dev_slice_metric']}")
 
 
 if __name__ == "__main__":

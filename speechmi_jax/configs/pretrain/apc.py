@@ -1,4 +1,5 @@
-"""APC (Chung, Hsu, Tang & Glass 2019): a causal transformer over log-mel predicts frame t + 3.
+"""APC (Chung, Hsu, Tang & Glass 2019): a causal transformer over stacked log-mel (50 frames/s)
+predicts frame t + 2 (40 ms ahead).
 
     speechmi pretrain apc --out runs/apc              # bundled corpus, 2000 steps
     speechmi pretrain apc --smoke --out runs/apc-smoke
@@ -14,5 +15,5 @@ from speechmi_jax.configs.pretrain import common
 def get_config(arg: str = ""):
     c = common.base_config()
     c.objective = "apc"
-    c.population.shift = [3]
+    c.population.shift = [2]
     return common.finish(c, arg, "apc")

@@ -14,6 +14,10 @@ SMALL_BACKBONE = dict(
     conv_dim=(32,) * 3, conv_kernel=(10, 8, 4), conv_stride=(5, 8, 8), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
     intermediate_size=128, num_conv_pos_embedding_groups=4,
 )
+# The log-mel transformer's shape for the smallest runs (tests, --smoke): 2 frames stacked
+# (50 frames/s, MelHuBERT's rate), 2 pre-LN layers of width 64. The zoo's sizes: configs/zoo/.
+LOGMEL_BACKBONE = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, stack=2,
+                       pos_conv_kernel=8, pos_conv_groups=4)
 # Positional convs: HuBERT's one weight-normed conv of kernel 16; data2vec-audio's stack of 2
 # convs of kernel 5.
 HUBERT_POS = dict(num_conv_pos_embeddings=16)
@@ -35,17 +39,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every = 100
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
-    c.export_checkpoints = False  # True: also export the encoder at every checkpoint (models/step<N>/)
+    # Steps at which the encoder is also exported (models/step<N>/, e.g. log-spaced for the zoo's
+    # checkpoints along training); each a multiple of eval_every, so a dev record exists there.
+    c.export_steps = []
     c.seed = 0  # data order
     c.p_psi = "gaussian"
     c.mask_span = 10
     # One entry per population member; a list of length 1 is shared by all members.
-    c.population = ml_collections.ConfigDict(dict(seed=[0], lr=[1e-3], mask_prob=[0.65], shift=[3]))
+    # shift: APC's n in model frames (2 at 50 frames/s = 40 ms; Chung et al.'s n = 3 at 100/s)
+    c.population = ml_collections.ConfigDict(dict(seed=[0], lr=[1e-3], mask_prob=[0.65], shift=[2]))
     c.optim = ml_collections.ConfigDict(dict(
         warmup_steps=100, final_lr_fraction=0.05, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01,
         clip_norm=10.0))
+    # backbone "logmel": the zoo's transformer over stacked log-mel (encoders/logmel_transformer.py;
+    # causal for apc/vqapc, bidirectional for the masked objectives), shaped by ``logmel``;
+    # "conv": the wav2vec2 family's waveform conv stem, shaped by ``hf_config`` (masked only).
     c.model = ml_collections.ConfigDict(dict(
-        causal=dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128),
+        backbone="logmel", logmel=dict(LOGMEL_BACKBONE),
         vq_codes=32, vq_temperature=1.0, hf_config=dict(model_type="hubert", **SMALL_BACKBONE, **HUBERT_POS)))
     c.targets = ml_collections.ConfigDict(dict(source="mfcc", layer=0, k=50, seed=0, iters=50,
                                                max_frames=50000))
@@ -63,11 +73,13 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The ``--smoke`` settings: a few steps on a few utterances, every path exercised."""
     c.max_utterances = 16
     c.max_dev_utterances = 8
+    c.batch_size = min(c.batch_size, 8)
     c.max_dev_batches = 1
     c.steps = 4
     c.eval_every = 2
     c.checkpoint_every = 2
     c.optim.warmup_steps = 2
+    c.export_steps = [2] if c.export_steps else []
     c.targets.iters = 5
     return c
 

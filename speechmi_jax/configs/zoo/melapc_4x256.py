@@ -1,0 +1,20 @@
+"""melapc-4x256: APC on the zoo's log-mel backbone, made causal.
+
+Views: frames <= t -> frame t + 2 (40 ms ahead; Chung et al.'s n = 3 at 100 frames/s); Z_target:
+the stacked log-mel frame; p_psi: L1 regression (Gaussian on the residual for the bound).
+Backbone: 80-band log-mel, 2 frames stacked (50 frames/s), 4 causal pre-LN layers of width 256.
+2000 steps of 16 x 2 s crops.
+
+    speechmi pretrain zoo/melapc_4x256 --out runs/zoo/melapc-4x256 \
+        --set corpus=$PRETRAIN_DIR/manifest.tsv
+
+Cost: the model card (speechmi_jax/zoo/melapc-4x256/card.md).
+"""
+
+from speechmi_jax.configs.zoo import common
+
+
+def get_config(arg: str = ""):
+    c = common.recipe("apc", "4x256", arg, "melapc_4x256")
+    c.population.shift = [2]
+    return c
