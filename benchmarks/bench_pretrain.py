@@ -157,7 +157,7 @@ def main():
     for name, j, t, frames in rows:
         print(f"| `{name}` | {1e3 * j:.0f} | {1e3 * t:.0f} | {t / j:.2f} | {B * frames / j / cores:.0f} |")
     p = len(members)
-    print(f"\n| `melapc_3x128` population | ms per step | sequential / population |")
+    print("\n| `melapc_3x128` population | ms per step | sequential / population |")
     print("| --- | --- | --- |")
     print(f"| {p} members, one vmapped step | {1e3 * j_pop:.0f} | {p * j_one / j_pop:.2f} |")
     print(f"| {p} members, {p} steps of one | {1e3 * p * j_one:.0f} | 1.00 |")

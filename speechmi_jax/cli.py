@@ -25,6 +25,7 @@ from pathlib import Path
 
 from speechmi_jax.configs.base import (ESTIMATOR_SECTIONS, ConfigError, estimator_settings,
                                        validate)
+from speechmi_jax.ssl import table1
 
 # What a user's input can cause (bad files, names, values): one line, no traceback.
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, ArithmeticError)
@@ -121,9 +122,10 @@ def main(argv=None) -> int:
     p_rep.add_argument("run_dir")
 
     p_pre = sub.add_parser("pretrain", parents=[common], help="self-supervised pretraining "
-                           "(APC, VQ-APC, HuBERT, data2vec, wav2vec 2.0)")
-    p_pre.add_argument("config", help="a config file, or apc | vqapc | hubert | data2vec | "
-                                      "wav2vec2 (speechmi_jax/configs/pretrain/)")
+                           f"(objectives: {', '.join(table1.names())})")
+    p_pre.add_argument("config", help="a config file, an objective's config in "
+                                      "speechmi_jax/configs/pretrain/ by name, or zoo/<recipe> (the "
+                                      "zoo's models, speechmi_jax/configs/zoo/)")
     p_pre.add_argument("--out", default=None, help="run directory (default runs/pretrain-<config name>)")
     p_pre.add_argument("--smoke", action="store_true", help="the config's small settings")
     p_pre.add_argument("--set", dest="overrides", action="append", default=[],

@@ -28,6 +28,8 @@ import os
 import time
 from pathlib import Path
 
+import jax
+
 from speechmi_jax import measures as measures_lib
 from speechmi_jax.analysis import report as report_lib
 from speechmi_jax.analysis import results as results_lib
@@ -67,6 +69,25 @@ def release_memory():
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compile = {"seconds": 0.0, "count": 0}
+
+
+def _count_compile(event: str, duration: float, **_):
+    if event == BACKEND_COMPILE_EVENT:
+        _compile["seconds"] += duration
+        _compile["count"] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
+
+
+def compile_seconds() -> float:
+    """XLA compilation seconds of this process so far (executables loaded from the persistent
+    cache cost none); the pipeline records each stage's share as ``<stage>_compile_s``."""
+    return _compile["seconds"]
 
 
 def part_key(measure: str, config, features_key: str, input_key) -> dict:
@@ -117,19 +138,21 @@ def run_experiment(config, out_dir) -> results_lib.Results:
             part = run.load_part(file, measure, key)
             if part is None:
                 if fs is None:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), compile_seconds()
                     fs = extract_features(enc, corpus, cache, progress=config.progress)
                     t["features_s"] = time.perf_counter() - t0
+                    t["features_compile_s"] = compile_seconds() - c0
                 if m.needs_input and input_fs is None:
                     input_fs = extract_features(input_enc, corpus, cache, progress=config.progress)
                 log.info("%s: %s", name, measure)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), compile_seconds()
                 recs = m.compute(measures_lib.Inputs(
                     encoder=name, fs=fs, corpus=corpus, config=config,
                     checkpoint_dir=run.checkpoint_dir(file, measure, key),
                     input_features=input_fs if m.needs_input else None,
                     encoder_model=enc, cache_dir=cache))
                 part = run.save_part(file, measure, key, recs, time.perf_counter() - t0)
+                t[measure + "_compile_s"] = compile_seconds() - c0
                 del recs
                 if fs.hidden.nbytes >= RELEASE_MIN_BYTES:
                     release_memory()

@@ -127,16 +127,16 @@ def test_codes_masked_in_a_pipeline_run_needs_context(tmp_path):
     """A tiny run of the measure: every bound lies in [0, H(codes)]; the log-mel baseline, whose
     masked frames are one constant, reads ~0 (it would read > 1 bit if the mask were not
     applied: a log-mel frame predicts its own window's code), while a model trained to fill in
-    masked spans (the zoo's HuBERT) reads more from the context. Tolerances in bits."""
+    masked spans (the zoo's HuBERT-style MLM) reads more from the context. Tolerances in bits."""
     from speechmi_jax import cli, pipeline
     from speechmi_jax.configs import demo
     config = cli.load_config(demo.__file__, [
-        "encoders=['logmel','hubert-it2-small']", "max_utterances_per_split=20",
+        "encoders=['logmel','melhubert-4x256']", "max_utterances_per_split=20",
         "measures=['codes_masked']", "progress=False", "probe.steps=40", "probe.l2=(1e-2,)",
         "probe.num_bootstrap=50", "views.num_codes=8", "max_train_frames=0"])
     res = pipeline.run_experiment(config, tmp_path / "run")
     logmel = res.get("logmel", 0, "codes_masked")
-    hubert = [res.get("hubert-it2-small", l, "codes_masked") for l in res.layers("hubert-it2-small")]
+    hubert = [res.get("melhubert-4x256", l, "codes_masked") for l in res.layers("melhubert-4x256")]
     for r in [logmel, *hubert]:
         assert 0 < r.extra["ceiling"] <= 3.0 and r.extra["num_codes"] == 8  # H(8 codes) <= 3 bits
         assert -0.15 <= r.value <= r.extra["ceiling"]  # a held-out estimate: ~0 may dip below

@@ -1,7 +1,12 @@
-"""The SSL model-selection analysis (analysis/selection.py) on records over the shipped zoo's
-real checkpoint names, with values built so that every figure is known in advance."""
+"""The SSL model-selection analysis (analysis/selection.py) on records over zoo checkpoint names,
+with values built so that every figure is known in advance. The zoo is a copy of the shipped
+one's cards, four models of four checkpoints each (the package ships too few checkpoints for a
+rank verdict), each checkpoint with its own weights file except the step 0 that two runs of
+one architecture and seed share."""
 
 import itertools
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +16,28 @@ from speechmi_jax.analysis import report, selection
 from speechmi_jax.analysis.results import Results, record
 
 LAYERS = 4
+STEPS = [0, 100, 300, 2000]
+
+
+@pytest.fixture(autouse=True)
+def test_zoo(tmp_path, monkeypatch):
+    """Four models (two per shipped card: ``<name>`` and ``<name>-b``, the second sharing the
+    first's step 0) x four checkpoints."""
+    root = tmp_path / "zoo"
+    for name in [n for n in zoo.names()]:
+        card = zoo.card(name)
+        for copy in (name, f"{name}-b"):
+            out = root / copy
+            out.mkdir(parents=True)
+            c = dict(card, name=copy, checkpoints=STEPS, steps=STEPS[-1],
+                     checkpoint_dev={str(s): card["final_dev"] for s in STEPS})
+            (out / "card.json").write_text(json.dumps(c))
+            for s in STEPS:
+                (out / f"step{s}").mkdir()
+                shutil.copy(zoo.ZOO_DIR / name / "step0" / "config.json", out / f"step{s}" / "config.json")
+                weights = f"{name} step0" if s == 0 else f"{copy} step{s}"
+                (out / f"step{s}" / "model.safetensors").write_text(weights)
+    monkeypatch.setattr(zoo, "ZOO_DIR", root)
 
 
 def _records(good_layer, per_of_quality, lf_of_quality):
@@ -38,7 +65,7 @@ def test_points_dedupe_shared_initialisations():
     res = _records(lambda q: 2, lambda q: 90 - 5 * q, lambda q: q)
     pts = selection.zoo_points(res)
     labels = [p.label for p in pts]
-    # hubert-it1/it2 share their step 0, and apc/vqapc theirs: one point each
+    # <name> and <name>-b share their step 0: one point each
     step0 = [l for l in labels if l.endswith("@step0")]
     digests = {zoo.weights_digest(l) for l in step0}
     assert len(step0) == len(digests) < len(zoo.names())
@@ -92,7 +119,7 @@ def test_report_leads_with_selection_and_table(tmp_path):
 
 def test_few_points_say_no_verdict_is_possible():
     full = _records(lambda q: 2, lambda q: 90 - 5 * q, lambda q: q)
-    keep = {"apc-small@step2400", "hubert-it2-small@step2400", "apc-small@step0"}
+    keep = {f"{n}@step{s}" for n in zoo.names()[:3] for s in zoo.steps(n)[-1:]}
     res = Results([r for r in full.records if r.encoder in keep])
     text = "\n".join(selection.section(res, num_bootstrap=100, num_permutations=500))
     assert "3 (model, checkpoint) points" in text

@@ -125,9 +125,14 @@ def test_learned_target_collapses_without_safeguard_and_guard_fires(tmp_path):
 
 def test_pretrain_smoke_every_objective_exports_a_loadable_encoder(tmp_path):
     # APC (the population runs above) and data2vec (the collapse test) train and load there.
+    # wav2vec 2.0 on the wav2vec2-family conv stem: the transformers-layout export of a pretrained
+    # model; the others on the zoo's log-mel backbone.
     for name in ("vqapc", "hubert", "wav2vec2"):
         out = tmp_path / name
-        assert cli.main(["pretrain", name, "--smoke", "--out", str(out)]) == 0
+        conv = ["--set", "model.backbone=conv"] if name == "wav2vec2" else []
+        assert cli.main(["pretrain", name, "--smoke", "--out", str(out), *conv]) == 0
+        model_type = json.loads((out / "model" / "config.json").read_text())["model_type"]
+        assert model_type == ("wav2vec2" if conv else "speechmi-logmel-transformer"), model_type
         last = _records(out / "metrics.jsonl")[-1]
         assert np.isfinite([last["dev_loss"], last["dev_bound_bits"], last["dev_h_target_bits"]]).all()
         if name == "vqapc":
@@ -136,6 +141,7 @@ def test_pretrain_smoke_every_objective_exports_a_loadable_encoder(tmp_path):
             assert last["dev_bound_bits"] <= np.log2(11) and 2.0 <= last["dev_perplexity"] <= 64.0
         if name == "hubert":
             assert 0.0 < last["dev_h_target_bits"] <= np.log2(50) and "dev_masked_acc" in last
+            assert json.loads((out / "model" / "config.json").read_text())["causal"] is False
         enc = smi.load_encoder(out / "model")
         hidden = enc(np.zeros((1, 16000), np.float32), [16000]).hidden_states
         assert hidden.shape[0] == enc.num_layers + 1 and np.isfinite(np.asarray(hidden)).all()

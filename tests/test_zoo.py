@@ -7,7 +7,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 

@@ -18,8 +18,11 @@ encoder's best layer). The verdict of a comparison uses Spearman:
 Propagating each point's own CI attenuates the resampled coefficients, so the interval of a
 perfect ranking (ρ = 1) can end below 1: it is deliberately conservative.
 
-When the results hold checkpoints of the shipped SSL zoo, the report opens with the
-model-selection verdict and the APC vs MLM table (:mod:`speechmi_jax.analysis.selection`).
+When the results hold checkpoints of the shipped SSL zoo, the report opens with what such a run
+can decide: whether each model beats its own initialisation, log-mel and log-mel with context
+(:mod:`speechmi_jax.analysis.floor`); then the model-selection verdict and the APC vs MLM table
+(:mod:`speechmi_jax.analysis.selection`) when there are enough zoo points for a verdict (else
+that section follows the conclusions).
 
 A "Saturation" section lists every label-free record above ``results.SATURATION`` (90 %) of
 its ceiling, and the tables mark them ⚠: such a figure is set by log2 K or H(codes), not by
@@ -35,7 +38,7 @@ from typing import Optional, Sequence
 
 from speechmi_jax.analysis import correlation as corr
 from speechmi_jax.analysis.formatting import fmt, fmt_ci, fmt_corr
-from speechmi_jax.analysis import plots
+from speechmi_jax.analysis import floor, plots
 from speechmi_jax.analysis import selection
 from speechmi_jax.analysis.results import MEASURES, SATURATION, Results, as_results, ceiling_fraction
 
@@ -323,11 +326,17 @@ def write_report(results, out_dir: str | Path, *, num_bootstrap: int = 2000,
     lines = ["# speechmi_jax report", "",
              f"{len(res.records)} records: {len(res.encoders())} encoders "
              f"({', '.join(res.encoders())}), measures {', '.join(res.measures())}.", ""]
-    lines += selection.section(res, num_bootstrap=num_bootstrap, num_permutations=num_permutations,
-                               seed=seed)
+    # Lead with what the run can decide: the SSL models against their floors, then model
+    # selection when there are enough zoo points for a verdict (else after the conclusions).
+    lines += floor.section(res)
+    sel = selection.section(res, num_bootstrap=num_bootstrap, num_permutations=num_permutations,
+                            seed=seed)
+    decidable = selection.can_decide(res)
+    lines += sel if decidable else []
     lines += _metadata_section(res)
     lines += _skipped_section(res)
     lines += _conclusions_section(comparisons, res)
+    lines += [] if decidable else sel
     lines += _saturation_section(res)
     lines += _best_layer_section(res)
     if comparisons:

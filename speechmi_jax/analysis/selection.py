@@ -42,12 +42,12 @@ from speechmi_jax import zoo
 from speechmi_jax.analysis import correlation as corr
 from speechmi_jax.analysis.formatting import fmt_ci, fmt_corr
 from speechmi_jax.analysis.results import MEASURES, Results, as_results
+from speechmi_jax.ssl import table1
 
 PER = "ctc_per"
 PHONE = "phone_mi"
 REFERENCES = (PER, PHONE)
 METHODS = ("kendall", "spearman")
-FAMILY = {"apc": "APC", "vqapc": "APC", "hubert": "MLM", "data2vec": "MLM"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +188,9 @@ def _table1_columns(card: dict) -> tuple[str, str, str]:
     if obj in ("apc", "vqapc"):
         n = cfg["population"]["shift"][0]
         via = f" through a {cfg['model']['vq_codes']}-code VQ" if obj == "vqapc" else ""
-        return (f"frames ≤ t{via} → frame t+{n}", "log-mel frame", "Gaussian on the residual")
+        stack = cfg["model"].get("logmel", {}).get("stack", 1)
+        frame = f"{stack} stacked log-mel frames" if stack > 1 else "log-mel frame"
+        return (f"frames ≤ t{via} → frame t+{n}", frame, "Gaussian on the residual")
     if obj == "hubert":
         src = card.get("targets_source") or cfg["targets"]["source"]
         return ("unmasked frames → masked frame", f"k-means id (K = {cfg['targets']['k']}) of {src}",
@@ -212,7 +214,7 @@ def table1_rows(res: Results, points, label_free=()) -> list[dict]:
         views, target, p_psi = _table1_columns(c)
         dev = c["checkpoint_dev"][str(p.step)] if "checkpoint_dev" in c else c["final_dev"]
         rows.append(dict(
-            model=model, step=p.step, family=FAMILY.get(c["objective"], c["objective"]),
+            model=model, step=p.step, family=table1.objective(c["objective"]).family,
             views=views, target=target, p_psi=p_psi, h_target=dev["h_target_bits"],
             bound=dev["bound_bits"], phone=corr.best_layer(res, p.encoder, PHONE),
             per=corr.best_layer(res, p.encoder, PER),
@@ -249,6 +251,13 @@ def family_summary(rows: list[dict]) -> list[str]:
                    f"({r2['model']}, {_fmt_rec(r2[key])}); the CIs "
                    f"{'do not overlap' if sep else 'overlap, so the order is not settled'}.")
     return out
+
+
+def can_decide(results, alpha: float = 0.05) -> bool:
+    """Whether the zoo points present allow a rank verdict at all: with n points the smallest
+    two-sided permutation p is 2 / n!, above ``alpha`` for n <= 4."""
+    n = len(zoo_points(results))
+    return n >= 3 and 2.0 / math.factorial(n) <= alpha
 
 
 def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000,

@@ -1,10 +1,13 @@
-"""The demo: every layer of the shipped SSL zoo's final APC and MLM models (``apc-small``,
-``hubert-it2-small``), APC's random-init control (``apc-small@step0``, its run's
-initialisation), Whisper tiny.en (real weights) and the log-mel baseline on the bundled corpus;
-the phone probe, two label-free measures (predictive and contrastive) and linear-CTC PER
-(``--set "measures=[..., 'speaker']"`` adds the speaker probe: ~20 s). The report opens with the APC vs MLM table and the label-free model-selection verdict
-over the zoo points present (the full experiment over every zoo checkpoint:
-``experiments/configs/ssl_selection_bundled.py``), then the label-free vs supervised comparison.
+"""The demo: every layer of the shipped SSL zoo's final APC and MLM models (``melapc-4x256``,
+``melhubert-4x256``: one log-mel transformer, causal or bidirectional), each model's random-init
+control (``<name>@step0``, its run's initialisation), Whisper tiny.en (real weights), log-mel and
+log-mel with +-4 frames stacked (context alone) on the bundled corpus; the phone probe, two
+label-free measures (predictive and contrastive) and linear-CTC PER (``--set "measures=[...,
+'speaker']"`` adds the speaker probe). The report opens with what the run can decide: whether
+each SSL model beats its input and its own initialisation, then the APC vs MLM table and the
+label-free model-selection verdict over the zoo points present (the full experiment over every
+zoo checkpoint: ``experiments/configs/ssl_selection_bundled.py``), then the label-free vs
+supervised comparison.
 
 Reproduces, on the bundled corpus, the layer-wise analysis of Liu, Yeh & Glass, "Revisiting
 self-supervised learning of speech representation from a mutual information perspective"
@@ -23,7 +26,8 @@ from speechmi_jax.configs import base
 
 def get_config(arg: str = ""):
     c = base.base_config()
-    c.encoders = ["apc-small", "hubert-it2-small", "apc-small@step0", "whisper-tiny.en", "logmel"]
+    c.encoders = ["melapc-4x256", "melhubert-4x256", "melapc-4x256@step0", "melhubert-4x256@step0",
+                  "whisper-tiny.en", "logmel", "logmel-stack4"]
     # Whisper windows: 30 s is what the model was trained on (encoders/whisper.py). On a 2-core
     # CPU that costs ~0.4-0.9 CPU-s per utterance (~9-20 CPU-min for the demo's two Whisper
     # models), so the demo encodes each (<= 3.7 s) utterance in one 4 s window: ~20x less CPU;

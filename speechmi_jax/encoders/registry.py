@@ -8,7 +8,7 @@ Accepted forms:
   packages (the ``demo`` extra); a clear error says what to install when absent.
 * ``"random:<arch>"`` (e.g. ``random:hubert-base``, ``random:whisper-tiny``) - the
   random-init control of an architecture; ``random:<arch>@<seed>`` picks the seed.
-* ``"apc-small"``, ``"apc-small@step600"`` ... - the model zoo (``speechmi_jax/zoo/``): small
+* ``"melapc-4x256"``, ``"melhubert-4x256@step0"`` ... - the model zoo (``speechmi_jax/zoo/``): small
   self-supervised encoders this package trains and ships, final or at a checkpoint along
   training (``<name>@step<N>``); :func:`available_encoders` lists them.
 * a local directory in Hugging Face format (``config.json`` + ``model.safetensors``) or a

@@ -50,7 +50,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
 from speechmi_jax.ssl import data as data_lib
 from speechmi_jax.ssl.events import EventWriter
-from speechmi_jax.ssl import models
+from speechmi_jax.ssl import models, registry, table1
 
 log = logging.getLogger("speechmi_jax.ssl")
 HP_KEYS = ("seed", "lr", "mask_prob", "shift")
@@ -74,9 +74,6 @@ def population(config) -> list[dict]:
     return [{k: v[i] if len(v) > 1 else v[0] for k, v in pop.items()} for i in range(p)]
 
 
-OBJECTIVES = ("apc", "vqapc", "hubert", "data2vec", "wav2vec2")
-
-
 def validate_config(config):
     """The pretraining config schema (``configs/pretrain/common.py``): the same keys, a known
     objective, positive step counts, population lists of one length. Returns ``config``; raises
@@ -88,8 +85,8 @@ def validate_config(config):
     if got != expected:
         raise ConfigError(f"pretraining config keys: unknown {sorted(got - expected)}, missing "
                           f"{sorted(expected - got)}; expected {sorted(expected)}")
-    if config.objective not in OBJECTIVES:
-        raise ConfigError(f"config key 'objective': {config.objective!r}; expected one of {OBJECTIVES}")
+    if config.objective not in table1.names():
+        raise ConfigError(f"config key 'objective': {config.objective!r}; expected one of {table1.names()}")
     for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"config key {key!r}: {config[key]!r}; expected a positive integer")
@@ -101,48 +98,28 @@ def validate_config(config):
 
 
 BACKBONES = ("logmel", "conv")
-CAUSAL_OBJECTIVES = ("apc", "vqapc")
 
 
 def backbone(config):
     """``config.model.backbone``: ``"logmel"`` (the zoo's transformer over stacked log-mel,
-    ``config.model.logmel``; causal for APC / VQ-APC, bidirectional otherwise) or ``"conv"``
-    (the wav2vec2 family of ``config.model.hf_config``; the masked objectives only)."""
-    m, obj = config.model, config.objective
+    ``config.model.logmel``; causal for the objectives that need it, APC / VQ-APC, bidirectional
+    otherwise) or ``"conv"`` (the wav2vec2 family of ``config.model.hf_config``; masked only)."""
+    m, obj = config.model, table1.objective(config.objective)
     if m.backbone == "logmel":
-        return models.MelBackbone(models.lmt.MelArch(causal=obj in CAUSAL_OBJECTIVES, **dict(m.logmel)))
+        return models.MelBackbone(models.lmt.MelArch(causal=obj.causal, **dict(m.logmel)))
     if m.backbone != "conv":
         raise ValueError(f"config.model.backbone={m.backbone!r}: expected one of {BACKBONES}")
-    if obj in CAUSAL_OBJECTIVES:
-        raise ValueError(f"config.model.backbone='conv' with objective {obj!r}: APC trains the causal "
-                         f"log-mel backbone; expected model.backbone='logmel'")
+    if obj.causal:
+        raise ValueError(f"config.model.backbone='conv' with objective {obj.name!r}: it trains the "
+                         f"causal log-mel backbone; expected model.backbone='logmel'")
     return models.ConvBackbone(json.dumps(dict(m.hf_config), sort_keys=True))
 
 
 def build_task(config, corpus, sets, out_dir: Path, centroids=None):
-    """The task of ``config.objective`` (fits cluster targets for HuBERT, or assigns the given
-    ``centroids`` [K, D])."""
-    obj, m = config.objective, config.model
-    if obj not in OBJECTIVES:
-        raise ValueError(f"config.objective={obj!r}: expected one of {OBJECTIVES}")
-    bb = backbone(config)
-    if obj in CAUSAL_OBJECTIVES:
-        return models.APCTask(bb.arch, vq_codes=m.vq_codes if obj == "vqapc" else 0,
-                              vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=obj)
-    settings = dict(mask_span=config.mask_span, top_k=config.data2vec.top_k,
-                    normalize_targets=config.data2vec.normalize_targets,
-                    ema_decay=config.data2vec.ema_decay, **dict(config.wav2vec2))
-    if obj != "hubert":
-        return models.MaskedTask(obj, bb, **settings)
-    t = config.targets
-    info = data_lib.cluster_targets(
-        corpus, sets, source=t.source, layer=t.layer, k=t.k, dst_rate=bb.frame_rate,
-        dst_offset_s=bb.frame_offset_s, num_frames_fn=bb.num_frames, cache_dir=out_dir / "cache",
-        seed=t.seed, iters=t.iters, max_frames=t.max_frames, centroids=centroids)
-    # The fitted centroids, to recompute the targets of other audio later (e.g. a model card).
-    np.savez(out_dir / "targets.npz", centroids=np.asarray(info["centroids"]), source=str(t.source),
-             layer=t.layer, h_target_bits=info["h_target_bits"])
-    return models.MaskedTask(obj, bb, num_codes=t.k, h_target_bits=info["h_target_bits"], **settings)
+    """The task of ``config.objective`` (:mod:`speechmi_jax.ssl.table1`; HuBERT fits its cluster
+    targets, or assigns the given ``centroids`` [K, D])."""
+    ctx = registry.Context(corpus=corpus, sets=sets, out_dir=out_dir, centroids=centroids)
+    return table1.objective(config.objective).build(config, backbone(config), ctx)
 
 
 def optimizer(o: dict) -> optax.GradientTransformation:

@@ -7,14 +7,16 @@ Each model lives in ``speechmi_jax/zoo/<name>/``:
   the run's initialisation, the model's own random-init control);
 * ``card.json`` / ``card.md``: the model card (data, command, steps, wall time, machine, final
   dev bound and H(Z_target), parameters, the checkpoints shipped, the recorded dev metric);
-* ``objective.safetensors``: the final model's full training parameters (encoder, heads, VQ,
-  mask embedding; data2vec's EMA teacher) and the dev slice's HuBERT targets, from which
-  :func:`recompute_dev_metric` reproduces the dev metric recorded in the card.
+* ``objective.safetensors``: the final model's training parameters besides the encoder (heads,
+  VQ, mask embedding; data2vec's EMA teacher) and HuBERT's k-means centroids, from which, with
+  the final checkpoint's encoder, :func:`recompute_dev_metric` reproduces the dev metric
+  recorded in the card.
 
 Names: ``"<name>"`` is the final model, ``"<name>@step<N>"`` a checkpoint along training
-(``smi.load_encoder("apc-small@step600")``). ``random:<arch>@<seed>`` keeps its meaning: zoo
-names never start with ``random:``. Trained and shipped by ``experiments/train_zoo.sh`` and
-``python -m speechmi_jax.zoo.ship`` (README, "Model zoo").
+(``smi.load_encoder("melhubert-4x256@step0")``). ``random:<arch>@<seed>`` keeps its meaning: zoo
+names never start with ``random:``. Each model is a recipe file (``speechmi_jax/configs/zoo/``),
+trained by ``experiments/train_zoo.sh`` and shipped by ``python -m speechmi_jax.zoo.ship``
+(README, "Model zoo").
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """Settings shared by every pretraining config (each objective's file overrides what it needs).
 
-The model sizes here are small on purpose: they train on 2 CPU cores. Costs are in each config's
-docstring and in README ("Pretraining").
+Every objective trains the log-mel transformer (``model.backbone = "logmel"``,
+``encoders/logmel_transformer.py``: causal for APC / VQ-APC, bidirectional for the masked ones),
+so that objectives differ only in views, Z_target and p_psi; ``model.backbone = "conv"`` trains
+the masked objectives on the wav2vec2 family's waveform conv stem instead (``model.hf_config``),
+exported in the transformers layout. The sizes here are small on purpose: they run in tests and
+``--smoke``; the zoo's recipes (``configs/zoo/``) set theirs. Costs: README ("Pretraining").
 """
 
 import ml_collections
 
-# A HuBERT / data2vec-audio backbone of ~0.1 M parameters: a 3-layer conv stem of 32 channels
+# The conv backbone (model.backbone = "conv"): a HuBERT / data2vec-audio of ~0.1 M parameters: a 3-layer conv stem of 32 channels
 # with the standard 320x downsampling (50 frames/s; kernels 10, 8, 4, strides 5, 8, 8: fewer
 # layers than the 7 of the base models compile ~2x faster), 2 post-LN transformer layers of
 # width 64.
@@ -79,7 +83,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.eval_every = 2
     c.checkpoint_every = 2
     c.optim.warmup_steps = 2
-    c.export_steps = [2] if c.export_steps else []
+    c.export_steps = [c.eval_every, c.steps] if c.export_steps else []
     c.targets.iters = 5
     return c
 

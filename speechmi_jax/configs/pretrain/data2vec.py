@@ -4,6 +4,10 @@ guard (``collapse.min_target_var``).
 
     speechmi pretrain data2vec --out runs/data2vec
     speechmi pretrain data2vec --smoke --out runs/data2vec-smoke
+
+Trains the log-mel transformer (bidirectional); ``--set model.backbone=conv`` trains the
+wav2vec2-family conv-stem model of ``model.hf_config`` instead, exported in the transformers
+layout.
 """
 
 from speechmi_jax.configs.pretrain import common

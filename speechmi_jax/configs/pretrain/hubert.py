@@ -10,6 +10,10 @@ Iteration 2 (targets: k-means of layer 1, the middle of the 2-layer iteration-1 
         --set targets.layer=1
 
 H(Z_target) is the plug-in entropy of the fitted ids over the training frames (logged).
+
+Trains the log-mel transformer (bidirectional); ``--set model.backbone=conv`` trains the
+wav2vec2-family conv-stem model of ``model.hf_config`` instead, exported in the transformers
+layout.
 """
 
 from speechmi_jax.configs.pretrain import common

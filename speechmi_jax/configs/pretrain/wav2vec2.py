@@ -5,6 +5,10 @@ it off) keeps its codebook in use. Logs the InfoNCE bound log2(K + 1) - L and th
 
     speechmi pretrain wav2vec2 --out runs/wav2vec2
     speechmi pretrain wav2vec2 --smoke --out runs/wav2vec2-smoke
+
+Trains the log-mel transformer (bidirectional); ``--set model.backbone=conv`` trains the
+wav2vec2-family conv-stem model of ``model.hf_config`` instead, exported in the transformers
+layout.
 """
 
 from speechmi_jax.configs.pretrain import common

@@ -3,7 +3,7 @@
 Views: unmasked frames -> a masked frame (spans of 10 frames = 200 ms, mask_prob 0.65);
 Z_target: k-means (K = 100) ids of MFCC + deltas fitted on the pretraining set; p_psi: softmax
 over the ids. Backbone: 80-band log-mel, 2 frames stacked (50 frames/s), 4 bidirectional pre-LN
-layers of width 256 (3.4 M parameters). 2000 steps of 16 x 2 s crops (18 h of audio, ~6 passes
+layers of width 256 (3.3 M parameters). 2000 steps of 16 x 2 s crops (18 h of audio, ~6 passes
 over the 3 h set).
 
     speechmi pretrain zoo/melhubert_4x256 --out runs/zoo/melhubert-4x256 \

@@ -1,0 +1,98 @@
+"""The README's first command timed as a new user meets it: a clean clone of the committed HEAD,
+a fresh virtualenv, empty product caches (no feature cache, no XLA compilation cache: the run
+directory is new and ``JAX_COMPILATION_CACHE_DIR`` is unset), each step under ``/usr/bin/time -v``.
+
+    python benchmarks/user_demo.py                 # install + demo; ~6-7 min on 2 cores
+    python benchmarks/user_demo.py --compare runs/demo_before   # and check the records
+
+Prints install and demo wall time and peak RSS, the load average before and after, and the
+demo's own split from ``results.json`` (per encoder: encoding, each measure, and the seconds
+XLA spent compiling in each). pip's download cache is kept: the packages come from the local
+cache as they would on a second install, so the install time is pip's resolution and
+unpacking, not the network. ``--compare`` reads an earlier run's results.json and reports,
+per measure, how many records are identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def timed(cmd: list[str], cwd: Path, env: dict) -> dict:
+    """Runs ``cmd`` under /usr/bin/time -v -> {wall_s, max_rss_mb, returncode}."""
+    p = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    if p.returncode:
+        sys.stderr.write(p.stdout[-3000:] + p.stderr[-3000:])
+        raise SystemExit(f"{' '.join(cmd)} failed with status {p.returncode}")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", p.stderr).group(1)
+    parts = [float(x) for x in wall.split(":")]
+    seconds = sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
+    return {"wall_s": seconds, "max_rss_mb": rss_kb / 1024}
+
+
+def compare(new: dict, old: dict) -> list[str]:
+    key = lambda r: (r["encoder"], r["layer"], r["measure"])
+    before = {key(r): r for r in old["records"]}
+    by_measure: dict[str, list] = {}
+    for r in new["records"]:
+        by_measure.setdefault(r["measure"], []).append((r, before.get(key(r))))
+    lines = ["| measure | records | identical | in the earlier CI | missing before |", "| --- | --- | --- | --- | --- |"]
+    for m, pairs in by_measure.items():
+        same = sum(o is not None and o["value"] == r["value"] and o["ci"] == r["ci"] for r, o in pairs)
+        inside = sum(o is not None and o["ci"][0] <= r["value"] <= o["ci"][1] for r, o in pairs)
+        missing = sum(o is None for _, o in pairs)
+        lines.append(f"| `{m}` | {len(pairs)} | {same} | {inside} | {missing} |")
+    return lines
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    ap.add_argument("--compare", type=Path, default=None, help="an earlier run folder (results.json)")
+    a = ap.parse_args()
+    repo = Path(subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip())
+    work = a.keep or Path(tempfile.mkdtemp(prefix="speechmi-user-"))
+    work.mkdir(parents=True, exist_ok=True)
+    clone = work / "speechmi_jax"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=clone, text=True).strip()
+    subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "SPEECHMI_"))}
+    env["PATH"] = f"{work / 'venv' / 'bin'}:{env['PATH']}"
+    env["VIRTUAL_ENV"] = str(work / "venv")
+    load0 = os.getloadavg()
+    install = timed(["python3", "-m", "pip", "install", "-q", "-e", ".[demo]"], clone, env)
+    demo = timed(["speechmi", "demo", "--out", "runs/demo"], clone, env)
+    load1 = os.getloadavg()
+    res = json.loads((clone / "runs" / "demo" / "results.json").read_text())
+    print(f"commit {head}; {os.cpu_count()} cores; load average before {load0[0]:.1f} / "
+          f"{load0[1]:.1f} (1 / 5 min), after {load1[0]:.1f} / {load1[1]:.1f}\n")
+    print("| step | wall s | peak RSS MB |")
+    print("| --- | --- | --- |")
+    print(f"| install (`pip install -e \".[demo]\"`, pip's cache warm) | {install['wall_s']:.0f} | "
+          f"{install['max_rss_mb']:.0f} |")
+    print(f"| demo (`speechmi demo --out runs/demo`, cold) | {demo['wall_s']:.0f} | {demo['max_rss_mb']:.0f} |")
+    timings = res["metadata"]["timings_s"]
+    cols = sorted({k for t in timings.values() for k in t})
+    print("\n| encoder | " + " | ".join(cols) + " |")
+    print("| --- | " + " | ".join("---" for _ in cols) + " |")
+    for enc, t in timings.items():
+        print(f"| {enc} | " + " | ".join(f"{t[c]:.0f}" if c in t else "" for c in cols) + " |")
+    totals = {c: sum(t.get(c, 0.0) for t in timings.values()) for c in cols}
+    print("| total | " + " | ".join(f"{totals[c]:.0f}" for c in cols) + " |")
+    if a.compare:
+        old = json.loads((a.compare / "results.json").read_text())
+        print("\n" + "\n".join(compare(res, old)))
+    print(f"\nwork folder: {work}")
+
+
+if __name__ == "__main__":
+    main()
