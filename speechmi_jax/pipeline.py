@@ -11,7 +11,9 @@
 
 Killing a run at any point and rerunning the same command ends with the same results:
 finished measures are reused from ``<out>/parts/``, a measure in progress resumes from its
-estimator checkpoints, an encoder pass from the batches already cached.
+estimator checkpoints, an encoder pass from the batches already cached. SIGINT / SIGTERM stop
+it at the next step boundary with that step checkpointed (``interrupt.py``); one process holds
+the run folder at a time (``rundir.claim``).
 
 Compilation: XLA executables are cached on disk (JAX's persistent compilation cache, under
 the feature cache folder unless ``JAX_COMPILATION_CACHE_DIR`` names another), so estimator
@@ -33,7 +35,8 @@ from speechmi_jax.analysis import report as report_lib
 from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.configs import base as config_lib
 from speechmi_jax.estimators.train import RELEASE_MIN_BYTES
-from speechmi_jax.rundir import PART_SCHEMA, RunDir
+from speechmi_jax import interrupt
+from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 
 log = logging.getLogger("speechmi_jax.pipeline")
 
@@ -76,13 +79,21 @@ def part_key(measure: str, config, features_key: str, input_key) -> dict:
          "settings": measures_lib.settings_of(measure, config)}, sort_keys=True))
 
 
-def run_experiment(config, out_dir) -> results_lib.Results:
-    """Runs (or resumes) every encoder x measure of ``config`` into ``out_dir`` -> Results."""
+def run_experiment(config, out_dir, *, wait: bool = False) -> results_lib.Results:
+    """Runs (or resumes) every encoder x measure of ``config`` into ``out_dir`` -> Results.
+
+    The config is checked first (nothing is written for a refused one); the run folder is then
+    held against a second writer (``wait``: wait for it instead of failing, ``rundir.claim``)
+    and SIGINT / SIGTERM stop at the next step boundary (``interrupt.py``)."""
+    config_lib.validate(config)
+    with claim(out_dir, wait=wait) as out:
+        return _run(config, out)
+
+
+def _run(config, out: Path) -> results_lib.Results:
     from speechmi_jax.data.corpus import load_corpus
     from speechmi_jax.features import extract_features, feature_cache_key
 
-    config_lib.validate(config)
-    out = Path(out_dir)
     run = RunDir(out, config.to_json(indent=1, sort_keys=True))
     corpus = load_corpus(config.corpus, **dict(config.corpus_options))
     skipped = [{"id": i, "reason": why} for i, why in corpus.skipped]  # before any filter
@@ -122,13 +133,17 @@ def run_experiment(config, out_dir) -> results_lib.Results:
                     t["features_s"] = time.perf_counter() - t0
                 if m.needs_input and input_fs is None:
                     input_fs = extract_features(input_enc, corpus, cache, progress=config.progress)
+                interrupt.check(f"{name} / {measure} (not started)")
                 log.info("%s: %s", name, measure)
                 t0 = time.perf_counter()
-                recs = m.compute(measures_lib.Inputs(
-                    encoder=name, fs=fs, corpus=corpus, config=config,
-                    checkpoint_dir=run.checkpoint_dir(file, measure, key),
-                    input_features=input_fs if m.needs_input else None,
-                    encoder_model=enc, cache_dir=cache))
+                try:
+                    recs = m.compute(measures_lib.Inputs(
+                        encoder=name, fs=fs, corpus=corpus, config=config,
+                        checkpoint_dir=run.checkpoint_dir(file, measure, key),
+                        input_features=input_fs if m.needs_input else None,
+                        encoder_model=enc, cache_dir=cache))
+                except interrupt.Interrupted as e:
+                    raise interrupt.Interrupted(e.signum, f"{name} / {measure}, {e.where}") from None
                 part = run.save_part(file, measure, key, recs, time.perf_counter() - t0)
                 del recs
                 if fs.hidden.nbytes >= RELEASE_MIN_BYTES:

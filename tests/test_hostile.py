@@ -1,7 +1,20 @@
 """Hostile input at the Python API: encoder calls, encoder names and estimator inputs are
 refused with a message naming the argument and what was expected, or handled exactly
 (features at extreme scales). Data-file faults are in test_data_readers.py, checkpoint-file
-faults in test_checkpoints.py."""
+faults in test_checkpoints.py.
+
+Round 2: one writer per run folder and per feature-cache entry (two processes at once).
+SIGTERM mid-run is in test_ssl_train.py and test_pipeline.py."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -109,3 +122,133 @@ def test_report_lists_skipped_utterances_with_their_reasons(tmp_path):
     assert "25 utterance(s) were left out" in section
     assert "- `u0`: u0.wav: audio holds NaN or infinite samples" in section
     assert "- `u19`:" in section and "- `u20`:" not in section and "and 5 more" in section
+
+
+# ------------------------------------------------------------------------------ round 2: one writer
+
+_CLAIM = textwrap.dedent("""
+    import sys, time
+    from speechmi_jax import locks, rundir
+    try:
+        with rundir.claim(sys.argv[1]):
+            print("held", flush=True)
+            time.sleep(float(sys.argv[2]))
+    except locks.FolderBusy as e:
+        print("busy:", e, flush=True)
+        sys.exit(1)
+""")
+
+
+def _python(script, *args, **kwargs):
+    env = {**os.environ, "XLA_FLAGS": ""}
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_two_processes_started_at_once_on_one_run_folder(tmp_path):
+    """Two processes claim one run folder at the same moment: one holds it, the other is
+    refused at once with a message naming the holder's pid and host. Catches: no lock at all
+    (both wrote the folder; one died with FileNotFoundError on a file the other renamed)."""
+    out = tmp_path / "run"
+    procs = [_python(_CLAIM, out, 3) for _ in range(2)]
+    outs = [p.communicate()[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outs
+    holder, refused = (procs[0], procs[1]) if procs[0].returncode == 0 else (procs[1], procs[0])
+    text = outs[procs.index(refused)]
+    assert f"run folder {out} is in use by pid {holder.pid} on host " in text, text
+    assert "--wait" in text
+    assert (out / "speechmi.lock").read_text() == ""  # released: emptied, not deleted
+
+
+def test_stale_lock_is_taken_over_and_a_waiter_gets_the_folder(tmp_path, caplog):
+    """A lock file left by a process that is gone (kill -9) is taken over with a warning naming
+    the old holder; with ``wait=True`` a second process waits for a live holder instead of
+    failing. Catches: no lock (or one that a dead holder blocks for ever)."""
+    import logging
+
+    from speechmi_jax import locks, rundir
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "speechmi.lock").write_text(json.dumps({"pid": 2**22 + 17, "host": "gone-host"}))
+    with caplog.at_level(logging.WARNING, logger="speechmi_jax.locks"):
+        with rundir.claim(out):
+            assert json.loads((out / "speechmi.lock").read_text())["pid"] == os.getpid()
+    assert (f"run folder {out}: taking over the lock of pid {2**22 + 17} on host gone-host, "
+            f"which is no longer running") in caplog.text
+    holder = _python(_CLAIM, out, 2)
+    assert holder.stdout.readline().strip() == "held"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="speechmi_jax.locks"):
+        with locks.hold(out / "speechmi.lock", what="run folder", wait=True):
+            assert holder.wait() == 0  # it released the folder before we got it
+    assert f"is in use by pid {holder.pid}" in caplog.text and "waiting for it" in caplog.text
+
+
+def test_cli_on_a_folder_in_use_names_the_holder_and_writes_nothing(tmp_path, capsys):
+    """``speechmi run`` on a run folder another process holds: one line naming the holder,
+    exit 1, no config.json. Catches: the second run starting to write the folder."""
+    from speechmi_jax import cli, locks
+    from speechmi_jax.configs import demo
+    out = tmp_path / "run"
+    with locks.hold(out / "speechmi.lock", what="run folder"):
+        code = cli.main(["run", demo.__file__, "--out", str(out), "--set", "corpus=/nonexistent"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"speechmi: error: FolderBusy: run folder {out} is in use by pid {os.getpid()}" in err
+    assert not (out / "config.json").exists()
+
+
+_EXTRACT = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    from speechmi_jax import load_corpus, load_encoder
+    from speechmi_jax.features import extract_features
+    cache, go = sys.argv[1], sys.argv[2]
+    enc = load_encoder("logmel")
+    call = type(enc).__call__
+    calls = []
+    def paused(self, *a, **k):  # after its first batch, wait for the test's go-ahead
+        calls.append(1)
+        while len(calls) == 2 and not os.path.exists(go):
+            time.sleep(0.05)
+        return call(self, *a, **k)
+    type(enc).__call__ = paused
+    corpus = load_corpus("bundled")
+    keep = {u.id for u in corpus.utterances[:6]}
+    fs = extract_features(enc, corpus.filter(lambda u: u.id in keep), cache, batch_size=3,
+                          progress=False)
+    print("result", len(calls), float(np.asarray(fs.hidden, np.float64).sum()), flush=True)
+""")
+
+
+def test_two_runs_sharing_a_feature_cache_never_read_a_half_written_entry(tmp_path):
+    """Process A extracts a cache entry and pauses after its first batch; process B, started
+    then on the same cache, must wait for A's entry lock and read A's finished entry (no
+    encoder call). Catches: B resuming into A's ``.partial`` folder while A writes it (two
+    writers; one renames the folder under the other)."""
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    a = _python(_EXTRACT, cache, go)
+    b = None
+    try:
+        while not list(cache.glob("*.partial/done.npy")) and a.poll() is None:
+            time.sleep(0.05)
+        assert a.poll() is None, a.communicate()[0]
+        with open(tmp_path / "b.log", "w") as log_b:
+            b = subprocess.Popen([sys.executable, "-c", _EXTRACT, str(cache), str(go)],
+                                 env={**os.environ, "XLA_FLAGS": ""}, stdout=log_b,
+                                 stderr=subprocess.STDOUT, text=True)
+            while "waiting for it to finish" not in (tmp_path / "b.log").read_text() \
+                    and b.poll() is None:
+                time.sleep(0.05)
+    finally:
+        go.touch()
+    out_a, out_b = a.communicate()[0], (b.wait(), (tmp_path / "b.log").read_text())[1]
+    assert a.returncode == 0 and b.returncode == 0, (out_a, out_b)
+    assert "feature cache entry" in out_b and "waiting for it to finish" in out_b, out_b
+    res_a = out_a.split("result ")[1].split()
+    res_b = out_b.split("result ")[1].split()
+    assert res_a[0] == "2" and res_b[0] == "0"  # A encoded every batch, B none
+    assert res_a[1] == res_b[1]
+    entries = sorted(p.name for p in cache.iterdir() if p.name != "xla")
+    assert len(entries) == 2 and entries[1] == entries[0] + ".lock", entries

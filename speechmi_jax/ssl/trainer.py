@@ -22,7 +22,10 @@ that differ in seed, learning rate, mask probability or APC shift n (``config.po
 * every ``checkpoint_every`` steps an Orbax ``CheckpointManager`` per member saves its params,
   optimiser state, EMA teacher, key and step (``keep`` newest). A rerun restores the newest step
   saved by every member, drops later metrics records and replays: batches and keys are functions
-  of (seed, step), so the result is identical to an uninterrupted run.
+  of (seed, step), so the result is identical to an uninterrupted run. SIGINT / SIGTERM stop the
+  loop after the current step, which is checkpointed with the train metrics since the last
+  record (``pending_metrics.json``), so the resumed run writes the same records
+  (``interrupt.py``); one process holds the run folder at a time (``rundir.claim``).
 * at the end each member's encoder is exported (``model/config.json`` + ``model/model.safetensors``);
   with ``config.export_checkpoints`` also at every checkpoint step (``models/step<N>/``), so the
   models along training outlive ``keep_checkpoints``.
@@ -47,6 +50,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
+from speechmi_jax import interrupt
 from speechmi_jax.ssl import data as data_lib
 from speechmi_jax.ssl import models
 
@@ -245,18 +249,44 @@ def _truncate_metrics(path: Path, step: int):
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def _mean(records: list[dict]) -> dict:
-    return {k: float(np.mean([r[k] for r in records])) for k in records[0]} if records else {}
+def _mean(records: list[dict], weights=None) -> dict:
+    return ({k: float(np.average([r[k] for r in records], weights=weights)) for k in records[0]}
+            if records else {})
+
+
+_PENDING = "pending_metrics.json"
+
+
+def _save_pending(member_dir: Path, step: int, records: list[dict]):
+    """The train metrics since the last record, for a run stopped at ``step`` between two."""
+    (member_dir / _PENDING).write_text(json.dumps({"step": step, "records": records}))
+
+
+def _pending(member_dir: Path, start: int) -> list[dict]:
+    """The saved train metrics of a run resumed at ``start`` (none unless it stopped there)."""
+    path = member_dir / _PENDING
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    return list(doc["records"]) if start and doc.get("step") == start else []
 
 
 # ----------------------------------------------------------------------------- the loop
 
-def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
-    """Trains the population of ``config``; returns each member's last metrics record."""
+def pretrain(config, out_dir, *, progress: bool = True, wait: bool = False) -> list[dict]:
+    """Trains the population of ``config``; returns each member's last metrics record.
+
+    The config is checked first (nothing is written for a refused one); the run folder is then
+    held against a second writer (``wait``: wait for it instead of failing, ``rundir.claim``)
+    and SIGINT / SIGTERM stop at the next step boundary (``interrupt.py``)."""
+    from speechmi_jax import rundir
+
+    validate_config(config)
+    with rundir.claim(out_dir, wait=wait):
+        return _pretrain(config, Path(out_dir), progress)
+
+
+def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     from speechmi_jax.data.corpus import load_corpus
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     members = population(config)
     p = len(members)
     if config.checkpoint_every % config.eval_every:
@@ -302,13 +332,13 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
         _truncate_metrics(d / "metrics.jsonl", start)
     if start:
         log.info("%s: resumed from step %d", out_dir, start)
+    pending: list[list[dict]] = [_pending(d, start) for d in dirs]
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {config.objective}", unit="step")
     last: list[dict] = [{} for _ in members]
-    pending: list[list[dict]] = [[] for _ in members]
 
     def evaluate(done):
         dev_m = [jax.device_get(eval_jit(state, b, hp)) for b in dev]
@@ -343,6 +373,12 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
                     if config.get("export_checkpoints", False):
                         task.export(jax.device_get(_slice(state["params"], i)),
                                     dirs[i] / "models" / f"step{done}")
+            elif interrupt.requested():  # SIGINT / SIGTERM: save this step, then stop
+                for i, mgr in enumerate(managers):
+                    mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
+                    _save_pending(dirs[i], done, pending[i])
+            if done < config.steps:
+                interrupt.check(f"step {done} of {config.steps}")
     finally:
         if bar is not None:
             bar.close()
@@ -385,11 +421,11 @@ def load_config(config: str | Path, overrides=(), smoke: bool = False):
                                  schema=validate_config)
 
 
-def pretrain_command(config: str, out: str | None, smoke: bool, overrides) -> int:
+def pretrain_command(config: str, out: str | None, smoke: bool, overrides, wait: bool = False) -> int:
     """``speechmi pretrain``: a config path or a bundled name (apc, vqapc, hubert, data2vec)."""
     path, cfg = load_config(config, overrides, smoke)
     out_dir = Path(out or Path("runs") / f"pretrain-{path.stem}")
-    last = pretrain(cfg, out_dir)
+    last = pretrain(cfg, out_dir, wait=wait)
     for rec in last:
         print(f"member {rec['member']}: step {rec['step']} dev loss {rec['dev_loss']:.4f}, "
               f"H(Z_target) {rec['dev_h_target_bits']:.3f} bits, bound {rec['dev_bound_bits']:.3f} bits")
