@@ -3,8 +3,9 @@ refused with a message naming the argument and what was expected, or handled exa
 (features at extreme scales). Data-file faults are in test_data_readers.py, checkpoint-file
 faults in test_checkpoints.py.
 
-Round 2: one writer per run folder and per feature-cache entry (two processes at once).
-SIGTERM mid-run is in test_ssl_train.py and test_pipeline.py."""
+Round 2: every run and pretraining setting range-checked before anything is written; one
+writer per run folder and per feature-cache entry (two processes at once). SIGTERM mid-run is in
+test_ssl_train.py and test_pipeline.py."""
 
 import json
 import os
@@ -122,6 +123,138 @@ def test_report_lists_skipped_utterances_with_their_reasons(tmp_path):
     assert "25 utterance(s) were left out" in section
     assert "- `u0`: u0.wav: audio holds NaN or infinite samples" in section
     assert "- `u19`:" in section and "- `u20`:" not in section and "and 5 more" in section
+
+
+# ------------------------------------------------------------------------------ round 2: settings
+
+def _set(config, key: str, value):
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
+def _outside(rng, current):
+    """An out-of-range value shaped like the setting (a list's first item out of range)."""
+    bad = rng.outside()
+    if isinstance(current, (list, tuple)):
+        return type(current)([bad] * max(len(current), 1))
+    return bad
+
+
+_LIST_SETTINGS = ("learning_rates", "l2", "seeds", "mesh_shape", "layers")
+
+
+def test_every_numeric_run_setting_has_a_range_and_is_refused_outside_it():
+    """Walks every numeric key of the run schema (``base_config``, the estimator arguments and
+    ``load_corpus`` options a config may set) with a value outside its range: each is a ConfigError naming the key. A
+    key added without a range fails here. Catches: ranges checked for a few keys only (e.g.
+    ``views.masked_fraction`` was, ``probe.l2`` items, ``infonce.k`` or ``ctc.batch_size`` were
+    not)."""
+    import inspect
+
+    from speechmi_jax.configs import base, ranges
+    from speechmi_jax.data.corpus import load_corpus
+    from speechmi_jax.estimators import api, ctc, generic
+    table = base.run_ranges()
+    keys = {k for k, v in ranges.leaves(base.base_config()) if ranges.is_numeric(v)}
+    fns = {"probe": api.probe_bank, "infonce": api.infonce_bank,
+           "infonce_same": generic.infonce_same_utterance_bank, "ctc": ctc.ctc_per_bank}
+    settable = {k for k, _ in ranges.leaves(base.base_config())}
+    params = lambda fn: inspect.signature(fn).parameters
+    sections = {s: (params(fn), base.estimator_settings(s)) for s, fn in fns.items()}
+    sections["corpus_options"] = (params(load_corpus), [
+        p.name for p in params(load_corpus).values() if p.kind == p.KEYWORD_ONLY])
+    for section, (signature, names) in sections.items():
+        for name in names:
+            settable.add(f"{section}.{name}")
+            if ranges.is_numeric(signature[name].default):
+                keys.add(f"{section}.{name}")
+    assert keys - set(table) == set(), "numeric settings without a range"
+    assert set(table) - settable == set(), "ranges of keys the schema does not have"
+    for key, rng in sorted(table.items()):
+        c = base.base_config()
+        section, _, name = key.partition(".")
+        current = c[section].get(name) if name else c[key]
+        if section == "corpus_options":
+            c.corpus_options = {name: None}
+        if current is None and name in _LIST_SETTINGS:
+            current = [1]
+        _set(c, key, _outside(rng, current))
+        with pytest.raises(base.ConfigError, match=re.escape(f"'{key}") + r".* out of range; expected"):
+            base.validate(c)
+
+
+def _pretrain_configs():
+    """Every bundled pretraining config (the model settings differ between objectives)."""
+    from speechmi_jax.ssl import trainer
+    folder = Path(trainer.__file__).parents[1] / "configs" / "pretrain"
+    names = sorted(p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "common"))
+    assert {"apc", "hubert", "data2vec", "wav2vec2", "vqapc"} <= set(names)
+    return {n: (lambda n=n: trainer.load_config(n)[1]) for n in names}
+
+
+def test_every_numeric_pretraining_setting_has_a_range_and_is_refused_outside_it():
+    """Walks every numeric key of every bundled pretraining config (optim.*, population lists,
+    model.hf_config.*, targets.*, wav2vec2.* ...) with a value outside its range:
+    ``validate_config`` refuses each naming the key. A key added without a range fails here.
+    Catches: ``crop_seconds=0`` (passed validation, then died inside the front end), and every
+    other setting but the five step counts going unchecked."""
+    from speechmi_jax.configs import ranges
+    from speechmi_jax.configs.base import ConfigError
+    from speechmi_jax.configs.pretrain.common import RANGES
+    from speechmi_jax.ssl import trainer
+    seen = set()
+    for name, make in _pretrain_configs().items():
+        config = make()
+        keys = {k for k, v in ranges.leaves(config) if ranges.is_numeric(v)}
+        assert keys - set(RANGES) == set(), (name, "numeric settings without a range")
+        seen |= {k for k, _ in ranges.leaves(config)}
+        for key in sorted(keys):
+            c = make()
+            current = dict(ranges.leaves(c))[key]
+            _set(c, key, _outside(RANGES[key], current))
+            with pytest.raises(ConfigError, match=re.escape(f"'{key}") + r".* out of range"):
+                trainer.validate_config(c)
+    assert set(RANGES) - seen == set(), "ranges of keys no pretraining config has"
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("mask_span=20", r"'mask_span' and 'crop_seconds': a 0.2 s crop has 10 frames"),
+    ("data2vec.top_k=3", r"'data2vec.top_k': 3 layers; .*expected top_k <= 2"),
+    ("checkpoint_every=3", r"checkpoint_every=3 must be a multiple of eval_every=2"),
+])
+def test_pretraining_settings_that_depend_on_each_other(override, pattern):
+    """Rules between keys are checked with the ranges. Catches: a mask span longer than the
+    crop (no frame masked, a loss of 0), data2vec averaging more layers than the model has."""
+    from speechmi_jax.configs.base import ConfigError
+    from speechmi_jax.ssl import trainer
+    with pytest.raises(ConfigError, match=pattern):
+        trainer.load_config("data2vec", ["crop_seconds=0.2", override], smoke=True)
+
+
+def test_a_refused_setting_writes_nothing(tmp_path, capsys):
+    """``speechmi pretrain apc --set crop_seconds=0`` and ``speechmi demo --set
+    infonce.k=1`` are one config-error line each, exit 2, and no folder; ``pretrain()`` called
+    directly checks too, before creating its folder. Catches: the settings passing,
+    ``pretrain_config.json`` / ``config.json`` being written and the run dying later (in the
+    front end: exit 1, and the folder then refused the corrected command)."""
+    from speechmi_jax import cli
+    from speechmi_jax.configs.base import ConfigError
+    from speechmi_jax.ssl import trainer
+    out = tmp_path / "run"
+    assert cli.main(["pretrain", "apc", "--smoke", "--out", str(out), "--set", "crop_seconds=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'crop_seconds': 0.0 is out of range; expected >= 0.1" in err
+    assert cli.main(["demo", "--smoke", "--out", str(out), "--set", "infonce.k=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'infonce.k': 1 is out of range; expected an integer >= 2" in err
+    _, config = trainer.load_config("apc", smoke=True)
+    config.optim.warmup_steps = -1
+    with pytest.raises(ConfigError, match="'optim.warmup_steps': -1 is out of range"):
+        trainer.pretrain(config, out, progress=False)
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------ round 2: one writer

@@ -81,10 +81,11 @@ OBJECTIVES = ("apc", "vqapc", "hubert", "data2vec", "wav2vec2")
 
 def validate_config(config):
     """The pretraining config schema (``configs/pretrain/common.py``): the same keys, a known
-    objective, positive step counts, population lists of one length. Returns ``config``; raises
-    ``ConfigError`` naming the key."""
+    objective, population lists of one length, every value in its range (``common.RANGES``)
+    and the rules that tie keys together. Returns ``config``; raises ``ConfigError`` naming
+    the key."""
     from speechmi_jax.configs.base import ConfigError
-    from speechmi_jax.configs.pretrain.common import base_config
+    from speechmi_jax.configs.pretrain.common import base_config, check_settings
 
     expected, got = set(base_config().keys()), set(config.keys())
     if got != expected:
@@ -92,13 +93,11 @@ def validate_config(config):
                           f"{sorted(expected - got)}; expected {sorted(expected)}")
     if config.objective not in OBJECTIVES:
         raise ConfigError(f"config key 'objective': {config.objective!r}; expected one of {OBJECTIVES}")
-    for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise ConfigError(f"config key {key!r}: {config[key]!r}; expected a positive integer")
     try:
         population(config)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    check_settings(config, ConfigError)  # every value in range: configs/pretrain/common.py
     return config
 
 
@@ -289,19 +288,18 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
 
     members = population(config)
     p = len(members)
-    if config.checkpoint_every % config.eval_every:
-        raise ValueError(f"checkpoint_every={config.checkpoint_every} must be a multiple of "
-                         f"eval_every={config.eval_every}")
     identity = json.loads(config.to_json())
     ident_path = out_dir / "pretrain_config.json"
     if ident_path.exists() and json.loads(ident_path.read_text()) != identity:
         raise ValueError(f"{out_dir} holds a run of another config ({ident_path}); use another --out")
-    ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
     corpus = load_corpus(config.corpus)
     sets = {"train": data_lib.load_split(corpus, config.train_split, config.max_utterances),
             "dev": data_lib.load_split(corpus, config.dev_split, config.max_dev_utterances)}
     task = build_task(config, corpus, sets, out_dir)
+    # Written once the corpus and the targets load: a run refused before this point leaves the
+    # folder free for the corrected command.
+    ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
     crop = int(round(config.crop_seconds * 16000)) // task.frame_hop * task.frame_hop
     code_frames = int(models.w2v.num_frames(task.arch, np.asarray(crop))) if task.has_codes else 0
     batch_of = lambda step: data_lib.train_batch(sets["train"], config.seed, step, config.batch_size, crop,

@@ -4,7 +4,12 @@ The model sizes here are small on purpose: they train on 2 CPU cores. Costs are 
 docstring and in README ("Pretraining").
 """
 
+import math
+
 import ml_collections
+
+from speechmi_jax.configs import ranges
+from speechmi_jax.configs.ranges import SEED, at_least, between, count, positive
 
 # A HuBERT / data2vec-audio backbone of ~0.1 M parameters: a 3-layer conv stem of 32 channels
 # with the standard 320x downsampling (50 frames/s; kernels 10, 8, 4, strides 5, 8, 8: fewer
@@ -57,6 +62,104 @@ def base_config() -> ml_collections.ConfigDict:
     # targets have ~1), wav2vec 2.0's codebook perplexity (G = 2: one code per group in use).
     c.collapse = ml_collections.ConfigDict(dict(min_target_var=1e-2, min_perplexity=2.5))
     return c
+
+
+# Allowed values of every numeric key (:mod:`speechmi_jax.configs.ranges`; a list's items each),
+# checked by ``ssl.trainer.validate_config`` before anything is written. A key added to a
+# pretraining config needs its range here (tests/test_hostile.py walks every numeric key of
+# every bundled pretraining config).
+RANGES = {
+    "max_utterances": count(0, "0 = all"),
+    "max_dev_utterances": count(0, "0 = all"),
+    "max_dev_batches": count(0, "0 = all"),
+    # 0.1 s: 10 log-mel frames, 5 backbone frames; the front ends need > 200 samples.
+    "crop_seconds": at_least(0.1, "seconds"),
+    "batch_size": count(1), "steps": count(1), "eval_every": count(1),
+    "checkpoint_every": count(1), "keep_checkpoints": count(1),
+    "seed": SEED,
+    "mask_span": count(1, "frames"),
+    "population.seed": SEED,
+    "population.lr": between(0, 1, lo_open=True),
+    "population.mask_prob": between(0, 1, lo_open=True),
+    "population.shift": count(1, "frames"),
+    "optim.warmup_steps": count(0),
+    "optim.final_lr_fraction": between(0, 1),
+    "optim.b1": between(0, 1, hi_open=True),
+    "optim.b2": between(0, 1, hi_open=True),
+    "optim.eps": positive(),
+    "optim.weight_decay": at_least(0),
+    "optim.clip_norm": positive(),
+    "model.causal.hidden_size": count(1), "model.causal.num_layers": count(1),
+    "model.causal.num_heads": count(1), "model.causal.intermediate_size": count(1),
+    "model.vq_codes": count(2, "codes"),
+    "model.vq_temperature": positive(),
+    "model.hf_config.conv_dim": count(1), "model.hf_config.conv_kernel": count(1),
+    "model.hf_config.conv_stride": count(1), "model.hf_config.hidden_size": count(1),
+    "model.hf_config.num_hidden_layers": count(1),
+    "model.hf_config.num_attention_heads": count(1),
+    "model.hf_config.intermediate_size": count(1),
+    "model.hf_config.num_conv_pos_embedding_groups": count(1),
+    "model.hf_config.num_conv_pos_embeddings": count(1),
+    "model.hf_config.conv_pos_kernel_size": count(1),
+    "targets.layer": count(0),
+    "targets.k": count(2, "clusters"),
+    "targets.seed": SEED,
+    "targets.iters": count(1),
+    "targets.max_frames": count(1),
+    "data2vec.top_k": count(1, "layers"),
+    "data2vec.ema_decay": between(0, 1),
+    "wav2vec2.num_negatives": count(1), "wav2vec2.codebook_groups": count(1),
+    "wav2vec2.codebook_vars": count(2), "wav2vec2.final_dim": count(1),
+    "wav2vec2.gumbel_temperature": positive(), "wav2vec2.logit_temperature": positive(),
+    "wav2vec2.diversity_weight": at_least(0),
+    "collapse.min_target_var": at_least(0),
+    "collapse.min_perplexity": at_least(0),
+}
+
+
+def check_settings(config, error=ValueError) -> None:
+    """Every value in its :data:`RANGES` range, then the rules that tie keys together: raises
+    ``error`` naming the keys and what was expected."""
+    ranges.check(config, RANGES, error)
+    if config.checkpoint_every % config.eval_every:
+        raise error(f"config keys 'checkpoint_every' and 'eval_every': checkpoint_every="
+                    f"{config.checkpoint_every} must be a multiple of eval_every={config.eval_every}")
+    crop = int(round(config.crop_seconds * 16000))
+    if config.objective in ("apc", "vqapc"):
+        frames, most = crop // 160, max(config.population.shift)
+        if most >= frames:
+            raise error(f"config keys 'population.shift' and 'crop_seconds': a {config.crop_seconds} s "
+                        f"crop has {frames} log-mel frames, too few to predict {most} frames ahead; "
+                        f"expected shift < {frames} or a longer crop")
+        causal = config.model.causal
+        _divisible(error, "model.causal", causal.hidden_size, causal.num_heads, "num_heads")
+        return
+    hf = config.model.hf_config
+    lengths = {k: len(hf[k]) for k in ("conv_dim", "conv_kernel", "conv_stride")}
+    if len(set(lengths.values())) != 1:
+        raise error(f"config keys 'model.hf_config.conv_*': lengths {lengths}; expected one per "
+                    f"conv layer, the same for all three")
+    frames = crop // math.prod(hf.conv_stride)
+    if config.mask_span > frames:
+        raise error(f"config keys 'mask_span' and 'crop_seconds': a {config.crop_seconds} s crop has "
+                    f"{frames} frames at stride {math.prod(hf.conv_stride)}, fewer than mask_span="
+                    f"{config.mask_span}, so no frame would be masked; expected mask_span <= {frames} "
+                    f"or a longer crop")
+    _divisible(error, "model.hf_config", hf.hidden_size, hf.num_attention_heads, "num_attention_heads")
+    if config.objective == "data2vec" and config.data2vec.top_k > hf.num_hidden_layers:
+        raise error(f"config key 'data2vec.top_k': {config.data2vec.top_k} layers; the model has "
+                    f"model.hf_config.num_hidden_layers={hf.num_hidden_layers}: expected top_k <= "
+                    f"{hf.num_hidden_layers}")
+    if config.objective == "hubert" and config.targets.k > config.targets.max_frames:
+        raise error(f"config keys 'targets.k' and 'targets.max_frames': k-means of {config.targets.k} "
+                    f"clusters on at most {config.targets.max_frames} frames; expected k <= max_frames")
+
+
+def _divisible(error, section: str, width: int, heads: int, heads_key: str):
+    if width % heads:
+        raise error(f"config keys '{section}.hidden_size' and '{section}.{heads_key}': hidden_size="
+                    f"{width} is not a multiple of {heads_key}={heads}; expected heads that divide "
+                    f"the width")
 
 
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
