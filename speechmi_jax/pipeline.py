@@ -2,7 +2,8 @@
 
 ``run_experiment(config, out_dir)``:
 
-1. validates the config (``configs/base.py``) before anything is written or computed;
+1. validates the config (``configs/base.py``) and, once the folder is held, loads the corpus
+   and checks its splits before anything is written or computed;
 2. for each encoder: the feature cache key (weights + corpus content), then every measure of
    ``config.measures`` (``measures.py``) whose saved part is missing, stale or damaged
    (``rundir.py``) is computed, after one encoder pass over the corpus into the all-layer
@@ -79,6 +80,24 @@ def part_key(measure: str, config, features_key: str, input_key) -> dict:
          "settings": measures_lib.settings_of(measure, config)}, sort_keys=True))
 
 
+def check_splits(corpus, config):
+    """Every measure trains on the ``train`` split and reports on ``test`` (``dev`` may be
+    missing: the estimators then hold out training utterances); a split left without an
+    utterance is refused naming what emptied it."""
+    from speechmi_jax.data.corpus import no_usable_utterance
+    for split in ("train", "test"):
+        if any(u.split == split for u in corpus):
+            continue
+        counts = ", ".join(f"{s} {sum(u.split == s for u in corpus)}" for s in corpus.splits)
+        why = f"no utterance of corpus {config.corpus!r} is in it (splits: {counts or 'none'})"
+        if corpus.skipped:
+            uid, reason = corpus.skipped[0]
+            why += (f"; corpus_options.on_error='skip' left out {len(corpus.skipped)} "
+                    f"utterance(s), e.g. {uid}: {reason}")
+        raise no_usable_utterance(split, why + "; every measure trains on 'train' and reports "
+                                              "on 'test'")
+
+
 def run_experiment(config, out_dir, *, wait: bool = False) -> results_lib.Results:
     """Runs (or resumes) every encoder x measure of ``config`` into ``out_dir`` -> Results.
 
@@ -94,7 +113,8 @@ def _run(config, out: Path) -> results_lib.Results:
     from speechmi_jax.data.corpus import load_corpus
     from speechmi_jax.features import extract_features, feature_cache_key
 
-    run = RunDir(out, config.to_json(indent=1, sort_keys=True))
+    # The corpus loads before config.json is written: a run refused here leaves the folder to
+    # the corrected command.
     corpus = load_corpus(config.corpus, **dict(config.corpus_options))
     skipped = [{"id": i, "reason": why} for i, why in corpus.skipped]  # before any filter
     if config.max_utterances_per_split:
@@ -102,6 +122,8 @@ def _run(config, out: Path) -> results_lib.Results:
         for s in corpus.splits:
             keep |= {u.id for u in corpus.split(s).utterances[: config.max_utterances_per_split]}
         corpus = corpus.filter(lambda u: u.id in keep)
+    check_splits(corpus, config)
+    run = RunDir(out, config.to_json(indent=1, sort_keys=True))
     cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
     use_compilation_cache(cache / "xla")
 

@@ -4,8 +4,9 @@ refused with a message naming the argument and what was expected, or handled exa
 faults in test_checkpoints.py.
 
 Round 2: every run and pretraining setting range-checked before anything is written; one
-writer per run folder and per feature-cache entry (two processes at once). SIGTERM mid-run is in
-test_ssl_train.py and test_pipeline.py."""
+writer per run folder and per feature-cache entry (two processes at once); a dev split smaller
+than a batch; a split a filter emptied. SIGTERM mid-run is in test_ssl_train.py and
+test_pipeline.py."""
 
 import json
 import os
@@ -385,3 +386,100 @@ def test_two_runs_sharing_a_feature_cache_never_read_a_half_written_entry(tmp_pa
     assert res_a[1] == res_b[1]
     entries = sorted(p.name for p in cache.iterdir() if p.name != "xla")
     assert len(entries) == 2 and entries[1] == entries[0] + ".lock", entries
+
+
+# ------------------------------------------------------------------------------ round 2: small splits
+
+def test_a_partial_dev_batch_scores_its_real_rows_alone():
+    """A dev split of 3 utterances with batch_size=8: one batch, filled with 5 empty rows (the
+    sharded batch shape stays 8); APC's dev metrics on it equal those of the 3 rows as a
+    batch of their own (losses count real frames; random draws of the real rows do not depend
+    on the rows after them). Catches: the split being refused (``fewer than batch_size``), or
+    the empty rows entering the metrics. (Checked by hand for VQ-APC, HuBERT, data2vec and
+    wav2vec 2.0 too: equal to 2e-5 relative.)"""
+    from speechmi_jax.ssl import data as data_lib
+    from speechmi_jax.ssl import trainer
+    _, config = trainer.load_config("apc", ["crop_seconds=0.2"], smoke=True)
+    task = trainer.build_task(config, None, None, None)
+    rng = np.random.default_rng(0)
+    dev = data_lib.AudioSet([(0.1 * rng.standard_normal(n)).astype(np.float32)
+                             for n in (3200, 2400, 1800)], ["a", "b", "c"])
+    (padded,) = data_lib.dev_batches(dev, 8, 3200, task.frame_hop)
+    (alone,) = data_lib.dev_batches(dev, 3, 3200, task.frame_hop)
+    assert padded["audio"].shape == (8, 3200) and list(padded["lengths"]) == [3200, 2400, 1800] + [0] * 5
+    params, aux = task.init(jax.random.PRNGKey(0))
+    hp = {"lr": 1e-3, "mask_prob": 0.65, "shift": 3}
+    metrics = jax.jit(lambda b: task.loss(params, aux, b, jax.random.PRNGKey(1), hp, False)[1])
+    a, b = jax.device_get(metrics(padded)), jax.device_get(metrics(alone))
+    assert np.isfinite(list(a.values())).all()
+    for k in b:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, err_msg=k)
+
+
+def test_small_dev_split_pretrains_and_a_second_writer_is_refused(tmp_path):
+    """Two ``speechmi pretrain apc --smoke`` on one ``--out`` started at once, with a dev split
+    of 6 utterances (fewer than batch_size=8): one trains to the end (its dev metrics from the
+    partial batch are finite), the other exits 1 at once with one line naming the holder.
+    Catches: ``the dev split has 6 utterances, fewer than batch_size=8`` stopping
+    pretraining, and two writers in one folder."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "speechmi_jax.cli", "pretrain", "apc", "--smoke", "--out",
+           str(out), "--set", "max_dev_utterances=6", "--set", "steps=2", "--set",
+           "checkpoint_every=2"]
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate() for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 1], outs
+    ok = [p.returncode for p in procs].index(0)
+    err = outs[1 - ok][1].strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"run folder {out} is in use by pid {procs[ok].pid} on host" in err, err
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 2]
+    assert all(np.isfinite(r["dev_loss"]) and np.isfinite(r["dev_bound_bits"]) for r in records)
+
+
+def _manifest(folder: Path, splits, header="id\taudio\tspeaker\tsplit") -> Path:
+    """A manifest of bundled audio files, one row per entry of ``splits``."""
+    from speechmi_jax.configs import demo
+    bundled = Path(demo.__file__).resolve().parents[1] / "data" / "bundled"
+    rows = [line.split("\t") for line in (bundled / "manifest.tsv").read_text().splitlines()[1:]]
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [header]
+    for (uid, audio, speaker, *_), split in zip(rows, splits):
+        shutil.copy(bundled / audio, folder / Path(audio).name)
+        lines.append(f"{uid}\t{Path(audio).name}\t{speaker}\t{split}")
+    path = folder / "manifest.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_split_left_without_utterances_is_one_line_naming_it_and_the_filter(tmp_path, capsys):
+    """A run on a corpus with no 'test' utterance: one line naming the split and the corpus'
+    splits, exit 1, before config.json or features are written; the speaker measure's domain
+    filter leaving a split empty names the filter. Catches: the run extracting features and
+    failing later with ``y[split == 'test'] (labelled) has 0 items``."""
+    from types import SimpleNamespace
+
+    from speechmi_jax import cli, measures
+    from speechmi_jax.configs import demo
+    manifest = _manifest(tmp_path / "corpus", ["train", "train", "dev"])
+    out = tmp_path / "run"
+    code = cli.main(["run", demo.__file__, "--out", str(out), "--set", f"corpus={manifest}",
+                     "--set", "encoders=['logmel']"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert (f"split 'test' has no usable utterance: no utterance of corpus '{manifest}' is in it "
+            f"(splits: dev 1, train 2)") in err
+    assert not (out / "config.json").exists() and not (out / "cache").exists()
+
+    utt = lambda i, split, domain: SimpleNamespace(id=f"u{i}", metadata={"domain": domain})
+    corpus = [utt(0, "train", "synthetic"), utt(1, "train", "synthetic"), utt(2, "test", "real")]
+    fs = SimpleNamespace(utt_ids=["u0", "u1", "u2"], splits=["train", "train", "test"],
+                         speakers=["a", "b", "c"], utt_index=np.array([0, 1, 2]),
+                         phone=np.array([1, 1, 1]), phone_set=("sil", "aa"))
+    with pytest.raises(ValueError, match=r"split 'test' has no usable utterance: "
+                                         r"speaker_domain='synthetic' keeps none of its 1 "
+                                         r"utterances \(their domains: \['real'\]\)"):
+        measures.speaker_labels(fs, corpus, "synthetic")

@@ -311,6 +311,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     mesh = make_mesh(*shape)
     data_sh, rep = NamedSharding(mesh, PS("data")), NamedSharding(mesh, PS("member"))
     put_batch = lambda b: jax.device_put(b, data_sh)
+    dev_rows = [int(np.count_nonzero(b["lengths"])) for b in dev]  # a last batch may be partial
     dev = [put_batch(b) for b in dev]
 
     optim = tuple(sorted((k, v) for k, v in config.optim.to_dict().items() if k != "warmup_steps"))
@@ -344,7 +345,8 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
             rec = {"step": done, "member": i, **{k: members[i][k] for k in HP_KEYS}}
             rec.update({f"train_{k}": v for k, v in _mean(pending[i]).items()})
             rec.update({f"dev_{k}": v for k, v in
-                        _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m]).items()})
+                        _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m],
+                              dev_rows).items()})
             rec["collapse"] = _collapse_guard(task, config, rec)
             with open(dirs[i] / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
