@@ -5,8 +5,8 @@ faults in test_checkpoints.py.
 
 Round 2: every run and pretraining setting range-checked before anything is written; one
 writer per run folder and per feature-cache entry (two processes at once); a dev split smaller
-than a batch; a split a filter emptied. SIGTERM mid-run is in test_ssl_train.py and
-test_pipeline.py."""
+than a batch; a split a filter emptied; a run folder given as an encoder; a misnamed manifest
+column. SIGTERM mid-run is in test_ssl_train.py and test_pipeline.py."""
 
 import json
 import os
@@ -483,3 +483,64 @@ def test_a_split_left_without_utterances_is_one_line_naming_it_and_the_filter(tm
                                          r"speaker_domain='synthetic' keeps none of its 1 "
                                          r"utterances \(their domains: \['real'\]\)"):
         measures.speaker_labels(fs, corpus, "synthetic")
+
+
+# ------------------------------------------------------------------------------ round 2: pointers
+
+def test_a_pretraining_run_folder_given_as_an_encoder_loads_its_model(tmp_path, caplog):
+    """``load_encoder(<pretraining run folder>)`` loads its ``model/`` (and logs it); a
+    population's folder, an unfinished run and a ``speechmi run`` folder each say where the
+    model is or what the folder is. Catches: ``no config.json (expected a Hugging Face model
+    directory)`` without a word about ``model/``."""
+    import logging
+
+    from speechmi_jax import zoo
+    model = zoo.resolve("apc-small@step0")
+    run = tmp_path / "run"
+    shutil.copytree(model, run / "model")
+    (run / "pretrain_config.json").write_text("{}")
+    with caplog.at_level(logging.INFO, logger="speechmi_jax.encoders"):
+        enc = smi.load_encoder(run)
+    assert enc.num_layers == smi.load_encoder(model).num_layers
+    assert f"{run} is a pretraining run folder: loading its exported encoder {run / 'model'}" in caplog.text
+    pop = tmp_path / "pop"
+    for i in range(2):
+        shutil.copytree(model, pop / f"member-{i}" / "model")
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"it is a pretraining run of 2 models: load one of {pop / 'member-0' / 'model'}, "
+            f"{pop / 'member-1' / 'model'}")):
+        smi.load_encoder(pop)
+    shutil.rmtree(run / "model")
+    shutil.copytree(model, run / "models" / "step600")
+    with pytest.raises(FileNotFoundError, match=r"looked for config.json with model.safetensors.*"
+                                                r"model/ is not exported yet .*models along "
+                                                r"training: .*step600"):
+        smi.load_encoder(run)
+    results = tmp_path / "results"
+    (results / "parts").mkdir(parents=True)
+    (results / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="is a `speechmi run` folder"):
+        smi.load_encoder(results)
+    empty = tmp_path / "weights_only"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("")
+    with pytest.raises(FileNotFoundError, match=r"no model files \(looked for config.json with "
+                                                r"model.safetensors.*model.bin.*holds \['notes.txt'\]"):
+        smi.load_encoder(empty)
+
+
+def test_a_misnamed_manifest_column_lists_the_expected_ones(tmp_path):
+    """A manifest whose header says ``Audio`` / ``wav`` for ``audio``: the error names the
+    header, the missing column, a close match and every expected column. Catches: ``row 1
+    lacks required column(s) ['audio']`` listing only the columns found."""
+    from speechmi_jax.data.manifest import ManifestError, read_manifest
+    path = _manifest(tmp_path, ["train"], header="id\tAudio\tspeaker\tsplit")
+    with pytest.raises(ManifestError, match=re.escape(
+            f"{path}: the header has no column 'audio' (is 'Audio' meant to be 'audio'?); its "
+            f"columns are ['id', 'Audio', 'speaker', 'split']; expected columns audio and speaker "
+            f"(required); id, text, split, alignment, alignment_format (optional)")):
+        read_manifest(path)
+    path.write_text(path.read_text().replace("Audio", "wav"))
+    with pytest.raises(ManifestError, match=r"no column 'audio'; its columns .*expected columns "
+                                            r"audio and speaker \(required\)"):
+        read_manifest(path)
