@@ -10,8 +10,13 @@ A run directory holds ``results.json``, ``results.csv``, ``report.md``, PNG plot
 feature cache and estimator checkpoints; running the same command again resumes where it
 stopped.
 
-Expected errors (a bad config, file, corpus or checkpoint) print one line and exit with
-status 1 (2 for a bad config); ``--debug`` shows the traceback instead.
+Expected errors (a bad config, file, corpus or checkpoint, a run folder in use) print one line
+and exit with status 1 (2 for a bad config); ``--debug`` shows the traceback instead.
+
+One process writes a run folder at a time: a second ``run`` / ``demo`` / ``pretrain`` on a
+folder in use stops at once naming the holder, or waits for it with ``--wait``. Ctrl-C or
+SIGTERM stops a run at the next step boundary with its checkpoint saved, prints the command
+that resumes it and exits with 130 (SIGINT) or 143 (SIGTERM); a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import shlex
 import sys
 from pathlib import Path
 
 
 from speechmi_jax.configs.base import (ESTIMATOR_SECTIONS, ConfigError, estimator_settings,
                                        validate)
+from speechmi_jax.interrupt import Interrupted
 from speechmi_jax.ssl import table1
 
 # What a user's input can cause (bad files, names, values): one line, no traceback.
@@ -101,7 +108,11 @@ def main(argv=None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of one line")
-    p_demo = sub.add_parser("demo", parents=[common],
+    writes = argparse.ArgumentParser(add_help=False)
+    writes.add_argument("--wait", action="store_true",
+                        help="if another process holds the run folder, wait for it to finish "
+                             "(default: stop at once, naming it)")
+    p_demo = sub.add_parser("demo", parents=[common, writes],
                             help="all measures for every layer on the bundled corpus")
     p_demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p_demo.add_argument("--smoke", action="store_true",
@@ -109,7 +120,7 @@ def main(argv=None) -> int:
     p_demo.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value")
 
-    p_run = sub.add_parser("run", parents=[common],
+    p_run = sub.add_parser("run", parents=[common, writes],
                            help="run an experiment config (a Python file with get_config())")
     p_run.add_argument("config")
     p_run.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
@@ -121,7 +132,7 @@ def main(argv=None) -> int:
                            help="rewrite report.md and plots from a run's results.json")
     p_rep.add_argument("run_dir")
 
-    p_pre = sub.add_parser("pretrain", parents=[common], help="self-supervised pretraining "
+    p_pre = sub.add_parser("pretrain", parents=[common, writes], help="self-supervised pretraining "
                            f"(objectives: {', '.join(table1.names())})")
     p_pre.add_argument("config", help="a config file, an objective's config in "
                                       "speechmi_jax/configs/pretrain/ by name, or zoo/<recipe> (the "
@@ -146,7 +157,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "pretrain":
             from speechmi_jax.ssl.trainer import pretrain_command
-            return pretrain_command(args.config, args.out, args.smoke, args.overrides)
+            return pretrain_command(args.config, args.out, args.smoke, args.overrides,
+                                    wait=args.wait)
         if args.command == "report":
             from speechmi_jax.analysis import report, results
             run_dir = Path(args.run_dir)
@@ -159,7 +171,7 @@ def main(argv=None) -> int:
         config_path = demo.__file__ if args.command == "demo" else args.config
         config = load_config(config_path, args.overrides, arg="smoke" if args.smoke else "")
         out = Path(args.out or Path("runs") / Path(config_path).stem)
-        pipeline.run_experiment(config, out)
+        pipeline.run_experiment(config, out, wait=args.wait)
         print(f"results in {out}/ (report.md, results.json, results.csv, *.png)")
         return 0
     except ConfigError as e:
@@ -167,6 +179,17 @@ def main(argv=None) -> int:
             raise
         print(f"speechmi: config error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"speechmi: {e}, with what it had done saved; to resume, run the same command "
+              f"again: "
+              f"{_command(argv)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"speechmi: stopped at once (Ctrl-C twice); the same command resumes from the last "
+              f"checkpoint: {_command(argv)}", file=sys.stderr)
+        return 130
     except EXPECTED_ERRORS as e:
         if args.debug:
             raise
@@ -174,6 +197,11 @@ def main(argv=None) -> int:
         print(f"speechmi: error: {type(e).__name__}: {msg} (--debug shows the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _command(argv) -> str:
+    """The command line that ran (to repeat it)."""
+    return shlex.join(["speechmi", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

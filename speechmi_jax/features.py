@@ -12,7 +12,9 @@ Cache: ``<cache_dir>/<key>/`` where ``key`` hashes the encoder's name, a fingerp
 parameters and facts, the corpus' fingerprint (ids, speakers, splits, phones, audio files'
 sizes and times) and the options. Extraction writes into ``<key>.partial/`` and renames it
 when done, so an interrupted run never leaves a cache that looks complete; the next run
-resumes from the batches already written (``done.npy`` marks them). Memory stays bounded:
+resumes from the batches already written (``done.npy`` marks them). One process extracts an
+entry at a time (``<key>.lock``, :mod:`speechmi_jax.locks`): a second one that needs the same
+entry (another run sharing the cache) waits for it and then reads the finished entry. Memory stays bounded:
 batches are written with ``os.pwrite`` (page cache, not the process' heap) and the result is
 opened memory-mapped.
 
@@ -40,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from speechmi_jax import frames as frames_lib
+from speechmi_jax import interrupt, locks
 from speechmi_jax.encoders.base import Encoder, bucket_length
 
 log = logging.getLogger("speechmi_jax.features")
@@ -244,8 +247,6 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
       progress: show a tqdm bar.
       masking: the masked pass (module docstring): only the masked frames are kept.
     """
-    from tqdm.auto import tqdm
-
     corpus = corpus.with_sample_rate(enc.sample_rate)  # resampled (and logged) if needed
     if len(corpus) == 0:
         raise ValueError(f"corpus {corpus.name!r} has no utterances")
@@ -259,6 +260,22 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     if (final / "meta.json").exists():
         log.info("reusing cached features %s", final)
         return load_features(final)
+    # One writer per entry: a second process (another run sharing the cache) waits here, then
+    # finds the finished entry. Readers never see a half-written one: it appears by a rename.
+    with locks.hold(cache_dir / f"{key}.lock", what=f"feature cache entry {final}", wait=True):
+        if (final / "meta.json").exists():
+            log.info("reusing cached features %s (extracted by another process)", final)
+            return load_features(final)
+        return _extract(enc, corpus, final, partial, key, dtype, masking, batch_size,
+                        max_batch_seconds, progress)
+
+
+def _extract(enc: Encoder, corpus, final: Path, partial: Path, key: str, dtype,
+             masking: Optional[Masking], batch_size: int, max_batch_seconds: float,
+             progress: bool) -> FeatureSet:
+    """:func:`extract_features` into ``partial`` (resuming the batches done there), renamed to
+    ``final`` when complete; the caller holds the entry's lock."""
+    from tqdm.auto import tqdm
 
     utts = _order_by_split(corpus)
     lengths = np.asarray([u.num_samples for u in utts], dtype=np.int64)
@@ -358,6 +375,8 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
             done[batch] = True
             os.fsync(fd)
             np.save(done_path, done)
+            interrupt.check(f"features of {enc.name}: {int(done.sum())} of {len(utts)} "
+                            f"utterances (kept in {partial})")
     finally:
         os.close(fd)
     shutil.rmtree(final, ignore_errors=True)

@@ -80,6 +80,7 @@ import numpy as np
 
 from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.data import phones as phones_lib
+from speechmi_jax.data.corpus import no_usable_utterance
 
 log = logging.getLogger("speechmi_jax.measures")
 
@@ -207,6 +208,12 @@ def speaker_labels(fs, corpus, speaker_domain: Optional[str]):
     if len(names) < 2:
         raise ValueError(f"speaker measure: {len(names)} speakers in domain {speaker_domain!r}; "
                          f"need >= 2")
+    for split in ("train", "test"):
+        in_split = np.asarray(fs.splits) == split
+        if in_split.any() and not keep_utt[in_split].any():
+            raise no_usable_utterance(split, f"speaker_domain={speaker_domain!r} keeps none of its "
+                                             f"{int(in_split.sum())} utterances (their domains: "
+                                             f"{sorted({str(domain.get(i)) for i in np.asarray(fs.utt_ids)[in_split]})})")
     ids = np.array([names.index(s) if k else -1 for s, k in zip(fs.speakers, keep_utt)], np.int32)
     sil = label_id(fs, phones_lib.SILENCE, "speaker measure (speech frames)")
     y = ids[fs.utt_index]
@@ -421,6 +428,10 @@ def ctc_per(x: Inputs) -> list[dict]:
 
     def keep(split):
         has_phones = [targets[u].size > 0 for u in split.utts]
+        if split.utts.size and not any(has_phones):
+            raise no_usable_utterance(split.name, f"the ctc measure keeps utterances with phone "
+                                                  f"segments other than silence; none of its "
+                                                  f"{split.utts.size} has one")
         return dataclasses.replace(split, utts=split.utts[has_phones])
 
     layers = ctc.ctc_per_bank(keep(train), keep(dev), keep(test), num_phones=len(x.fs.phone_set),

@@ -2,7 +2,8 @@
 
 ``run_experiment(config, out_dir)``:
 
-1. validates the config (``configs/base.py``) before anything is written or computed;
+1. validates the config (``configs/base.py``) and, once the folder is held, loads the corpus
+   and checks its splits before anything is written or computed;
 2. for each encoder: the feature cache key (weights + corpus content), then every measure of
    ``config.measures`` (``measures.py``) whose saved part is missing, stale or damaged
    (``rundir.py``) is computed, after one encoder pass over the corpus into the all-layer
@@ -11,7 +12,9 @@
 
 Killing a run at any point and rerunning the same command ends with the same results:
 finished measures are reused from ``<out>/parts/``, a measure in progress resumes from its
-estimator checkpoints, an encoder pass from the batches already cached.
+estimator checkpoints, an encoder pass from the batches already cached. SIGINT / SIGTERM stop
+it at the next step boundary with that step checkpointed (``interrupt.py``); one process holds
+the run folder at a time (``rundir.claim``).
 
 Compilation: XLA executables are cached on disk (JAX's persistent compilation cache, under
 the feature cache folder unless ``JAX_COMPILATION_CACHE_DIR`` names another), so estimator
@@ -35,7 +38,8 @@ from speechmi_jax.analysis import report as report_lib
 from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.configs import base as config_lib
 from speechmi_jax.estimators.train import RELEASE_MIN_BYTES
-from speechmi_jax.rundir import PART_SCHEMA, RunDir
+from speechmi_jax import interrupt
+from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 
 log = logging.getLogger("speechmi_jax.pipeline")
 
@@ -97,14 +101,41 @@ def part_key(measure: str, config, features_key: str, input_key) -> dict:
          "settings": measures_lib.settings_of(measure, config)}, sort_keys=True))
 
 
-def run_experiment(config, out_dir) -> results_lib.Results:
-    """Runs (or resumes) every encoder x measure of ``config`` into ``out_dir`` -> Results."""
+def check_splits(corpus, config):
+    """Every measure trains on the ``train`` split and reports on ``test`` (``dev`` may be
+    missing: the estimators then hold out training utterances); a split left without an
+    utterance is refused naming what emptied it."""
+    from speechmi_jax.data.corpus import no_usable_utterance
+    for split in ("train", "test"):
+        if any(u.split == split for u in corpus):
+            continue
+        counts = ", ".join(f"{s} {sum(u.split == s for u in corpus)}" for s in corpus.splits)
+        why = f"no utterance of corpus {config.corpus!r} is in it (splits: {counts or 'none'})"
+        if corpus.skipped:
+            uid, reason = corpus.skipped[0]
+            why += (f"; corpus_options.on_error='skip' left out {len(corpus.skipped)} "
+                    f"utterance(s), e.g. {uid}: {reason}")
+        raise no_usable_utterance(split, why + "; every measure trains on 'train' and reports "
+                                              "on 'test'")
+
+
+def run_experiment(config, out_dir, *, wait: bool = False) -> results_lib.Results:
+    """Runs (or resumes) every encoder x measure of ``config`` into ``out_dir`` -> Results.
+
+    The config is checked first (nothing is written for a refused one); the run folder is then
+    held against a second writer (``wait``: wait for it instead of failing, ``rundir.claim``)
+    and SIGINT / SIGTERM stop at the next step boundary (``interrupt.py``)."""
+    config_lib.validate(config)
+    with claim(out_dir, wait=wait) as out:
+        return _run(config, out)
+
+
+def _run(config, out: Path) -> results_lib.Results:
     from speechmi_jax.data.corpus import load_corpus
     from speechmi_jax.features import extract_features, feature_cache_key
 
-    config_lib.validate(config)
-    out = Path(out_dir)
-    run = RunDir(out, config.to_json(indent=1, sort_keys=True))
+    # The corpus loads before config.json is written: a run refused here leaves the folder to
+    # the corrected command.
     corpus = load_corpus(config.corpus, **dict(config.corpus_options))
     skipped = [{"id": i, "reason": why} for i, why in corpus.skipped]  # before any filter
     if config.max_utterances_per_split:
@@ -112,6 +143,8 @@ def run_experiment(config, out_dir) -> results_lib.Results:
         for s in corpus.splits:
             keep |= {u.id for u in corpus.split(s).utterances[: config.max_utterances_per_split]}
         corpus = corpus.filter(lambda u: u.id in keep)
+    check_splits(corpus, config)
+    run = RunDir(out, config.to_json(indent=1, sort_keys=True))
     cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
     use_compilation_cache(cache / "xla")
 
@@ -144,13 +177,17 @@ def run_experiment(config, out_dir) -> results_lib.Results:
                     t["features_compile_s"] = compile_seconds() - c0
                 if m.needs_input and input_fs is None:
                     input_fs = extract_features(input_enc, corpus, cache, progress=config.progress)
+                interrupt.check(f"{name} / {measure} (not started)")
                 log.info("%s: %s", name, measure)
                 t0, c0 = time.perf_counter(), compile_seconds()
-                recs = m.compute(measures_lib.Inputs(
-                    encoder=name, fs=fs, corpus=corpus, config=config,
-                    checkpoint_dir=run.checkpoint_dir(file, measure, key),
-                    input_features=input_fs if m.needs_input else None,
-                    encoder_model=enc, cache_dir=cache))
+                try:
+                    recs = m.compute(measures_lib.Inputs(
+                        encoder=name, fs=fs, corpus=corpus, config=config,
+                        checkpoint_dir=run.checkpoint_dir(file, measure, key),
+                        input_features=input_fs if m.needs_input else None,
+                        encoder_model=enc, cache_dir=cache))
+                except interrupt.Interrupted as e:
+                    raise interrupt.Interrupted(e.signum, f"{name} / {measure}, {e.where}") from None
                 part = run.save_part(file, measure, key, recs, time.perf_counter() - t0)
                 t[measure + "_compile_s"] = compile_seconds() - c0
                 del recs

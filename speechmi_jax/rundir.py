@@ -5,6 +5,7 @@
     <out>/checkpoints/<encoder>/<measure>-<key hash>  estimator bank checkpoints (resume
                                           mid-measure; those of an older key are removed)
     <out>/cache/                          feature caches, keyed by content (features.py)
+    <out>/speechmi.lock                   names the process that holds the folder (locks.py)
 
 A part holds its records, its wall time, its **key** and a sha256 **checksum** of both. The key
 is what the numbers depend on: the feature cache key of the encoder's features (which hashes
@@ -13,10 +14,14 @@ the measure uses it, the measure's config settings and :data:`PART_SCHEMA`. A pa
 differs (the corpus' audio changed, say), whose checksum does not match (edited, or torn by a
 crash) or that cannot be read at all is logged, naming the file and the reason, and computed
 again: a stale or damaged part is never reused.
+
+One process writes a run folder at a time (:func:`claim`, also for pretraining folders): a
+second ``speechmi`` command on it stops at once naming the holder, or waits with ``--wait``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,10 +29,24 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from speechmi_jax import interrupt, locks
+
 log = logging.getLogger("speechmi_jax.rundir")
 
 # Bump when what a part's records mean changes (record layout, label derivation, estimators).
 PART_SCHEMA = "speechmi_jax.part/2"
+LOCK_FILE = "speechmi.lock"
+
+
+@contextlib.contextmanager
+def claim(out_dir, *, wait: bool = False):
+    """Holds the run folder ``out_dir`` (created if needed) for one writer (``locks.hold`` on
+    ``<out>/speechmi.lock``; ``wait``: wait for a holder instead of raising
+    ``locks.FolderBusy``), with SIGINT / SIGTERM stopping at a step boundary
+    (``interrupt.graceful``)."""
+    out = Path(out_dir)
+    with locks.hold(out / LOCK_FILE, what=f"run folder {out}", wait=wait), interrupt.graceful():
+        yield out
 
 
 def _checksum(doc: dict) -> str:

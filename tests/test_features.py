@@ -121,19 +121,24 @@ def test_features_match_single_utterance_runs(corpus, tiny_hubert, tmp_path):
     assert cache_key(tiny_hubert, corpus, dict(opts, dtype="float32")) != key
 
 
+def _entries(cache):
+    """A cache folder's entries (without the ``<key>.lock`` file beside each)."""
+    return [e for e in os.listdir(cache) if not e.endswith(".lock")]
+
+
 def test_interrupted_extraction_resumes(corpus, tmp_path):
     enc = load_encoder("mfcc")
     full = extract_features(enc, corpus, tmp_path / "clean", batch_size=3, progress=False)
     broken, _ = _counting(enc, fail_after=2)
     with pytest.raises(KeyboardInterrupt):
         extract_features(broken, corpus, tmp_path / "c", batch_size=3, progress=False)
-    entries = os.listdir(tmp_path / "c")
+    entries = _entries(tmp_path / "c")
     assert len(entries) == 1 and entries[0].endswith(".partial")  # nothing looks complete
     counting, calls = _counting(enc)
     resumed = extract_features(counting, corpus, tmp_path / "c", batch_size=3, progress=False)
     n_batches = -(-len(corpus) // 3)
     assert len(calls) == n_batches - 2  # only the batches not written before the interruption
-    assert os.listdir(tmp_path / "c") == [resumed.path.name]
+    assert _entries(tmp_path / "c") == [resumed.path.name]
     np.testing.assert_array_equal(np.asarray(resumed.hidden), np.asarray(full.hidden))
     np.testing.assert_array_equal(resumed.phone, full.phone)
     _check_against_single_utterances(load_features(resumed.path), enc, corpus)

@@ -21,6 +21,7 @@ from speechmi_jax.configs import demo
 from speechmi_jax.data import phones
 from speechmi_jax.estimators import views
 from speechmi_jax.rundir import RunDir
+from resume_testing import checkpoint_steps
 
 BUNDLED = Path(demo.__file__).resolve().parents[1] / "data" / "bundled"
 
@@ -132,7 +133,7 @@ def test_config_overrides_and_errors(tmp_path):
             ("probe.l2=('x',)", r"'probe.l2\[0\]': expected a number"),
             ("encoder_dtype=float16", "'encoder_dtype'"),
             ("views.next_k_seconds=0", "expected > 0"),
-            ("views.num_codes=1", "expected >= 2 codes"),
+            ("views.num_codes=1", "expected an integer >= 2 \\(codes\\)"),
             ("infonce_same.lr=1", "no key 'infonce_same.lr'")]:
         with pytest.raises(cli.ConfigError, match=match):
             cli.load_config(demo.__file__, [override])
@@ -222,7 +223,8 @@ def test_load_encoder_window_follows_the_model_not_the_name(tmp_path):
 def _tiny_overrides(out_extra=()):
     return ["encoders=['logmel']", "max_utterances_per_split=6", "measures=['phone','infonce_next_k']",
             "progress=False", "probe.steps=15", "probe.l2=(0.0,)", "probe.num_bootstrap=50",
-            "infonce.k=16", "infonce.steps=40", "infonce.learning_rates=(3e-3,)",
+            "infonce.k=16", "infonce.steps=40", "infonce.eval_every=10",
+            "infonce.learning_rates=(3e-3,)",
             "infonce.num_bootstrap=50", "views.max_pairs=3000", "infonce_same.k=16",
             "infonce_same.steps=40", "infonce_same.learning_rates=(3e-3,)",
             "infonce_same.num_bootstrap=50", "views.num_codes=16", *out_extra]
@@ -246,8 +248,11 @@ def _values(run_dir):
 
 
 def test_demo_run_is_interruptible_and_resumes_to_the_same_results(tmp_path):
-    """Kill -9 after the first measure is saved and before the second is: the rerun reuses the
-    finished part (the file is not rewritten) and ends with the clean run's numbers."""
+    """Kill -9 after the first measure is saved and before the second is, then SIGTERM in the
+    second measure: the rerun reuses the finished part (the file is not rewritten), resumes
+    the second from the step SIGTERM checkpointed, and ends with the clean run's numbers.
+    Catches (SIGTERM): the signal killing the run where it stood (exit -15, no word on
+    resuming)."""
     clean = _run_cli(tmp_path / "clean", own_compile_cache=True)
     out, _ = clean.communicate(timeout=600)
     assert clean.returncode == 0, out
@@ -269,6 +274,21 @@ def test_demo_run_is_interruptible_and_resumes_to_the_same_results(tmp_path):
     # the kill landed mid-run: the second measure and the results were not written
     assert not second.exists() and not (run_dir / "results.json").exists()
     saved = (first.read_bytes(), first.stat().st_mtime_ns)
+
+    # SIGTERM once the second measure's bank has started: it stops after the bank's next chunk
+    # of steps, checkpoints that step, says how to resume and exits 128 + 15
+    p = _run_cli(run_dir)
+    banks = run_dir / "checkpoints" / "logmel"
+    while not list(banks.glob("infonce_next_k-*")) and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 143, out
+    line = [l for l in out.splitlines() if l.startswith("speechmi: stopped by SIGTERM")]
+    assert line and "at logmel / infonce_next_k, step " in line[0], out
+    assert "to resume, run the same command again: speechmi demo --out" in line[0]
+    (bank,) = banks.glob("infonce_next_k-*")
+    assert checkpoint_steps(bank) and not second.exists()
 
     again = _run_cli(run_dir)
     out, _ = again.communicate(timeout=600)

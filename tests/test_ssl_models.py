@@ -122,7 +122,7 @@ def test_logmel_stack4_is_logmel_with_its_neighbours():
 
 def test_pretrain_config_errors_are_one_line_before_any_work(tmp_path, capsys):
     from speechmi_jax import cli
-    for bad, what in [("steps=0", "'steps': 0; expected a positive integer"),
+    for bad, what in [("steps=0", "'steps': 0 is out of range; expected an integer >= 1"),
                       ("objective=foo", "'objective': 'foo'; expected one of"),
                       ("nope=1", "has no key 'nope'"),
                       ("population.lr=[1e-3,1e-4,1e-5]", "one common length")]:

@@ -1,14 +1,17 @@
 """The pretraining loop on the bundled corpus (8 simulated devices): a short APC population run
 lowers the dev loss; a population of 2 equals 2 separate runs; SIGKILL mid-run then rerun gives
-identical metrics and model; data2vec without its anti-collapse safeguards collapses and the
+identical metrics and model, and so does SIGTERM (which checkpoints the step it stops at); data2vec without its anti-collapse safeguards collapses and the
 guard fires, with them it does not; ``speechmi pretrain --smoke`` runs every objective (APC,
 VQ-APC, HuBERT iterations 1 and 2, data2vec, wav2vec 2.0) and the exported models load with
 ``smi.load_encoder``."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from safetensors.numpy import load_file
 import speechmi_jax as smi
 from speechmi_jax import cli
 from speechmi_jax.ssl import trainer
-from resume_testing import kill_after_first_checkpoint
+from resume_testing import checkpoint_steps, kill_after_first_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
@@ -89,6 +92,36 @@ def test_sigkill_mid_run_then_rerun_is_identical(reference):
     ckpt = out / "member-1" / "checkpoints"
     saved = kill_after_first_checkpoint(_cmd(out), ckpt, cwd=ROOT, env=_env(root / "jaxcache"))
     assert saved and max(saved) < STEPS, f"expected a mid-run checkpoint, found steps {saved}"
+    assert not (out / "member-1" / "model").exists()
+    subprocess.run(_cmd(out), check=True, cwd=ROOT, env=_env(root / "jaxcache"), capture_output=True)
+    for i in range(2):
+        m = f"member-{i}"
+        assert (out / m / "metrics.jsonl").read_text() == (ref / m / "metrics.jsonl").read_text()
+        assert (out / m / "model" / "model.safetensors").read_bytes() == \
+            (ref / m / "model" / "model.safetensors").read_bytes()
+
+
+def test_sigterm_mid_run_checkpoints_says_how_to_resume_and_the_rerun_is_identical(reference):
+    """SIGTERM (a scheduler's pre-emption) once the first checkpoint exists: the run stops at
+    the next step boundary, checkpoints that step (with the train metrics since the last
+    record), prints one line with the command that resumes it and exits 143 (128 + SIGTERM);
+    the same command then ends with the uninterrupted run's metrics and model, bit for bit.
+    Catches: SIGTERM killing the run where it stood (exit -15, no checkpoint of that step, no
+    word on resuming)."""
+    root, ref = reference
+    out = root / "terminated"
+    ckpt = out / "member-1" / "checkpoints"
+    child = subprocess.Popen(_cmd(out), cwd=ROOT, env=_env(root / "jaxcache"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not checkpoint_steps(ckpt) and child.poll() is None:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate()
+    assert child.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    stopped = int(re.search(r"speechmi: stopped by SIGTERM at step (\d+) of 40", last).group(1))
+    assert "to resume, run the same command again: speechmi pretrain apc --out" in last, last
+    assert 10 <= stopped < STEPS and checkpoint_steps(ckpt)[-1] == stopped
     assert not (out / "member-1" / "model").exists()
     subprocess.run(_cmd(out), check=True, cwd=ROOT, env=_env(root / "jaxcache"), capture_output=True)
     for i in range(2):

@@ -32,6 +32,9 @@ import numbers
 
 import ml_collections
 
+from speechmi_jax.configs import ranges
+from speechmi_jax.configs.ranges import FRACTION, SEED, at_least, between, count, positive
+
 ENCODER_DTYPES = ("float32", "bfloat16")
 # Arguments the pipeline passes itself; a config may not set them.
 _SUPPLIED = {"probe": ("num_classes", "checkpoint_dir", "stratify_ci"),
@@ -85,6 +88,45 @@ def base_config() -> ml_collections.ConfigDict:
         learning_rates=(3e-3, 1e-2, 3e-2), num_steps=3000, batch_size=32, eval_every=250,
         num_bootstrap=1000))
     return c
+
+
+# Allowed values of every numeric key (:mod:`configs.ranges`; a list's items each). A key added
+# to the schema needs its range here (tests/test_hostile.py walks every numeric key).
+RANGES = {
+    "corpus_options.sample_rate": count(1000, "Hz"),
+    "corpus_options.alignment_tolerance_s": at_least(0, "seconds"),
+    "max_utterances_per_split": count(0),
+    "whisper_window_seconds": positive("seconds; None = the model's own window"),
+    "max_train_frames": count(0),
+    "seed": SEED,
+    "views.next_k_seconds": positive("seconds"),
+    "views.input_context_s": at_least(0, "seconds"),
+    "views.num_codes": count(2, "codes"),
+    "views.max_pairs": count(0, "0 = all"),
+    "views.masked_span_s": positive("seconds"),
+    "views.masked_fraction": FRACTION,
+}
+# The estimator sections' settings (``probe.*``, ``infonce.*``, ``infonce_same.*``, ``ctc.*``):
+# one name means one thing in every section that has it.
+ESTIMATOR_RANGES = {
+    "steps": count(1), "num_steps": count(1), "eval_every": count(1), "batch_size": count(1),
+    "checkpoint_every": count(1), "learning_rates": positive(), "l2": at_least(0),
+    "seeds": SEED, "seed": SEED, "hidden": count(1), "embed": count(1),
+    "k": count(2, "candidates"), "blocks_per_step": count(1), "dev_fraction": FRACTION,
+    "num_bootstrap": count(1), "ci_level": FRACTION, "layer_chunk": count(1),
+    "max_resident_bytes": count(1), "mesh_shape": count(1), "layers": count(0),
+    "blank_bias": between(-100, 100, unit="a logit"),
+}
+
+
+def run_ranges() -> dict:
+    """:data:`RANGES` plus :data:`ESTIMATOR_RANGES` under each section that takes the setting."""
+    table = dict(RANGES)
+    for section in ESTIMATOR_SECTIONS:
+        for name in estimator_settings(section):
+            if name in ESTIMATOR_RANGES:
+                table[f"{section}.{name}"] = ESTIMATOR_RANGES[name]
+    return table
 
 
 # ----------------------------------------------------------------------------- validation
@@ -167,33 +209,16 @@ def validate(config) -> ml_collections.ConfigDict:
             continue
         _check_value(key, value, like if like is not None else _NONE_TYPES[key],
                      none_ok=like is None)
-    for key in ("max_utterances_per_split", "max_train_frames", "seed"):
-        if config[key] < 0:
-            raise ConfigError(f"config key {key!r}: expected >= 0, got {config[key]}")
     if config.encoder_dtype not in ENCODER_DTYPES:
         raise ConfigError(f"config key 'encoder_dtype': {config.encoder_dtype!r} is not one of "
                           f"{ENCODER_DTYPES}")
-    if config.whisper_window_seconds is not None and config.whisper_window_seconds <= 0:
-        raise ConfigError(f"config key 'whisper_window_seconds': expected > 0 or None, got "
-                          f"{config.whisper_window_seconds}")
+    ranges.check(config, run_ranges(), ConfigError)
     _no_repeats("encoders", list(config.encoders), key_fn=file_name)
     _no_repeats("measures", list(config.measures))
     bad = [m for m in config.measures if m not in REGISTRY]
     if bad:
         raise ConfigError(f"config key 'measures': unknown {bad}; expected a subset of "
                           f"{list(REGISTRY)}")
-    for key in ("next_k_seconds", "input_context_s"):
-        if config.views[key] < 0 or (key == "next_k_seconds" and config.views[key] == 0):
-            raise ConfigError(f"config key 'views.{key}': expected > 0, got {config.views[key]}")
-    if config.views.num_codes < 2:
-        raise ConfigError(f"config key 'views.num_codes': expected >= 2 codes, got "
-                          f"{config.views.num_codes}")
-    if not config.views.masked_span_s > 0:
-        raise ConfigError(f"config key 'views.masked_span_s': expected > 0 seconds, got "
-                          f"{config.views.masked_span_s}")
-    if not 0 < config.views.masked_fraction < 1:
-        raise ConfigError(f"config key 'views.masked_fraction': expected a fraction in (0, 1), "
-                          f"got {config.views.masked_fraction}")
     return config
 
 

@@ -248,6 +248,11 @@ def corpus_from_manifest(path: str | os.PathLike, *, name: Optional[str] = None,
                             "resampled_from_hz": sorted(seen_rates)})
 
 
+def no_usable_utterance(split: str, emptied_by: str) -> ValueError:
+    """The error for a split that a filter left empty: it names the split and the filter."""
+    return ValueError(f"split {split!r} has no usable utterance: {emptied_by}")
+
+
 class EmptyUtteranceError(ValueError):
     """An utterance with no audio samples or no phone segments."""
 

@@ -12,12 +12,27 @@ from __future__ import annotations
 
 import collections
 import csv
+import difflib
 import json
 import os
 from pathlib import Path
 
 REQUIRED = ("audio", "speaker")
 KNOWN = ("id", "audio", "speaker", "text", "split", "alignment", "alignment_format")
+
+
+EXPECTED = ("columns audio and speaker (required); id, text, split, alignment, alignment_format "
+            "(optional); any other column is kept as utterance metadata")
+
+
+def _did_you_mean(absent, row) -> str:
+    """`` (is 'Audio' meant to be 'audio'?)`` for present columns close to absent ones."""
+    hints = []
+    for want in absent:
+        close = [c for c in row if c is not None and c.strip().lower() == want]
+        close = close or difflib.get_close_matches(want, [c for c in row if c is not None], 1, 0.6)
+        hints += [f"is {close[0]!r} meant to be {want!r}?"] if close else []
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 class ManifestError(ValueError):
@@ -48,6 +63,12 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
         if not isinstance(row, dict):
             raise ManifestError(f"{path}: row {n} is not an object: {row!r}")
         row = {k: ("" if v is None else str(v)) for k, v in row.items()}
+        absent = [c for c in REQUIRED if c not in row]
+        if absent:
+            where = "the header" if path.suffix.lower() not in (".json", ".jsonl") else f"row {n}"
+            raise ManifestError(f"{path}: {where} has no column {' or '.join(map(repr, absent))}"
+                                f"{_did_you_mean(absent, row)}; its columns are {list(row)}; "
+                                f"expected {EXPECTED}")
         missing = [c for c in REQUIRED if not row.get(c)]
         if missing:
             raise ManifestError(f"{path}: row {n} lacks required column(s) {missing}; "

@@ -12,7 +12,8 @@ Accepted forms:
   self-supervised encoders this package trains and ships, final or at a checkpoint along
   training (``<name>@step<N>``); :func:`available_encoders` lists them.
 * a local directory in Hugging Face format (``config.json`` + ``model.safetensors``) or a
-  CTranslate2 Whisper directory (``model.bin``).
+  CTranslate2 Whisper directory (``model.bin``); a ``speechmi pretrain`` run folder stands for
+  its exported ``model/`` (:func:`model_folder`).
 * a hub id (``facebook/hubert-base-ls960``), resolved through the local Hugging Face cache
   only: nothing is downloaded unless the user allows it (see ``checkpoint.resolve``).
 
@@ -23,6 +24,7 @@ wav2vec 2.0 family, the baselines) have nothing to set and ignore it.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional
@@ -31,6 +33,7 @@ import jax.numpy as jnp
 
 from speechmi_jax.encoders.base import Encoder
 
+log = logging.getLogger("speechmi_jax.encoders")
 BASELINES = ("logmel", "logmel-stack4", "mfcc")
 WHISPER_BUILTINS = ("whisper-tiny.en", "whisper-base")
 WAV2VEC2_FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
@@ -77,15 +80,17 @@ def _load(name: str, dtype, allow_pickle: bool, window_seconds: Optional[float])
             path = checkpoint.resolve(name)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err}\nBuilt-in encoders: {builtin_names()}") from err
+    path = model_folder(path)
     config_path = path / "config.json"
     config = checkpoint.read_config(config_path) if config_path.exists() else {}
     # CTranslate2 directories hold model.bin and a config.json without model_type.
     if (path / "model.bin").exists() and "model_type" not in config:
         from speechmi_jax.encoders import whisper
         return whisper.load_whisper_ct2(path, dtype=dtype, window_seconds=window_seconds)
-    if not config_path.exists():
-        raise FileNotFoundError(f"{path}: no config.json (expected a Hugging Face model directory)")
     model_type = config.get("model_type")
+    if model_type is None and (path / "parts").is_dir():
+        raise FileNotFoundError(f"{path} is a `speechmi run` folder (its config.json is the run's "
+                                f"config), not a model; expected a model directory")
     if model_type == "whisper":
         from speechmi_jax.encoders import whisper
         return whisper.load_whisper_hf(path, dtype=dtype, allow_pickle=allow_pickle,
@@ -99,6 +104,35 @@ def _load(name: str, dtype, allow_pickle: bool, window_seconds: Optional[float])
     raise ValueError(
         f"{config_path}: model_type {model_type!r} is not supported; expected one of "
         f"{WAV2VEC2_FAMILY + ('whisper',) + logmel_transformer.MODEL_TYPES}")
+
+
+def model_folder(path: Path) -> Path:
+    """The model directory a local folder stands for: the folder itself when it holds model
+    files, the exported ``model/`` of a ``speechmi pretrain`` run folder (logged); otherwise a
+    FileNotFoundError naming the files looked for and where the models are (a population's
+    ``member-<i>/model``, a run stopped before its export)."""
+    if (path / "config.json").exists() or (path / "model.bin").exists():
+        return path
+    if (path / "model" / "config.json").exists():
+        log.info("%s is a pretraining run folder: loading its exported encoder %s", path,
+                 path / "model")
+        return path / "model"
+    looked = (f"{path}: no model files (looked for config.json with model.safetensors, the "
+              f"Hugging Face layout, or model.bin, a CTranslate2 Whisper model)")
+    members = sorted(p.parent for p in path.glob("member-*/model/config.json"))
+    if members:
+        raise FileNotFoundError(f"{looked}; it is a pretraining run of {len(members)} models: "
+                                f"load one of {', '.join(str(m) for m in members)}")
+    if (path / "pretrain_config.json").exists():
+        steps = sorted((p.parent for p in path.glob("models/step*/config.json")),
+                       key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1)
+        where = (f"; the models along training: {', '.join(str(m) for m in steps)}" if steps
+                 else "")
+        raise FileNotFoundError(f"{looked}; it is a pretraining run folder whose model/ is not "
+                                f"exported yet (the run has not finished: run the same "
+                                f"`speechmi pretrain` command to finish it){where}")
+    held = sorted(p.name for p in path.iterdir())[:10]
+    raise FileNotFoundError(f"{looked}; it holds {held}")
 
 
 def random_archs() -> list[str]:

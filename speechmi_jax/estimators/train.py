@@ -38,6 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
+from speechmi_jax import interrupt
 from speechmi_jax.estimators import bank as bank_lib
 
 
@@ -394,8 +395,11 @@ def fit_bank(
             step = (chunk + 1) * config.eval_every
             if ckpt is not None and config.checkpoint_every and (
                 step % config.checkpoint_every == 0 or chunk == n_chunks - 1
+                or interrupt.requested()  # SIGINT / SIGTERM: save this step, then stop
             ):
                 ckpt.save(step, state)
+            if chunk < n_chunks - 1:
+                interrupt.check(f"step {step} of {n_chunks * config.eval_every}")
     finally:
         if ckpt is not None:
             ckpt.close()

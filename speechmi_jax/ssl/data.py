@@ -7,7 +7,8 @@
   (seed, step): B utterances drawn without replacement, each cropped to ``crop_samples`` at a
   start that is a multiple of ``frame_hop`` (so code ids crop exactly with the audio), shorter
   utterances zero-padded with their length. A resumed run therefore sees the same batches.
-* :func:`dev_batches`: fixed batches of the first ``crop_samples`` of each dev utterance.
+* :func:`dev_batches`: fixed batches of the first ``crop_samples`` of each dev utterance (a last
+  partial batch is filled with empty rows).
 * :func:`cluster_targets`: HuBERT iteration targets: k-means (:mod:`speechmi_jax.estimators.kmeans`,
   JAX) of a feature encoder's layer (``mfcc`` for iteration 1, a middle layer of the previous
   iteration's exported model for iteration 2), fitted on training frames, assigned to every
@@ -82,13 +83,18 @@ def train_batch(data: AudioSet, seed: int, step: int, batch_size: int, crop_samp
 
 def dev_batches(data: AudioSet, batch_size: int, crop_samples: int, frame_hop: int,
                 code_frames: int = 0, max_batches: int = 0) -> list[dict]:
-    """Fixed dev batches (the first crop of each utterance; a last partial batch is dropped)."""
-    n = len(data) // batch_size
-    if n == 0:
-        raise ValueError(f"the dev split has {len(data)} utterances, fewer than batch_size={batch_size}")
+    """Fixed dev batches: the first crop of each utterance, ``batch_size`` rows each. A last
+    partial batch (a dev split smaller than a batch, say) is filled with empty rows (length 0):
+    the losses count real frames only, so its metrics are those of its real rows alone, and
+    every batch keeps the shape the data-parallel sharding divides."""
+    n = -(-len(data) // batch_size)
     n = min(n, max_batches) if max_batches else n
-    return [_stack([_crop(data, i, 0, crop_samples, frame_hop, code_frames)
-                    for i in range(b * batch_size, (b + 1) * batch_size)]) for b in range(n)]
+    empty = {"audio": np.zeros(crop_samples, np.float32), "lengths": np.int32(0)}
+    if data.codes is not None:
+        empty["codes"] = np.zeros(code_frames, np.int32)
+    return [_stack([_crop(data, i, 0, crop_samples, frame_hop, code_frames) if i < len(data)
+                    else empty for i in range(b * batch_size, (b + 1) * batch_size)])
+            for b in range(n)]
 
 
 def fit_codes(train_frames: np.ndarray, k: int, *, seed: int = 0, iters: int = 50,

@@ -23,7 +23,10 @@ that differ in seed, learning rate, mask probability or APC shift n (``config.po
 * every ``checkpoint_every`` steps an Orbax ``CheckpointManager`` per member saves its params,
   optimiser state, EMA teacher, key and step (``keep`` newest). A rerun restores the newest step
   saved by every member, drops later metrics records and replays: batches and keys are functions
-  of (seed, step), so the result is identical to an uninterrupted run.
+  of (seed, step), so the result is identical to an uninterrupted run. SIGINT / SIGTERM stop the
+  loop after the current step, which is checkpointed with the train metrics since the last
+  record (``pending_metrics.json``), so the resumed run writes the same records
+  (``interrupt.py``); one process holds the run folder at a time (``rundir.claim``).
 * at the end each member's encoder is exported (``model/config.json`` + ``model/model.safetensors``),
   and also at every step of ``config.export_steps`` (``models/step<N>/``), so the models along
   training outlive ``keep_checkpoints``.
@@ -48,6 +51,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
+from speechmi_jax import interrupt
 from speechmi_jax.ssl import data as data_lib
 from speechmi_jax.ssl.events import EventWriter
 from speechmi_jax.ssl import models, registry, table1
@@ -76,10 +80,11 @@ def population(config) -> list[dict]:
 
 def validate_config(config):
     """The pretraining config schema (``configs/pretrain/common.py``): the same keys, a known
-    objective, positive step counts, population lists of one length. Returns ``config``; raises
-    ``ConfigError`` naming the key."""
+    objective, population lists of one length, every value in its range (``common.RANGES``)
+    and the rules that tie keys together. Returns ``config``; raises ``ConfigError`` naming
+    the key."""
     from speechmi_jax.configs.base import ConfigError
-    from speechmi_jax.configs.pretrain.common import base_config
+    from speechmi_jax.configs.pretrain.common import base_config, check_settings
 
     expected, got = set(base_config().keys()), set(config.keys())
     if got != expected:
@@ -87,13 +92,11 @@ def validate_config(config):
                           f"{sorted(expected - got)}; expected {sorted(expected)}")
     if config.objective not in table1.names():
         raise ConfigError(f"config key 'objective': {config.objective!r}; expected one of {table1.names()}")
-    for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "keep_checkpoints"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise ConfigError(f"config key {key!r}: {config[key]!r}; expected a positive integer")
     try:
         population(config)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    check_settings(config, ConfigError, causal=table1.objective(config.objective).causal)  # ranges: configs/pretrain/common.py
     return config
 
 
@@ -238,38 +241,59 @@ def _truncate_metrics(path: Path, step: int):
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def _mean(records: list[dict]) -> dict:
-    return {k: float(np.mean([r[k] for r in records])) for k in records[0]} if records else {}
+def _mean(records: list[dict], weights=None) -> dict:
+    return ({k: float(np.average([r[k] for r in records], weights=weights)) for k in records[0]}
+            if records else {})
+
+
+_PENDING = "pending_metrics.json"
+
+
+def _save_pending(member_dir: Path, step: int, records: list[dict]):
+    """The train metrics since the last record, for a run stopped at ``step`` between two."""
+    (member_dir / _PENDING).write_text(json.dumps({"step": step, "records": records}))
+
+
+def _pending(member_dir: Path, start: int) -> list[dict]:
+    """The saved train metrics of a run resumed at ``start`` (none unless it stopped there)."""
+    path = member_dir / _PENDING
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    return list(doc["records"]) if start and doc.get("step") == start else []
 
 
 # ----------------------------------------------------------------------------- the loop
 
-def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
-    """Trains the population of ``config``; returns each member's last metrics record."""
+def pretrain(config, out_dir, *, progress: bool = True, wait: bool = False) -> list[dict]:
+    """Trains the population of ``config``; returns each member's last metrics record.
+
+    The config is checked first (nothing is written for a refused one); the run folder is then
+    held against a second writer (``wait``: wait for it instead of failing, ``rundir.claim``)
+    and SIGINT / SIGTERM stop at the next step boundary (``interrupt.py``)."""
+    from speechmi_jax import rundir
+
+    validate_config(config)
+    with rundir.claim(out_dir, wait=wait):
+        return _pretrain(config, Path(out_dir), progress)
+
+
+def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     from speechmi_jax.data.corpus import load_corpus
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     members = population(config)
     p = len(members)
-    if config.checkpoint_every % config.eval_every:
-        raise ValueError(f"checkpoint_every={config.checkpoint_every} must be a multiple of "
-                         f"eval_every={config.eval_every}")
     export_steps = set(config.export_steps)
-    bad = sorted(s for s in export_steps if s < 1 or s > config.steps or s % config.eval_every)
-    if bad:
-        raise ValueError(f"export_steps {bad}: expected steps in 1..{config.steps} that are multiples "
-                         f"of eval_every={config.eval_every}")
     identity = json.loads(config.to_json())
     ident_path = out_dir / "pretrain_config.json"
     if ident_path.exists() and json.loads(ident_path.read_text()) != identity:
         raise ValueError(f"{out_dir} holds a run of another config ({ident_path}); use another --out")
-    ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
     corpus = load_corpus(config.corpus)
     sets = {"train": data_lib.load_split(corpus, config.train_split, config.max_utterances),
             "dev": data_lib.load_split(corpus, config.dev_split, config.max_dev_utterances)}
     task = build_task(config, corpus, sets, out_dir)
+    # Written once the corpus and the targets load: a run refused before this point leaves the
+    # folder free for the corrected command.
+    ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
     crop = int(round(config.crop_seconds * 16000)) // task.frame_hop * task.frame_hop
     code_frames = int(task.backbone.num_frames(np.asarray(crop))) if task.has_codes else 0
     batch_of = lambda step: data_lib.train_batch(sets["train"], config.seed, step, config.batch_size, crop,
@@ -281,6 +305,7 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
     mesh = make_mesh(*shape)
     data_sh, rep = NamedSharding(mesh, PS("data")), NamedSharding(mesh, PS("member"))
     put_batch = lambda b: jax.device_put(b, data_sh)
+    dev_rows = [int(np.count_nonzero(b["lengths"])) for b in dev]  # a last batch may be partial
     dev = [put_batch(b) for b in dev]
 
     optim = tuple(sorted((k, v) for k, v in config.optim.to_dict().items() if k != "warmup_steps"))
@@ -301,13 +326,13 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
     writers = [EventWriter(d, purge_step=start) for d in dirs]
     if start:
         log.info("%s: resumed from step %d", out_dir, start)
+    pending: list[list[dict]] = [_pending(d, start) for d in dirs]
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {config.objective}", unit="step")
     last: list[dict] = [{} for _ in members]
-    pending: list[list[dict]] = [[] for _ in members]
 
     def evaluate(done):
         dev_m = [jax.device_get(eval_jit(state, b, hp)) for b in dev]
@@ -315,7 +340,8 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
             rec = {"step": done, "member": i, **{k: members[i][k] for k in HP_KEYS}}
             rec.update({f"train_{k}": v for k, v in _mean(pending[i]).items()})
             rec.update({f"dev_{k}": v for k, v in
-                        _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m]).items()})
+                        _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m],
+                              dev_rows).items()})
             rec["collapse"] = _collapse_guard(task, config, rec)
             with open(dirs[i] / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -340,9 +366,15 @@ def pretrain(config, out_dir, *, progress: bool = True) -> list[dict]:
             if done % config.checkpoint_every == 0 or done == config.steps:
                 for i, mgr in enumerate(managers):
                     mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
+            elif interrupt.requested():  # SIGINT / SIGTERM: save this step, then stop
+                for i, mgr in enumerate(managers):
+                    mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
+                    _save_pending(dirs[i], done, pending[i])
             if done in export_steps:
                 for i in range(p):
                     task.export(jax.device_get(_slice(state["params"], i)), dirs[i] / "models" / f"step{done}")
+            if done < config.steps:
+                interrupt.check(f"step {done} of {config.steps}")
     finally:
         if bar is not None:
             bar.close()
@@ -389,11 +421,11 @@ def load_config(config: str | Path, overrides=(), smoke: bool = False):
                                  schema=validate_config)
 
 
-def pretrain_command(config: str, out: str | None, smoke: bool, overrides) -> int:
+def pretrain_command(config: str, out: str | None, smoke: bool, overrides, wait: bool = False) -> int:
     """``speechmi pretrain``: a config path or a bundled name (apc, vqapc, hubert, data2vec)."""
     path, cfg = load_config(config, overrides, smoke)
     out_dir = Path(out or Path("runs") / f"pretrain-{path.stem}")
-    last = pretrain(cfg, out_dir)
+    last = pretrain(cfg, out_dir, wait=wait)
     for rec in last:
         print(f"member {rec['member']}: step {rec['step']} dev loss {rec['dev_loss']:.4f}, "
               f"H(Z_target) {rec['dev_h_target_bits']:.3f} bits, bound {rec['dev_bound_bits']:.3f} bits")

@@ -8,7 +8,12 @@ exported in the transformers layout. The sizes here are small on purpose: they r
 ``--smoke``; the zoo's recipes (``configs/zoo/``) set theirs. Costs: README ("Pretraining").
 """
 
+import math
+
 import ml_collections
+
+from speechmi_jax.configs import ranges
+from speechmi_jax.configs.ranges import SEED, at_least, between, count, positive
 
 # The conv backbone (model.backbone = "conv"): a HuBERT / data2vec-audio of ~0.1 M parameters: a 3-layer conv stem of 32 channels
 # with the standard 320x downsampling (50 frames/s; kernels 10, 8, 4, strides 5, 8, 8: fewer
@@ -71,6 +76,120 @@ def base_config() -> ml_collections.ConfigDict:
     # targets have ~1), wav2vec 2.0's codebook perplexity (G = 2: one code per group in use).
     c.collapse = ml_collections.ConfigDict(dict(min_target_var=1e-2, min_perplexity=2.5))
     return c
+
+
+# Allowed values of every numeric key (:mod:`speechmi_jax.configs.ranges`; a list's items each),
+# checked by ``ssl.trainer.validate_config`` before anything is written. A key added to a
+# pretraining config needs its range here (tests/test_hostile.py walks every numeric key of
+# every bundled pretraining config).
+RANGES = {
+    "max_utterances": count(0, "0 = all"),
+    "max_dev_utterances": count(0, "0 = all"),
+    "max_dev_batches": count(0, "0 = all"),
+    # 0.1 s: 10 log-mel frames, 5 backbone frames; the front ends need > 200 samples.
+    "crop_seconds": at_least(0.1, "seconds"),
+    "batch_size": count(1), "steps": count(1), "eval_every": count(1),
+    "checkpoint_every": count(1), "keep_checkpoints": count(1),
+    "seed": SEED,
+    "mask_span": count(1, "frames"),
+    "population.seed": SEED,
+    "population.lr": between(0, 1, lo_open=True),
+    "population.mask_prob": between(0, 1, lo_open=True),
+    "population.shift": count(1, "frames"),
+    "optim.warmup_steps": count(0),
+    "optim.final_lr_fraction": between(0, 1),
+    "optim.b1": between(0, 1, hi_open=True),
+    "optim.b2": between(0, 1, hi_open=True),
+    "optim.eps": positive(),
+    "optim.weight_decay": at_least(0),
+    "optim.clip_norm": positive(),
+    "model.logmel.hidden_size": count(1), "model.logmel.num_layers": count(1),
+    "model.logmel.num_heads": count(1), "model.logmel.intermediate_size": count(1),
+    "model.logmel.stack": count(1, "log-mel frames"), "model.logmel.pos_conv_kernel": count(1),
+    "model.logmel.pos_conv_groups": count(1),
+    "export_steps": count(1, "steps"),
+    "model.vq_codes": count(2, "codes"),
+    "model.vq_temperature": positive(),
+    "model.hf_config.conv_dim": count(1), "model.hf_config.conv_kernel": count(1),
+    "model.hf_config.conv_stride": count(1), "model.hf_config.hidden_size": count(1),
+    "model.hf_config.num_hidden_layers": count(1),
+    "model.hf_config.num_attention_heads": count(1),
+    "model.hf_config.intermediate_size": count(1),
+    "model.hf_config.num_conv_pos_embedding_groups": count(1),
+    "model.hf_config.num_conv_pos_embeddings": count(1),
+    "model.hf_config.conv_pos_kernel_size": count(1),
+    "targets.layer": count(0),
+    "targets.k": count(2, "clusters"),
+    "targets.seed": SEED,
+    "targets.iters": count(1),
+    "targets.max_frames": count(1),
+    "data2vec.top_k": count(1, "layers"),
+    "data2vec.ema_decay": between(0, 1),
+    "wav2vec2.num_negatives": count(1), "wav2vec2.codebook_groups": count(1),
+    "wav2vec2.codebook_vars": count(2), "wav2vec2.final_dim": count(1),
+    "wav2vec2.gumbel_temperature": positive(), "wav2vec2.logit_temperature": positive(),
+    "wav2vec2.diversity_weight": at_least(0),
+    "collapse.min_target_var": at_least(0),
+    "collapse.min_perplexity": at_least(0),
+}
+
+
+def check_settings(config, error=ValueError, causal: bool = False) -> None:
+    """Every value in its :data:`RANGES` range, then the rules that tie keys together: raises
+    ``error`` naming the keys and what was expected. ``causal``: the objective trains the causal
+    backbone (APC, VQ-APC: its registry row says so)."""
+    ranges.check(config, RANGES, error)
+    if config.checkpoint_every % config.eval_every:
+        raise error(f"config keys 'checkpoint_every' and 'eval_every': checkpoint_every="
+                    f"{config.checkpoint_every} must be a multiple of eval_every={config.eval_every}")
+    bad = sorted(s for s in config.export_steps if s > config.steps or s % config.eval_every)
+    if bad:
+        raise error(f"config key 'export_steps': {bad}; expected steps in 1..{config.steps} (steps) "
+                    f"that are multiples of eval_every={config.eval_every}, so a dev record exists there")
+    if config.model.backbone not in ("logmel", "conv"):
+        raise error(f"config key 'model.backbone': {config.model.backbone!r}; expected 'logmel' or 'conv'")
+    if causal and config.model.backbone != "logmel":
+        raise error(f"config key 'model.backbone': {config.model.backbone!r} with objective "
+                    f"{config.objective!r}, which trains the causal log-mel backbone; expected 'logmel'")
+    crop = int(round(config.crop_seconds * 16000))
+    if config.model.backbone == "logmel":
+        mel = config.model.logmel
+        hop, layers, section = 160 * mel.stack, mel.num_layers, "model.logmel"
+        _divisible(error, section, mel.hidden_size, mel.num_heads, "num_heads")
+        _divisible(error, section, mel.hidden_size, mel.pos_conv_groups, "pos_conv_groups")
+    else:
+        hf = config.model.hf_config
+        lengths = {k: len(hf[k]) for k in ("conv_dim", "conv_kernel", "conv_stride")}
+        if len(set(lengths.values())) != 1:
+            raise error(f"config keys 'model.hf_config.conv_*': lengths {lengths}; expected one per "
+                        f"conv layer, the same for all three")
+        hop, layers, section = math.prod(hf.conv_stride), hf.num_hidden_layers, "model.hf_config"
+        _divisible(error, section, hf.hidden_size, hf.num_attention_heads, "num_attention_heads")
+    frames = crop // hop
+    if causal:
+        most = max(config.population.shift)
+        if most >= frames:
+            raise error(f"config keys 'population.shift' and 'crop_seconds': a {config.crop_seconds} s "
+                        f"crop has {frames} frames of {hop} samples, too few to predict {most} frames "
+                        f"ahead; expected shift < {frames} or a longer crop")
+        return
+    if config.mask_span > frames:
+        raise error(f"config keys 'mask_span' and 'crop_seconds': a {config.crop_seconds} s crop has "
+                    f"{frames} frames of {hop} samples, fewer than mask_span={config.mask_span}, so no "
+                    f"frame would be masked; expected mask_span <= {frames} or a longer crop")
+    if config.objective == "data2vec" and config.data2vec.top_k > layers:
+        raise error(f"config key 'data2vec.top_k': {config.data2vec.top_k} layers; the model has "
+                    f"{layers} ({section}): expected top_k <= {layers}")
+    if config.objective == "hubert" and config.targets.k > config.targets.max_frames:
+        raise error(f"config keys 'targets.k' and 'targets.max_frames': k-means of {config.targets.k} "
+                    f"clusters on at most {config.targets.max_frames} frames; expected k <= max_frames")
+
+
+def _divisible(error, section: str, width: int, heads: int, heads_key: str):
+    if width % heads:
+        raise error(f"config keys '{section}.hidden_size' and '{section}.{heads_key}': hidden_size="
+                    f"{width} is not a multiple of {heads_key}={heads}; expected heads that divide "
+                    f"the width")
 
 
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
