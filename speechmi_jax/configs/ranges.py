@@ -3,8 +3,8 @@
 Each schema keeps a table ``{dotted key: Range}`` next to its defaults (``configs/base.py``,
 ``configs/pretrain/common.py``); :func:`check` walks every leaf of a config (nested sections,
 e.g. ``optim.warmup_steps`` or ``model.hf_config.hidden_size``) and checks the leaves the table
-names. A list value (``population.lr``, ``probe.l2``) must be non-empty and each of its items
-in range. None passes (the schemas say where None is allowed). A failure is a
+names. A list value (``population.lr``, ``probe.l2``) must be non-empty (unless its range says
+``empty_ok``) and each of its items in range. None passes (the schemas say where None is allowed). A failure is a
 :class:`~speechmi_jax.configs.base.ConfigError` naming the key (``probe.l2[1]``), the value and
 the allowed range.
 """
@@ -28,6 +28,7 @@ class Range:
     hi_open: bool = False
     integer: bool = False
     unit: str = ""
+    empty_ok: bool = False  # a list key that may be empty (e.g. no extra export steps)
 
     def __contains__(self, value) -> bool:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -117,6 +118,8 @@ def check(config, table: Mapping[str, Range], error=ValueError) -> None:
             continue
         if isinstance(value, (list, tuple)):
             if not value:
+                if rng.empty_ok:
+                    continue
                 raise error(f"config key {key!r}: an empty list; expected one or more values, "
                             f"each {rng.describe()}")
             items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]

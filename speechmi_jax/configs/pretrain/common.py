@@ -8,6 +8,7 @@ exported in the transformers layout. The sizes here are small on purpose: they r
 ``--smoke``; the zoo's recipes (``configs/zoo/``) set theirs. Costs: README ("Pretraining").
 """
 
+import dataclasses
 import math
 
 import ml_collections
@@ -107,7 +108,7 @@ RANGES = {
     "model.logmel.num_heads": count(1), "model.logmel.intermediate_size": count(1),
     "model.logmel.stack": count(1, "log-mel frames"), "model.logmel.pos_conv_kernel": count(1),
     "model.logmel.pos_conv_groups": count(1),
-    "export_steps": count(1, "steps"),
+    "export_steps": dataclasses.replace(count(1, "steps"), empty_ok=True),
     "model.vq_codes": count(2, "codes"),
     "model.vq_temperature": positive(),
     "model.hf_config.conv_dim": count(1), "model.hf_config.conv_kernel": count(1),
