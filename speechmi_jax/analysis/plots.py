@@ -22,7 +22,8 @@ from speechmi_jax.analysis.results import MEASURES, Results  # noqa: E402
 
 def _label(measure: str) -> str:
     m = MEASURES[measure]
-    arrow = "higher is better" if m.higher_is_better else "lower is better"
+    arrow = ("higher is better" if m.higher_is_better else "lower is better") \
+        if m.target is None else f"best near {m.target:g}"
     return f"{measure} ({m.unit}; {arrow})"
 
 
