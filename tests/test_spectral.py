@@ -222,6 +222,8 @@ def test_selection_direction_of_the_rank_based_records():
     assert "score" not in res.get("enc", 0, "cca_logmel").extra
     assert correlation.expected_sign("cca_logmel", "phone_mi") == -1
     assert correlation.expected_sign("alpha_req", "ctc_per") == -1
+    assert [results.direction(m) for m in ("alpha_req", "cca_logmel", "lidar")] == [
+        "best near 1", "lower is better", "higher is better"]
     with pytest.raises(results.ResultsError, match="pass higher_is_better=True"):
         results.register_measure("x_target", "exponent", higher_is_better=False,
                                  kind="label_free", description="", target=1.0)

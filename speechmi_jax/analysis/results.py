@@ -131,6 +131,15 @@ for _args in (
                      description=_args[4], target=_args[5] if len(_args) > 5 else None)
 
 
+def direction(measure: str) -> str:
+    """How ``measure`` selects, in words: "higher is better", "lower is better" or "best near
+    <target>" (then ranked by -|value - target|: :func:`compared`)."""
+    m = MEASURES[measure]
+    if m.target is not None:
+        return f"best near {m.target:g}"
+    return "higher is better" if m.higher_is_better else "lower is better"
+
+
 def compared(rec) -> tuple[float, tuple[float, float]]:
     """(value, ci) that best layers and correlations use for a record: its value and interval,
     or, for a measure with a target (alpha-ReQ), the score -|value - target| and the

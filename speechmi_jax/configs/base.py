@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
     next-frame view at k = 100 ms, input view = log-mel frames within 20 ms of the frame,
     64 k-means codes of it as the predictive target.
     Linear CTC: 3000 Adam steps of 32 utterances, learning rate in {3e-3, 1e-2, 3e-2}.
+    Rank-based measures: at most 20000 frames a split, 1000 bootstrap replicates, alpha-ReQ
+    over ranks 4..100, LiDAR's views 20 ms apart, CCA shrinkage in {1e-4, 1e-3, 1e-2, 1e-1}
+    chosen on dev.
     """
     from speechmi_jax.measures import REGISTRY
 
