@@ -475,10 +475,12 @@ def _layer_statistics(x: Inputs, measure: str, groups: np.ndarray, stat) -> list
     layers = []
     for layer in range(x.fs.hidden.shape[0]):   # one eigendecomposition per layer
         value, influence, extra = stat(layer)
-        _, ci = bootstrap.mean_ci(value + influence, groups,
-                                  num_replicates=x.config.spectral.num_bootstrap,
-                                  seed=x.config.seed)
-        layers.append((layer, value, ci, extra))
+        _, (lo, hi) = bootstrap.mean_ci(value + influence, groups,
+                                        num_replicates=x.config.spectral.num_bootstrap,
+                                        seed=x.config.seed)
+        # a statistic with ~0 influence (PWCCA of log-mel with itself) can have every
+        # replicate a few ulps off it: the interval holds the estimate
+        layers.append((layer, value, (min(lo, value), max(hi, value)), extra))
     return results_lib.statistic_records(x.encoder, measure, layers,
                                          n_utterances=int(np.unique(groups).size))
 

@@ -237,15 +237,16 @@ def test_pipeline_writes_every_rank_based_measure_with_intervals(tmp_path):
     names = ["rankme", "alpha_req", "lidar", "cca_logmel"]
     config = cli.load_config(demo.__file__, [
         "encoders=['logmel','apc-small']", "max_utterances_per_split=4", f"measures={names}",
-        "progress=False", "spectral.num_bootstrap=100", "spectral.cca_l2=(1e-3, 1e-1)"])
+        "progress=False", "spectral.num_bootstrap=100", "spectral.cca_l2=(1e-3, 1e-1)",
+        "views.input_context_s=0.0"])   # the log-mel frame itself: an 80-d CCA side
     res = pipeline.run_experiment(config, tmp_path / "run")
     assert res.layers("logmel") == [0] and res.layers("apc-small") == [0, 1, 2, 3]
     for enc in res.encoders():
         for m in names:
             for r in res.series(enc, m):
-                assert r.ci[0] < r.value < r.ci[1] and r.ci[1] - r.ci[0] > 0, r
+                assert r.ci[0] <= r.value <= r.ci[1], r
                 assert r.extra["n_utterances"] == 4 and r.extra["n_test"] > 500, r
-    assert res.get("logmel", 0, "cca_logmel").value > 0.99     # its own input, windowed
+    assert res.get("logmel", 0, "cca_logmel").value > 0.999    # its own input
     assert res.get("apc-small", 3, "lidar").extra["shift_frames"] == 2   # 20 ms at 100 Hz
     assert res.get("logmel", 0, "alpha_req").extra["fit_ranks"] == [4, 80]   # log-mel: D = 80
     assert res.get("apc-small", 2, "cca_logmel").extra["l2"] in (1e-3, 1e-1)
