@@ -27,7 +27,9 @@ def main(argv=None):
                     help="also a table of wall seconds per encoder: feature pass and each measure")
     args = ap.parse_args(argv)
     res = results.read_results(args.run_dir)
-    label_free = [m for m in res.measures() if results.MEASURES[m].kind == "label_free"]
+    # the bounds (records with a ceiling); the rank-based statistics: benchmarks/rank_table.py
+    label_free = [m for m in res.measures() if results.MEASURES[m].kind == "label_free"
+                  and all("ceiling" in r.extra for r in res.records if r.measure == m)]
     layers = max(len(res.layers(e)) for e in res.encoders())
     print("| measure | encoder | ceiling (bits) | " + " | ".join(f"layer {l}" for l in range(layers))
           + " | max fraction | seconds |")

@@ -8,6 +8,7 @@ Public API (see README):
     est = probe_mi(z_train, y_train, z_test, y_test)     # supervised bound, bits
     est = infonce_mi(a_train, b_train, a_test, b_test)   # label-free bound, bits
     est = estimate_mi(x_train, y_train, x_test, y_test)  # generic MI estimate, bits
+    rankme(z); alpha_req(z); lidar(views); pwcca(a, b)  # rank-based label-free statistics
 
 Names resolve lazily so that ``import speechmi_jax`` stays cheap.
 """
@@ -28,6 +29,10 @@ _EXPORTS = {
     "infonce_mi": "speechmi_jax.estimators.api",
     "estimate_mi": "speechmi_jax.estimators.generic",
     "MIEstimate": "speechmi_jax.estimators.api",
+    "rankme": "speechmi_jax.estimators.spectral",
+    "alpha_req": "speechmi_jax.estimators.spectral",
+    "lidar": "speechmi_jax.estimators.spectral",
+    "pwcca": "speechmi_jax.estimators.spectral",
     "nats_to_bits": "speechmi_jax.units",
     "bits_to_nats": "speechmi_jax.units",
 }

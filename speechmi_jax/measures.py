@@ -64,6 +64,32 @@ Decisions taken here (and nowhere else):
   log-mel baseline, whose masked frames are one constant, it is ~0. It costs one more encoder
   pass per encoder and is not among the demo's measures (BENCHMARKS.md, "Label-free
   measures").
+* **Rank-based label-free measures** (``config.spectral``; kernels in
+  ``estimators/spectral.py``): statistics of a layer's whole feature matrix, not bounds, so
+  they have no ceiling. Each uses the test split's frames (a seeded subset of at most
+  ``spectral.max_frames``), like every other measure's figure, and its interval resamples test
+  utterances (the statistic's influence function, ``bootstrap.mean_ci``: the bootstrap
+  linearised, one eigendecomposition per layer).
+
+  ==============  ========================================  ================================
+  measure         value                                     selection (``results.MEASURES``)
+  ==============  ========================================  ================================
+  ``rankme``      RankMe of the frames [N, D]               higher is better
+  ``alpha_req``   alpha, eigenspectrum decay over ranks     nearest 1: score -|alpha - 1|
+                  ``spectral.alpha_ranks`` (clipped to D)
+  ``lidar``       LiDAR; items = frames t, views = frames   higher is better
+                  t and t + k (k = ``lidar_shift_s``)
+  ``cca_logmel``  PWCCA between the layer and the log-mel   lower is better (further from
+                  window at its frame (``views.``           the input)
+                  ``input_context_s``); shrinkage chosen
+                  on dev, fitted on train
+  ==============  ========================================  ================================
+
+  LiDAR's views are neighbouring frames, not a masked pass: they need no second encoder pass,
+  exist for every encoder (the log-mel baselines' masked frames are one constant, so a
+  masked view would be degenerate there), and two frames ``lidar_shift_s`` (20 ms) apart lie
+  mostly in one phone (phones last ~80 ms), so they are two views of the same content; k is
+  in seconds, so every encoder's items span the same time.
 * **CTC targets** come from each utterance's phone *segments* (not the frame labels, which
   lose phones shorter than a frame), so encoders of different frame rates are scored against
   the same references.
@@ -437,3 +463,120 @@ def ctc_per(x: Inputs) -> list[dict]:
     layers = ctc.ctc_per_bank(keep(train), keep(dev), keep(test), num_phones=len(x.fs.phone_set),
                               checkpoint_dir=x.checkpoint_dir, **x.config.ctc)
     return results_lib.ctc_records(x.encoder, layers)
+
+
+# ----------------------------------------------------------------------------- rank-based
+
+
+def _split_rows(x: Inputs, split: str, salt: int, rows: Optional[np.ndarray] = None) -> np.ndarray:
+    """Rows (frames, or items given as ``rows``' first frames) of ``split``: a seeded subset of
+    at most ``spectral.max_frames``."""
+    rows = np.arange(x.fs.num_frames) if rows is None else rows
+    rows = rows[x.splits[rows] == split]
+    if rows.size < 2:
+        raise ValueError(f"the {split} split holds {rows.size} frames: the rank-based measures "
+                         f"need >= 2")
+    return _subsample(rows, x.config.spectral.max_frames, x.config.seed + salt)
+
+
+def _layer_statistics(x: Inputs, measure: str, groups: np.ndarray, stat) -> list[dict]:
+    """One record per layer: ``stat(layer) -> (value, influence [P], extra)``, the interval from
+    the influence over utterances ``groups`` [P] (``bootstrap.mean_ci`` of value + IF)."""
+    from speechmi_jax.estimators import bootstrap
+    layers = []
+    for layer in range(x.fs.hidden.shape[0]):   # one eigendecomposition per layer
+        value, influence, extra = stat(layer)
+        _, (lo, hi) = bootstrap.mean_ci(value + influence, groups,
+                                        num_replicates=x.config.spectral.num_bootstrap,
+                                        seed=x.config.seed)
+        # a statistic with ~0 influence (PWCCA of log-mel with itself) can have every
+        # replicate a few ulps off it: the interval holds the estimate
+        layers.append((layer, value, (min(lo, value), max(hi, value)), extra))
+    return results_lib.statistic_records(x.encoder, measure, layers,
+                                         n_utterances=int(np.unique(groups).size))
+
+
+def _layer_rows(x: Inputs, layer: int, rows: np.ndarray) -> np.ndarray:
+    """Layer ``layer``'s features at ``rows`` [P, D], float32 (read from the cache)."""
+    return np.asarray(x.fs.hidden[layer, rows], np.float32)
+
+
+@register("rankme", ("rankme",), ("spectral.max_frames", "spectral.num_bootstrap", "seed"))
+def rankme(x: Inputs) -> list[dict]:
+    """RankMe of each layer's test frames (``spectral.rankme``)."""
+    from speechmi_jax.estimators import spectral
+    rows = _split_rows(x, "test", 3)
+
+    def stat(layer):
+        z = _layer_rows(x, layer, rows)
+        value, influence = spectral.rankme_influence(z)
+        return value, influence, {"n_test": int(rows.size), "max_rank": int(min(z.shape))}
+    return _layer_statistics(x, "rankme", x.fs.utt_index[rows], stat)
+
+
+@register("alpha_req", ("alpha_req",),
+          ("spectral.max_frames", "spectral.num_bootstrap", "spectral.alpha_ranks", "seed"))
+def alpha_req(x: Inputs) -> list[dict]:
+    """alpha-ReQ of each layer's test frames (``spectral.alpha_req``)."""
+    from speechmi_jax.estimators import spectral
+    rows = _split_rows(x, "test", 3)
+
+    def stat(layer):
+        fit, influence = spectral.alpha_req_influence(_layer_rows(x, layer, rows),
+                                                      ranks=tuple(x.config.spectral.alpha_ranks))
+        return fit.alpha, influence, {"n_test": int(rows.size), "fit_ranks": list(fit.ranks),
+                                      "fit_r2": fit.r2}
+    return _layer_statistics(x, "alpha_req", x.fs.utt_index[rows], stat)
+
+
+@register("lidar", ("lidar",),
+          ("spectral.max_frames", "spectral.num_bootstrap", "spectral.lidar_shift_s",
+           "spectral.lidar_delta", "seed"))
+def lidar(x: Inputs) -> list[dict]:
+    """LiDAR of each layer: items = test frames t, views = frames t and t + k (see the module
+    docstring for why these views)."""
+    from speechmi_jax.estimators import spectral, views
+    sp = x.config.spectral
+    k = max(1, int(round(sp.lidar_shift_s * x.fs.encoder["frame_rate"])))
+    ia, ib, _ = views.shift_pairs(x.fs.utt_offsets, k)
+    keep = np.isin(ia, _split_rows(x, "test", 4, ia))
+    ia, ib = ia[keep], ib[keep]
+
+    def stat(layer):
+        pair = np.stack([_layer_rows(x, layer, ia), _layer_rows(x, layer, ib)], axis=1)
+        value, influence = spectral.lidar_influence(pair, delta=sp.lidar_delta)
+        return value, influence, {"n_test": int(ia.size), "shift_frames": k,
+                                  "max_rank": int(pair.shape[2])}
+    return _layer_statistics(x, "lidar", x.fs.utt_index[ia], stat)
+
+
+@register("cca_logmel", ("cca_logmel",),
+          ("spectral.max_frames", "spectral.num_bootstrap", "spectral.cca_l2",
+           "views.input_context_s", "seed"), needs_input=True)
+def cca_logmel(x: Inputs) -> list[dict]:
+    """PWCCA between each layer and the log-mel window at its frames (``views.input_context``):
+    the CCA is fitted on training frames at each shrinkage of ``spectral.cca_l2``, the one with
+    the highest dev PWCCA is kept (without a dev split, 10 % of the training utterances), and
+    its PWCCA on test frames is reported."""
+    from speechmi_jax.estimators import api, spectral, views
+    ctx = views.input_context(x.fs, x.input_features, x.config.views.input_context_s)  # [N, Dctx]
+    codes = api.dev_from_train(api.split_codes(x.splits, x.fs.num_frames), x.fs.utt_index,
+                               0.1, x.config.seed)
+    split = np.asarray(api.SPLITS)[codes]
+    rows = {}
+    for salt, name in enumerate(api.SPLITS):
+        idx = np.flatnonzero(split == name)
+        if idx.size < 2:
+            raise ValueError(f"cca_logmel: the {name} split holds {idx.size} frames; need >= 2")
+        rows[name] = _subsample(idx, x.config.spectral.max_frames, x.config.seed + 5 + salt)
+    mel = {name: np.asarray(ctx[r], np.float32) for name, r in rows.items()}
+    mel_fit = spectral.cca_view(mel["train"], name="cca_logmel: log-mel")  # once, every layer
+
+    def stat(layer):
+        z = {name: _layer_rows(x, layer, r) for name, r in rows.items()}
+        cca, dev = spectral.cca_dev_choice(z["train"], mel_fit, z["dev"], mel["dev"],
+                                           x.config.spectral.cca_l2)
+        value, influence = spectral.pwcca_score_influence(cca, z["test"], mel["test"])
+        return value, influence, {"n_test": int(rows["test"].size), "l2": cca.reg,
+                                  "dev_value": dev, "n_components": int(cca.rho.size)}
+    return _layer_statistics(x, "cca_logmel", x.fs.utt_index[rows["test"]], stat)

@@ -39,7 +39,7 @@ from typing import Optional
 
 import numpy as np
 
-from speechmi_jax.analysis.results import MEASURES, Results
+from speechmi_jax.analysis.results import MEASURES, Results, compared
 
 METHODS = ("spearman", "kendall", "pearson")
 
@@ -215,8 +215,11 @@ def common_points(res: Results, mx: str, my: str, encoders=None) -> list[tuple]:
 
 
 def _arrays(recs_x, recs_y):
-    return (np.array([r.value for r in recs_x]), np.array([r.value for r in recs_y]),
-            np.array([r.ci for r in recs_x]), np.array([r.ci for r in recs_y]))
+    """(x, y, x intervals, y intervals) as compared (``results.compared``: a measure with a
+    target by its score)."""
+    cx, cy = [compared(r) for r in recs_x], [compared(r) for r in recs_y]
+    return (np.array([c[0] for c in cx]), np.array([c[0] for c in cy]),
+            np.array([c[1] for c in cx]), np.array([c[1] for c in cy]))
 
 
 def _run(recs_x, recs_y, method, res, kwargs):
@@ -246,11 +249,13 @@ def pooled(res: Results, mx: str, my: str, method: str = "spearman",
 
 
 def best_layer(res: Results, encoder: str, measure: str):
-    """The encoder's record with the best value of ``measure`` (max, or min for error rates)."""
+    """The encoder's record with the best value of ``measure`` (max, or min for error rates;
+    for a measure with a target, the value nearest it: ``results.compared``)."""
     series = res.series(encoder, measure)
     if not series:
         return None
-    key = (lambda r: r.value) if MEASURES[measure].higher_is_better else (lambda r: -r.value)
+    sign = 1.0 if MEASURES[measure].higher_is_better else -1.0
+    key = lambda r: sign * compared(r)[0]  # noqa: E731
     return max(series, key=key)
 
 
@@ -264,12 +269,11 @@ def encoder_summary(res: Results, encoder: str, measure: str, summary: str):
     if not series:
         return None
     if summary == "best":
-        r = best_layer(res, encoder, measure)
-        return r.value, r.ci
+        return compared(best_layer(res, encoder, measure))
     if summary == "mean":
-        return (float(np.mean([r.value for r in series])),
-                (float(np.mean([r.ci[0] for r in series])),
-                 float(np.mean([r.ci[1] for r in series]))))
+        cs = [compared(r) for r in series]
+        return (float(np.mean([c[0] for c in cs])),
+                (float(np.mean([c[1][0] for c in cs])), float(np.mean([c[1][1] for c in cs]))))
     raise ValueError(f"summary {summary!r}: expected 'best' or 'mean'")
 
 

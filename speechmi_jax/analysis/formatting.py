@@ -7,7 +7,7 @@ from typing import Optional
 
 from speechmi_jax.analysis.correlation import Correlation
 
-DIGITS = {"bits": 3, "fraction": 3, "percent": 1}
+DIGITS = {"bits": 3, "fraction": 3, "percent": 1, "dims": 1, "exponent": 3, "correlation": 3}
 
 
 def fmt(value: float, unit: str) -> str:

@@ -17,13 +17,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-from speechmi_jax.analysis.results import MEASURES, Results  # noqa: E402
+from speechmi_jax.analysis.results import MEASURES, Results, direction  # noqa: E402
 
 
 def _label(measure: str) -> str:
-    m = MEASURES[measure]
-    arrow = "higher is better" if m.higher_is_better else "lower is better"
-    return f"{measure} ({m.unit}; {arrow})"
+    return f"{measure} ({MEASURES[measure].unit}; {direction(measure)})"
 
 
 def _colors(encoders):

@@ -139,8 +139,9 @@ def _runner_up_note(res: Results, enc: str, measure: str, best) -> str:
 
 def _best_layer_section(res: Results) -> list[str]:
     lines = ["## Best layer per measure", "",
-             "Best = highest value (lowest for error rates); CIs that overlap another layer's "
-             "mean the ranking of those layers is not settled by this run.", ""]
+             "Best = highest value (lowest for error rates and other lower-is-better measures; "
+             "for a measure with a target, the value nearest it); CIs that overlap another "
+             "layer's mean the ranking of those layers is not settled by this run.", ""]
     for measure in res.measures():
         lines.append(f"- `{measure}`:")
         for enc in res.encoders():

@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 SCHEMA = "speechmi_jax.results/1"
-UNITS = ("bits", "fraction", "percent")
+# dims: an effective number of dimensions (RankMe, LiDAR); exponent: a power-law decay
+# (alpha-ReQ); correlation: a (weighted mean) correlation coefficient in [-1, 1] (PWCCA).
+UNITS = ("bits", "fraction", "percent", "dims", "exponent", "correlation")
 CSV_COLUMNS = ("encoder", "layer", "measure", "value", "ci_lo", "ci_hi", "unit", "extra")
 
 
@@ -47,6 +49,9 @@ class Measure:
 
     kind: ``"supervised"`` (needs labels: probes, PER) or ``"label_free"`` (InfoNCE).
     higher_is_better: False for error rates; used to pick best layers and expected signs.
+    target: None, or the value at which the measure is best (alpha-ReQ: 1); such a measure is
+    ranked and correlated by its score -|value - target| (:func:`compared`), and
+    higher_is_better (True) is about that score.
     """
 
     name: str
@@ -54,13 +59,14 @@ class Measure:
     higher_is_better: bool
     kind: str
     description: str
+    target: Optional[float] = None
 
 
 MEASURES: dict[str, Measure] = {}
 
 
 def register_measure(name: str, unit: str, *, higher_is_better: bool, kind: str,
-                     description: str) -> Measure:
+                     description: str, target: Optional[float] = None) -> Measure:
     """Adds a measure to :data:`MEASURES` (idempotent for an identical definition)."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ResultsError(f"measure name {name!r}: expected lower_snake_case")
@@ -68,7 +74,12 @@ def register_measure(name: str, unit: str, *, higher_is_better: bool, kind: str,
         raise ResultsError(f"measure {name!r}: unit {unit!r} is not one of {UNITS}")
     if kind not in ("supervised", "label_free"):
         raise ResultsError(f"measure {name!r}: kind {kind!r} is not 'supervised' or 'label_free'")
-    m = Measure(name, unit, bool(higher_is_better), kind, description)
+    if target is not None and not higher_is_better:
+        raise ResultsError(f"measure {name!r}: with a target ({target}) the score -|value - "
+                           f"target| is what is compared, and higher scores are better: pass "
+                           f"higher_is_better=True")
+    m = Measure(name, unit, bool(higher_is_better), kind, description,
+                None if target is None else float(target))
     if name in MEASURES and MEASURES[name] != m:
         raise ResultsError(f"measure {name!r} is already registered as {MEASURES[name]}")
     MEASURES[name] = m
@@ -99,9 +110,46 @@ for _args in (
      "InfoNCE MI bound between the layer's frame and the input features at the same time"),
     ("ctc_per", "percent", False, "supervised",
      "phone error rate of a linear CTC head, greedy decoding"),
+    # The rank-based label-free competitors (estimators/spectral.py). Their selection
+    # direction is decided here: RankMe and LiDAR higher is better; alpha-ReQ is best at
+    # alpha = 1 (target), compared as -|alpha - 1|; cca_logmel lower is better (a layer far
+    # from its log-mel input is taken as the more abstract one).
+    ("rankme", "dims", True, "label_free",
+     "RankMe: exp of the entropy of the normalised singular values of the layer's test frames "
+     "(Garrido et al. 2023)"),
+    ("alpha_req", "exponent", True, "label_free",
+     "alpha-ReQ: decay exponent alpha of the PCA eigenspectrum of the layer's test frames "
+     "(Agrawal et al. 2022); best near 1, compared as -|alpha - 1|", 1.0),
+    ("lidar", "dims", True, "label_free",
+     "LiDAR: smooth rank of the between-item over within-item scatter, items = test frames t, "
+     "views = frames t and t+k (Thilak et al. 2024)"),
+    ("cca_logmel", "correlation", False, "label_free",
+     "projection-weighted CCA between the layer and the log-mel window at its frame, on test "
+     "frames (Pasad et al.); lower = further from the input"),
 ):
     register_measure(_args[0], _args[1], higher_is_better=_args[2], kind=_args[3],
-                     description=_args[4])
+                     description=_args[4], target=_args[5] if len(_args) > 5 else None)
+
+
+def direction(measure: str) -> str:
+    """How ``measure`` selects, in words: "higher is better", "lower is better" or "best near
+    <target>" (then ranked by -|value - target|: :func:`compared`)."""
+    m = MEASURES[measure]
+    if m.target is not None:
+        return f"best near {m.target:g}"
+    return "higher is better" if m.higher_is_better else "lower is better"
+
+
+def compared(rec) -> tuple[float, tuple[float, float]]:
+    """(value, ci) that best layers and correlations use for a record: its value and interval,
+    or, for a measure with a target (alpha-ReQ), the score -|value - target| and the
+    interval of that score (its upper end is 0 when the value's interval holds the target)."""
+    target = MEASURES[rec.measure].target
+    if target is None:
+        return rec.value, (rec.ci[0], rec.ci[1])
+    lo, hi = rec.ci[0] - target, rec.ci[1] - target
+    near = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
+    return -abs(rec.value - target), (-max(abs(lo), abs(hi)), -near)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +221,24 @@ def estimate_records(encoder: str, estimates, measure: str, accuracy_measure: Op
         if accuracy_measure is not None:
             out.append(record(encoder, e.layer, accuracy_measure, e.accuracy, e.accuracy_ci,
                               n_test=e.n_test, **extra))
+    return out
+
+
+def statistic_records(encoder: str, measure: str, layers, **extra) -> list[dict]:
+    """Records of a per-layer statistic (the rank-based measures: ``rankme``, ``alpha_req``,
+    ``lidar``, ``cca_logmel``; ``estimators/spectral.py``): layers = [(layer, value, (lo, hi),
+    {extra})]. No ceiling: these are not bounds. A measure with a target (``alpha_req``)
+    also carries ``score`` and ``score_ci``, what best layers and correlations use
+    (:func:`compared`). ``extra`` is added to every record."""
+    if measure not in MEASURES:
+        raise ResultsError(f"unknown measure {measure!r}; known: {sorted(MEASURES)}")
+    out = []
+    for layer, value, ci, more in layers:
+        rec = record(encoder, layer, measure, value, ci, **more, **extra)
+        if MEASURES[measure].target is not None:
+            score, score_ci = compared(make_record(rec))
+            rec["extra"].update(score=score, score_ci=list(score_ci))
+        out.append(rec)
     return out
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from speechmi_jax import zoo
 from speechmi_jax.analysis import correlation as corr
 from speechmi_jax.analysis.formatting import fmt_ci, fmt_corr
-from speechmi_jax.analysis.results import MEASURES, Results, as_results
+from speechmi_jax.analysis.results import MEASURES, Results, as_results, compared
 from speechmi_jax.ssl import table1
 
 PER = "ctc_per"
@@ -146,8 +146,9 @@ def selection(res: Results, points, measure: str, reference: str, **kw) -> Optio
     rows = picked(res, points, measure, reference)
     if len(rows) < 3:
         return None
-    coefs = _correlate([r[2].value for r in rows], [r[3].value for r in rows],
-                       [r[2].ci for r in rows], [r[3].ci for r in rows], res, kw)
+    xs, ys = [compared(r[2]) for r in rows], [compared(r[3]) for r in rows]
+    coefs = _correlate([x[0] for x in xs], [y[0] for y in ys], [x[1] for x in xs],
+                       [y[1] for y in ys], res, kw)
     return Selection(measure, reference, "pooled", [(p, l, a.value, b) for p, l, a, b in rows],
                      coefs, corr.expected_sign(measure, reference))
 
@@ -273,7 +274,8 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
     lines = ["## SSL model selection without labels", "",
              f"{len(points)} (model, checkpoint) points of the shipped zoo ({', '.join(models)}; "
              "step 0 = each run's initialisation; checkpoints with identical weights counted once)."
-             " Each point is read at the layer the label-free measure picks (its highest value)."
+             " Each point is read at the layer the label-free measure picks (its best value: the highest,"
+             " the lowest for a lower-is-better one, the nearest its target for alpha_req)."
              f" Verdicts use Kendall τ_b: expected sign, CI excludes 0, p <= {1 - res.ci_level:.2g}"
              " (Spearman ρ shown beside it).", ""]
     verdict_lines, detail, few_points = [], [], 0

@@ -23,6 +23,13 @@ Keys (full-size defaults; each experiment file says what it changes):
   target of ``codes_next_k`` and ``codes_masked``), ``max_pairs`` (a seeded subset of the
   pairs, 0 = all), ``masked_span_s`` / ``masked_fraction`` (``codes_masked``: spans of this
   length hide this fraction of each utterance's frames, in the encoder's own frames).
+* ``spectral``: the rank-based measures (``rankme``, ``alpha_req``, ``lidar``, ``cca_logmel``;
+  ``estimators/spectral.py``): ``max_frames`` (each statistic uses at most this many frames of
+  a split, a seeded subset; 0 = all), ``num_bootstrap`` (replicates of the utterance
+  bootstrap), ``alpha_ranks`` (alpha-ReQ's fit range, 1-based ranks [lo, hi]),
+  ``lidar_shift_s`` (a LiDAR item's two views: frames t and t + k, k this many seconds in the
+  encoder's frames), ``lidar_delta`` (LiDAR's ridge on the within-item scatter, relative to its
+  mean eigenvalue), ``cca_l2`` (the CCA shrinkage grid, chosen on dev).
 """
 
 from __future__ import annotations
@@ -56,6 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
     next-frame view at k = 100 ms, input view = log-mel frames within 20 ms of the frame,
     64 k-means codes of it as the predictive target.
     Linear CTC: 3000 Adam steps of 32 utterances, learning rate in {3e-3, 1e-2, 3e-2}.
+    Rank-based measures: at most 20000 frames a split, 1000 bootstrap replicates, alpha-ReQ
+    over ranks 4..100, LiDAR's views 20 ms apart, CCA shrinkage in {1e-4, 1e-3, 1e-2, 1e-1}
+    chosen on dev.
     """
     from speechmi_jax.measures import REGISTRY
 
@@ -87,6 +97,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.ctc = ml_collections.ConfigDict(dict(
         learning_rates=(3e-3, 1e-2, 3e-2), num_steps=3000, batch_size=32, eval_every=250,
         num_bootstrap=1000))
+    # Allowed ranges (the kernels in estimators/spectral.py raise on values outside them):
+    # max_frames: int >= 0 (0 = all; else >= 2); num_bootstrap: int >= 1;
+    # alpha_ranks: two ints, 1 <= lo < hi; lidar_shift_s: float > 0 (rounded to >= 1 frame);
+    # lidar_delta: float > 0; cca_l2: non-empty list of floats, each in [0, 1).
+    c.spectral = ml_collections.ConfigDict(dict(
+        max_frames=20000, num_bootstrap=1000, alpha_ranks=(4, 100), lidar_shift_s=0.02,
+        lidar_delta=1e-4, cca_l2=(1e-4, 1e-3, 1e-2, 1e-1)))
     return c
 
 
@@ -204,7 +221,7 @@ def validate(config) -> ml_collections.ConfigDict:
                           f"expected {sorted(base)}")
     for key, like in base.items():
         value = config[key]
-        if key in ESTIMATOR_SECTIONS + ("views",):
+        if key in ESTIMATOR_SECTIONS + ("views", "spectral"):
             _check_section(key, value, like)
             continue
         _check_value(key, value, like if like is not None else _NONE_TYPES[key],
@@ -228,7 +245,7 @@ _NONE_TYPES = {"whisper_window_seconds": 1.0, "speaker_domain": ""}
 def _check_section(section: str, value, like):
     if not hasattr(value, "items"):
         raise ConfigError(f"config key {section!r}: expected a dict of settings, got {value!r}")
-    if section == "views":
+    if section in ("views", "spectral"):
         allowed = set(like)
     else:
         allowed = estimator_settings(section)
@@ -241,10 +258,10 @@ def _check_section(section: str, value, like):
                               f"expected one of: {close}")
         if key in like:
             _check_value(f"{section}.{key}", v, like[key])
-    if section == "views":
+    if section in ("views", "spectral"):
         missing = set(like) - set(value)
         if missing:
-            raise ConfigError(f"config key 'views': missing {sorted(missing)}")
+            raise ConfigError(f"config key {section!r}: missing {sorted(missing)}")
 
 
 def _no_repeats(key: str, items: list, key_fn=lambda x: x):

@@ -11,6 +11,8 @@
     validate   input checks with errors that name the array and the expectation
     known      distributions with closed-form / Monte-Carlo MI (tests and benchmarks)
     tasks      known-MI task set ("Beyond Normal" families) with closed-form truths
+    spectral   rank-based label-free statistics (RankMe, alpha-ReQ, LiDAR, PWCCA) with their
+               influence functions for utterance-bootstrap intervals
     generic    estimate_mi: the generic estimator (Gaussianised marginals, Gaussian + neural
                critic, cross-fitted, held-out InfoNCE over one block of all pairs)
 """
