@@ -23,7 +23,6 @@ banks of equal shapes compile once across encoders and runs.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import logging
@@ -37,7 +36,7 @@ from speechmi_jax import measures as measures_lib
 from speechmi_jax.analysis import report as report_lib
 from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.configs import base as config_lib
-from speechmi_jax.estimators.train import RELEASE_MIN_BYTES
+from speechmi_jax.estimators.train import RELEASE_MIN_BYTES, trim_heap
 from speechmi_jax import interrupt
 from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 
@@ -69,10 +68,7 @@ def release_memory():
     a collection), then glibc's ``malloc_trim`` (freed heap pages otherwise stay in the
     process: measured ~200 MB after two measures on Whisper tiny.en). Elsewhere a no-op."""
     gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    trim_heap()
 
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"

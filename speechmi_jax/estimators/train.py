@@ -24,6 +24,7 @@ A resumed run replays exactly the computation of an uninterrupted one (batches a
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import hashlib
@@ -174,6 +175,16 @@ def check_file_list(step_dir: Path) -> str | None:
     return None
 
 
+def trim_heap() -> None:
+    """glibc's ``malloc_trim(0)``: hands the free pages of every malloc arena back to the OS
+    (glibc keeps what a process frees, and memory freed on other threads, in their arenas,
+    stays resident). A few ms; elsewhere than glibc a no-op."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class _Checkpointer:
     """Orbax CheckpointManager over the bank state plus a JSON identity/checksum record."""
 
@@ -195,10 +206,16 @@ class _Checkpointer:
         self._unlisted = int(step)
 
     def _list_finished(self):
-        """Waits for the pending asynchronous save and writes its file list (FILE_LIST)."""
+        """Waits for the pending asynchronous save, writes its file list (FILE_LIST) and returns
+        the save's buffers to the OS (``trim_heap``)."""
         self.manager.wait_until_finished()
         if self._unlisted is not None and (self.directory / str(self._unlisted)).is_dir():
             write_file_list(self.directory / str(self._unlisted))
+            # An asynchronous save copies the whole state to host buffers and serialises it on
+            # Orbax's writer threads while the next steps run; glibc kept the pages they freed
+            # (no object outlives the save), so RSS rose by up to a state's size per save, ~80 MB
+            # per checkpoint in the demo's InfoNCE bank (BENCHMARKS.md, "Checkpoint memory").
+            trim_heap()
         self._unlisted = None
 
     def _set_aside(self, step: int, why: str):
