@@ -79,7 +79,11 @@ def test_population_equals_separate_runs(reference, tmp_path):
         for a, b in zip(pop, sep):
             for k, v in a.items():
                 if isinstance(v, float):
-                    assert abs(v - b[k]) <= 1e-5 * max(1.0, abs(v)), (k, a["step"], v, b[k])
+                    # A bound is the difference of two Gaussian entropies (APC's on 160-d stacked
+                    # log-mel: ~-280 bits each): its float error scales with theirs, not with it.
+                    split = k.partition("_")[0]
+                    scale = max(1.0, abs(v), abs(a.get(f"{split}_h_target_bits", 0.0)))
+                    assert abs(v - b[k]) <= 1e-5 * scale, (k, a["step"], v, b[k])
         pa, pb = load_file(out / f"member-{i}" / "model" / "model.safetensors"), load_file(single / "model" / "model.safetensors")
         assert pa.keys() == pb.keys()
         for k in pa:
@@ -132,7 +136,10 @@ def test_sigterm_mid_run_checkpoints_says_how_to_resume_and_the_rerun_is_identic
 
 
 def _data2vec(tmp_path, name, anti_collapse: bool):
+    # On the conv-stem backbone, where a teacher that is the student itself collapses within 30
+    # steps; the guard is the same for every backbone.
     _, config = trainer.load_config("data2vec", [
+        "model.backbone=conv",
         "steps=30", "eval_every=10", "checkpoint_every=30", "optim.warmup_steps=5", "population.lr=[0.003]",
         f"data2vec.normalize_targets={anti_collapse}", f"data2vec.ema_decay={0.995 if anti_collapse else 0.0}",
     ], smoke=True)
