@@ -105,28 +105,19 @@ def main(argv=None):
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
         axes[row, 0].legend(fontsize=8)
-    ax = axes[0, 2]
-    for model in table:
-        member = a.runs / model
-        member = member / "member-0" if (member / "member-0").is_dir() else member
-        pts = read_scalars(member).get("dev/bound_bits", [])
-        ax.plot([max(s, 1) for s, _, _ in pts], [v for _, v, _ in pts], label=model)
-    ax.set_xscale("log")
-    ax.set_xlabel("training step (event files)")
-    ax.set_ylabel("objective's dev bound (bits)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax = axes[1, 2]
-    for model in table:
-        member = a.runs / model
-        member = member / "member-0" if (member / "member-0").is_dir() else member
-        pts = read_scalars(member).get("dev/loss", [])
-        ax.plot([max(s, 1) for s, _, _ in pts], [v for _, v, _ in pts], label=model)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step (event files)")
-    ax.set_ylabel("objective's dev loss")
-    ax.grid(alpha=0.3)
+    for ax, tag, label in ((axes[0, 2], "dev/bound_bits", "objective's dev bound (bits)"),
+                           (axes[1, 2], "dev/loss", "objective's dev loss")):
+        for model in table:
+            member = a.runs / model
+            member = member / "member-0" if (member / "member-0").is_dir() else member
+            pts = read_scalars(member).get(tag, [])
+            ax.plot([max(s, 1) for s, _, _ in pts], [v for _, v, _ in pts], label=model)
+        ax.set_xscale("log")
+        ax.set_xlabel("training step (event files)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0, 2].legend(fontsize=8)
+    axes[1, 2].set_yscale("log")
     fig.tight_layout()
     fig.savefig(a.out, dpi=110)
     print(f"\nfigure: {a.out}")

@@ -35,7 +35,6 @@ float32 would lose the small eigenvalues that alpha-ReQ fits.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 
