@@ -97,10 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.ctc = ml_collections.ConfigDict(dict(
         learning_rates=(3e-3, 1e-2, 3e-2), num_steps=3000, batch_size=32, eval_every=250,
         num_bootstrap=1000))
-    # Allowed ranges (the kernels in estimators/spectral.py raise on values outside them):
-    # max_frames: int >= 0 (0 = all; else >= 2); num_bootstrap: int >= 1;
-    # alpha_ranks: two ints, 1 <= lo < hi; lidar_shift_s: float > 0 (rounded to >= 1 frame);
-    # lidar_delta: float > 0; cca_l2: non-empty list of floats, each in [0, 1).
+    # Ranges: RANGES below (alpha_ranks must also be lo < hi: estimators/spectral.py checks it).
     c.spectral = ml_collections.ConfigDict(dict(
         max_frames=20000, num_bootstrap=1000, alpha_ranks=(4, 100), lidar_shift_s=0.02,
         lidar_delta=1e-4, cca_l2=(1e-4, 1e-3, 1e-2, 1e-1)))
@@ -122,6 +119,12 @@ RANGES = {
     "views.max_pairs": count(0, "0 = all"),
     "views.masked_span_s": positive("seconds"),
     "views.masked_fraction": FRACTION,
+    "spectral.max_frames": count(0, "0 = all"),
+    "spectral.num_bootstrap": count(1),
+    "spectral.alpha_ranks": count(1, "PCA ranks"),
+    "spectral.lidar_shift_s": positive("seconds"),
+    "spectral.lidar_delta": positive(),
+    "spectral.cca_l2": between(0, 1, hi_open=True),
 }
 # The estimator sections' settings (``probe.*``, ``infonce.*``, ``infonce_same.*``, ``ctc.*``):
 # one name means one thing in every section that has it.
