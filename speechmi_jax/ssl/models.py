@@ -47,15 +47,8 @@ SAMPLE_RATE = 16000
 
 # ----------------------------------------------------------------------------- backbones
 
-@dataclasses.dataclass(frozen=True)
-class MelBackbone:
-    """The zoo's controlled backbone (:mod:`speechmi_jax.encoders.logmel_transformer`), exported
-    in its own format."""
-
-    arch: lmt.MelArch
-
-    def module(self, name=None, return_inputs: bool = False):
-        return lmt.LogMelTransformer(self.arch, name=name, return_inputs=return_inputs)
+class _Backbone:
+    """What both backbones derive the same way from their ``arch`` (width, samples per frame)."""
 
     @property
     def hidden_size(self) -> int:
@@ -66,12 +59,23 @@ class MelBackbone:
         return self.arch.hop
 
     @property
-    def min_samples(self) -> int:
-        return self.arch.hop
+    def frame_rate(self) -> float:
+        return SAMPLE_RATE / self.arch.hop
+
+
+@dataclasses.dataclass(frozen=True)
+class MelBackbone(_Backbone):
+    """The zoo's controlled backbone (:mod:`speechmi_jax.encoders.logmel_transformer`), exported
+    in its own format."""
+
+    arch: lmt.MelArch
+
+    def module(self, name=None, return_inputs: bool = False):
+        return lmt.LogMelTransformer(self.arch, name=name, return_inputs=return_inputs)
 
     @property
-    def frame_rate(self) -> float:
-        return self.arch.frame_rate
+    def min_samples(self) -> int:
+        return self.arch.hop
 
     @property
     def frame_offset_s(self) -> float:
@@ -85,7 +89,7 @@ class MelBackbone:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvBackbone:
+class ConvBackbone(_Backbone):
     """The wav2vec2-family backbone (waveform conv stem), exported in the transformers layout.
 
     hf_config: the transformers config as a JSON string (hashable; rebuilt for export)."""
@@ -105,20 +109,8 @@ class ConvBackbone:
         return w2v.Wav2Vec2Family(self.arch, name=name)
 
     @property
-    def hidden_size(self) -> int:
-        return self.arch.hidden_size
-
-    @property
-    def frame_hop(self) -> int:
-        return self.arch.hop
-
-    @property
     def min_samples(self) -> int:
         return self.arch.receptive_field
-
-    @property
-    def frame_rate(self) -> float:
-        return SAMPLE_RATE / self.arch.hop
 
     @property
     def frame_offset_s(self) -> float:
