@@ -125,3 +125,46 @@ def test_few_points_say_no_verdict_is_possible():
     assert "3 (model, checkpoint) points" in text
     assert "smallest two-sided permutation p is 0.333" in text
     assert "**inconclusive**" in text and "**agrees**" not in text
+
+
+def test_summary_puts_the_best_selector_first_and_survives_json():
+    """Two label-free measures, one that ranks the points as PER does (codes_next_k) and one
+    that ranks them backwards (rankme): the summary's table must list codes_next_k first with
+    "agrees" and rankme with "disagrees"; the spread is the records' own. Breaks if the sort
+    key ignores the expected sign, or the spread reads the wrong layer."""
+    res = _records(lambda q: 2, lambda q: 90 - 5 * q, lambda q: q)
+    back = [record(r.encoder, r.layer, "rankme", -r.value + 100.0, (-r.value + 99.9, -r.value + 100.1))
+            for r in res.records if r.measure == "codes_next_k"]
+    res = Results(list(res.records) + back)
+    s = json.loads(json.dumps(selection.summary(res, num_bootstrap=100, num_permutations=500)))
+    rows = selection.summary_table(s)
+    body = [r for r in rows[2:] if r.startswith("| `")]
+    assert body[0].startswith("| `codes_next_k`") and "agrees" in body[0]
+    assert any(r.startswith("| `rankme`") and "disagrees" in r for r in body)
+    assert body[-1].startswith("| `ssl_bound`") or body[-2].startswith("| `ssl_bound`")
+    pers = [r.value for r in res.records if r.measure == "ctc_per" and r.layer == 2
+            and r.encoder in {p.encoder for p in selection.zoo_points(res)}]
+    assert s["spread"]["ctc_per"]["min"] == pytest.approx(min(pers))
+    assert s["spread"]["ctc_per"]["spread"] == pytest.approx(max(pers) - min(pers))
+    assert s["spread"]["ctc_per"]["median_ci_width"] == pytest.approx(1.0)
+    layers = next(m for m in s["measures"] if m["measure"] == "codes_next_k")["layers"]
+    assert layers["within"] == layers["n"] == len(selection.zoo_points(res))
+
+
+def test_equal_compute_pairs_the_families_at_each_size_and_step():
+    """Both shipped families have one size (4x256); each (size, step) row holds both families'
+    mean best PER over their two models (``<name>`` and ``<name>-b``). Breaks if rows mix steps
+    or families, or average the wrong layer."""
+    res = _records(lambda q: 2, lambda q: 90 - 5 * q, lambda q: q)
+    pts = selection.zoo_points(res)
+    rows = selection.equal_compute(res, pts)
+    assert [r["step"] for r in rows] == sorted({p.step for p in pts})
+    for r in rows:
+        assert r["size"] == "4x256"
+        fams = [k for k in r if k not in ("size", "step")]
+        assert len(fams) == 2
+        for fam in fams:
+            mine = [p for p in pts if p.step == r["step"]
+                    and selection.table1.objective(zoo.card(p.model)["objective"]).family == fam]
+            want = np.mean([res.get(p.encoder, 2, "ctc_per").value for p in mine])
+            assert r[fam]["seeds"] == len(mine) and r[fam]["per"] == pytest.approx(want)

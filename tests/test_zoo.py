@@ -112,3 +112,23 @@ def test_recipe_trains_exports_checkpoints_and_ships(tmp_path):
     _close(metric.recompute(out, card), card["dev_slice_metric"], card["tolerance"])
     enc = smi.load_encoder(out / "step2")
     assert enc.num_layers == 3 and enc.hidden_size == 128 and enc.frame_rate == 50.0
+
+
+def test_zoo_path_folders_come_first_and_add_models(tmp_path, monkeypatch):
+    """``SPEECHMI_ZOO_PATH`` (the selection zoo's cache): a shipped name found there resolves
+    there, with the checkpoints the package leaves out; a name only there joins the list. Breaks
+    if the package's folder is searched first or the extra folders are ignored."""
+    shipped = zoo.names()[0]
+    extra = tmp_path / "zoo"
+    for name in (shipped, "extra-model"):
+        for step in (0, 7):
+            (extra / name / f"step{step}").mkdir(parents=True)
+            for f in ("config.json", "model.safetensors"):
+                (extra / name / f"step{step}" / f).write_bytes((zoo.ZOO_DIR / shipped / "step0" / f).read_bytes())
+        (extra / name / "card.json").write_text(json.dumps(dict(zoo.card(shipped), name=name)))
+    monkeypatch.setenv(zoo.PATH_ENV, str(extra))
+    assert zoo.steps(shipped) == [0, 7] and zoo.resolve(f"{shipped}@step7") == extra / shipped / "step7"
+    assert "extra-model" in zoo.names() and shipped in zoo.names()
+    assert zoo.card("extra-model")["name"] == "extra-model"
+    monkeypatch.delenv(zoo.PATH_ENV)
+    assert "extra-model" not in zoo.names() and 7 not in zoo.steps(shipped)

@@ -1,7 +1,9 @@
-"""Label-free model selection over the shipped SSL zoo: every (model, checkpoint, layer) of
-``speechmi_jax/zoo`` (5 models x 5 checkpoints, step 0 being each run's random-init control; 23 distinct weights)
-and log-mel, through the demo's phone probe, its two label-free measures and linear-CTC PER,
-on the bundled corpus.
+"""Label-free model selection over the SSL zoo: every (model, checkpoint, layer) of the zoo
+(the shipped models and, with ``SPEECHMI_ZOO_PATH``, the selection zoo built by
+``experiments/build_selection_zoo.py``: 2 families x 2 sizes x 2 seeds x 6 checkpoints, step 0
+being each run's random-init control) and log-mel, through the demo's phone probe, its two MI
+label-free measures, the rank-based ones (RankMe, alpha-ReQ, LiDAR, PWCCA to log-mel) and
+linear-CTC PER, on the bundled corpus.
 
 The report's "SSL model selection" section answers: does the label-free measure's best layer
 fall within one layer of the best-PER layer; across (model, checkpoint) points, each at the
@@ -9,14 +11,21 @@ layer the label-free measure picks, how do Kendall's tau and Spearman's rho agai
 phone MI come out (bootstrap CIs, permutation p); does the SSL objective's own logged dev bound
 predict them; and the APC vs MLM table with this run's numbers.
 
+    python experiments/build_selection_zoo.py --pretrain-dir "$PRETRAIN_DIR"
+    export SPEECHMI_ZOO_PATH=~/.cache/speechmi/selection-zoo/zoo
     speechmi run experiments/configs/ssl_selection_bundled.py --out runs/ssl_selection
+    speechmi run experiments/configs/ssl_selection_bundled.py --out runs/ssl_selection_real \
+        --set "corpus_options={'domain': 'real'}"
     speechmi run experiments/configs/ssl_selection_bundled.py --smoke --out runs/ssl_selection_smoke
+    python experiments/selection_summary.py runs/ssl_selection/results.json \
+        --out experiments/results/selection_bundled.json
 """
 
 from speechmi_jax import zoo
 from speechmi_jax.configs import demo
 
-MEASURES = ["phone", "infonce_next_k_aligned", "codes_next_k", "ctc"]
+MEASURES = ["phone", "infonce_next_k_aligned", "codes_next_k", "rankme", "alpha_req", "lidar",
+            "cca_logmel", "ctc"]
 
 
 def distinct_checkpoints() -> list[str]:

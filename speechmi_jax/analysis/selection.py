@@ -41,7 +41,7 @@ import numpy as np
 from speechmi_jax import zoo
 from speechmi_jax.analysis import correlation as corr
 from speechmi_jax.analysis.formatting import fmt_ci, fmt_corr
-from speechmi_jax.analysis.results import MEASURES, Results, as_results, compared
+from speechmi_jax.analysis.results import MEASURES, Results, as_results, compared, direction
 from speechmi_jax.ssl import table1
 
 PER = "ctc_per"
@@ -224,6 +224,143 @@ def table1_rows(res: Results, points, label_free=()) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------
+# The summary: every label-free measure in one sortable table, as plain data (JSON)
+
+def _corr_data(c) -> Optional[dict]:
+    if c is None:
+        return None
+    return {"r": _num(c.r), "ci": [_num(c.ci[0]), _num(c.ci[1])], "p": _num(c.p_value), "n": c.n}
+
+
+def _num(x) -> Optional[float]:
+    return None if x is None or x != x else round(float(x), 6)
+
+
+def spread(res: Results, points, measure: str) -> Optional[dict]:
+    """How far apart the points are on ``measure`` (each at its best layer for it), against
+    the typical width of one point's CI: a study over points closer than their CIs cannot rank."""
+    recs = [b for p in points if (b := corr.best_layer(res, p.encoder, measure)) is not None]
+    if not recs:
+        return None
+    values, widths = [r.value for r in recs], [r.ci[1] - r.ci[0] for r in recs]
+    width = float(np.median(widths))
+    return {"n": len(recs), "min": _num(min(values)), "max": _num(max(values)),
+            "spread": _num(max(values) - min(values)), "median_ci_width": _num(width),
+            "spread_over_ci_width": _num((max(values) - min(values)) / width) if width > 0 else None}
+
+
+def measure_summary(res: Results, points, measure: str, tolerance: int = 1, **kw) -> dict:
+    """(a) and (b) for one label-free measure, as plain data."""
+    picks = layer_agreement(res, points, measure, PER, tolerance)
+    hits = sum(p.within for p in picks)
+    out = {"measure": measure, "direction": direction(measure),
+           "layers": {"n": len(picks), "within": hits,
+                      "same": sum(p.label_free_layer == p.reference_layer for p in picks),
+                      "chance_mean": _num(sum(p.chance for p in picks)),
+                      "p_chance": _num(chance_tail([p.chance for p in picks], hits)) if picks else None}}
+    for ref in REFERENCES:
+        sel = selection(res, points, measure, ref, **kw)
+        out[f"vs_{ref}"] = None if sel is None else {
+            "kendall": _corr_data(sel.coefs["kendall"]), "spearman": _corr_data(sel.coefs["spearman"]),
+            "expected_sign": sel.sign, "verdict": sel.verdict}
+    return out
+
+
+def ssl_bound_summary(res: Results, points, **kw) -> dict:
+    """(c) as plain data: per reference, the within-model verdicts and the pooled one."""
+    out = {"measure": "ssl_bound", "direction": "higher is better"}
+    for ref in REFERENCES:
+        sels = ssl_bound_selections(res, points, ref, **kw)
+        within = [s for s in sels if s.scope != "pooled"]
+        pooled = next((s for s in sels if s.scope == "pooled"), None)
+        out[f"vs_{ref}"] = None if pooled is None else {
+            "kendall": _corr_data(pooled.coefs["kendall"]),
+            "spearman": _corr_data(pooled.coefs["spearman"]), "expected_sign": pooled.sign,
+            "verdict": pooled.verdict,
+            "within_models": {"n": len(within), "agree": sum(s.verdict == "agrees" for s in within),
+                              "kendall": {s.scope: _corr_data(s.coefs["kendall"]) for s in within}}}
+    return out
+
+
+def _size(card: dict) -> str:
+    arch = card["config"]["model"].get("logmel") or card["config"]["model"]
+    return f"{arch.get('num_layers', '?')}x{arch.get('hidden_size', '?')}"
+
+
+def equal_compute(res: Results, points) -> list[dict]:
+    """(d) at equal compute: per (size, step), each family's best PER and best phone MI (means
+    over its seeds; the recipes of one size train the same steps on the same batches, with the
+    same parameter count, so a step costs about the same)."""
+    cells = {}
+    for p in points:
+        c = zoo.card(p.model)
+        fam = table1.objective(c["objective"]).family
+        per, phone = corr.best_layer(res, p.encoder, PER), corr.best_layer(res, p.encoder, PHONE)
+        if per is not None and phone is not None:
+            cells.setdefault((_size(c), p.step), {}).setdefault(fam, []).append((per.value, phone.value))
+    rows = []
+    for (size, step), fams in sorted(cells.items()):
+        if len(fams) < 2:
+            continue
+        row = {"size": size, "step": step}
+        for fam, vals in sorted(fams.items()):
+            row[fam] = {"seeds": len(vals), "per": _num(np.mean([v[0] for v in vals])),
+                        "phone_mi": _num(np.mean([v[1] for v in vals]))}
+        rows.append(row)
+    return rows
+
+
+def summary(results, *, tolerance: int = 1, num_bootstrap: int = 2000,
+            num_permutations: int = 10000, seed: int = 0) -> dict:
+    """The selection study as plain data: the points, their spread, every label-free measure's
+    (a) and (b), the SSL bound's (c), and (d) at equal compute."""
+    res = as_results(results)
+    points = zoo_points(res)
+    kw = dict(num_bootstrap=num_bootstrap, num_permutations=num_permutations, seed=seed)
+    return {"points": [p.label for p in points],
+            "models": list(dict.fromkeys(p.model for p in points)),
+            "spread": {ref: spread(res, points, ref) for ref in REFERENCES},
+            "measures": [measure_summary(res, points, m, tolerance, **kw) for m in _label_free(res)]
+                        + ([ssl_bound_summary(res, points, **kw)] if points else []),
+            "equal_compute": equal_compute(res, points) if points else []}
+
+
+def _score(m: dict) -> float:
+    """Sort key: the Kendall tau vs PER with the expected sign made positive (-inf when absent)."""
+    v = m.get(f"vs_{PER}")
+    return -math.inf if not v or v["kendall"]["r"] is None else v["expected_sign"] * v["kendall"]["r"]
+
+
+def _fmt_corr_data(c: Optional[dict]) -> str:
+    if c is None or c["r"] is None:
+        return "–"
+    ci = "[CI n/a]" if c["ci"][0] is None else f"[{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]"
+    return f"{c['r']:+.2f} {ci}, p = {c['p']:.3g}"
+
+
+def summary_table(s: dict) -> list[str]:
+    """Markdown: one row per label-free measure, the best selector first (Kendall tau vs PER,
+    sign-adjusted): (a) layer picks vs chance, (b) tau vs PER and vs phone MI with verdicts."""
+    rows = ["| measure | selects by | (a) best layer within ±1 of best-PER layer | "
+            "(b) Kendall τ vs PER | verdict | (b) Kendall τ vs phone MI | verdict |",
+            "|---|---|---|---|---|---|---|"]
+    for m in sorted(s["measures"], key=_score, reverse=True):
+        lay = m.get("layers")
+        a = (f"{lay['within']}/{lay['n']} (chance {lay['chance_mean']:.1f}, p = {lay['p_chance']:.3g})"
+             if lay and lay["n"] else "– (no layers)")
+        cells = []
+        for ref in REFERENCES:
+            v = m.get(f"vs_{ref}")
+            extra = ""
+            if v and "within_models" in v:
+                w = v["within_models"]
+                extra = f" (within models: {w['agree']}/{w['n']} agree)"
+            cells += [_fmt_corr_data(v and v["kendall"]), (v["verdict"] if v else "–") + extra]
+        rows.append(f"| `{m['measure']}` | {m['direction']} | {a} | " + " | ".join(cells) + " |")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
 # The report section
 
 def _fmt_rec(r) -> str:
@@ -272,7 +409,7 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
     lfs = _label_free(res)
     models = list(dict.fromkeys(p.model for p in points))
     lines = ["## SSL model selection without labels", "",
-             f"{len(points)} (model, checkpoint) points of the shipped zoo ({', '.join(models)}; "
+             f"{len(points)} (model, checkpoint) points of the zoo ({', '.join(models)}; "
              "step 0 = each run's initialisation; checkpoints with identical weights counted once)."
              " Each point is read at the layer the label-free measure picks (its best value: the highest,"
              " the lowest for a lower-is-better one, the nearest its target for alpha_req)."
@@ -353,5 +490,8 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
                      f"{r['p_psi']} | {r['h_target']:.2f} | {r['bound']:.2f} | {_fmt_rec(r['phone'])} | "
                      f"{_fmt_rec(r['per'])} |" + "".join(f" {_fmt_rec(x)} |" for x in r["label_free"]))
     fam = family_summary(rows)
-    return (lines + ["**Verdict:**", ""] + verdict_lines + [""] + table + [""]
+    ranked = ["### Which label-free measure selects best", "",
+              "Sorted by Kendall τ against PER, sign made positive where the measure agrees.", "",
+              *summary_table(summary(res, tolerance=tolerance, **kw)), ""]
+    return (lines + ["**Verdict:**", ""] + verdict_lines + [""] + ranked + table + [""]
             + ([f"- {t}" for t in fam] + [""] if fam else []) + detail)

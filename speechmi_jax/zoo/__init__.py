@@ -17,21 +17,42 @@ Names: ``"<name>"`` is the final model, ``"<name>@step<N>"`` a checkpoint along 
 names never start with ``random:``. Each model is a recipe file (``speechmi_jax/configs/zoo/``),
 trained by ``experiments/train_zoo.sh`` and shipped by ``python -m speechmi_jax.zoo.ship``
 (README, "Model zoo").
+
+More zoo folders, laid out the same way (the selection zoo's cache, built by
+``experiments/build_selection_zoo.py``), join the package's with ``SPEECHMI_ZOO_PATH``
+(folders separated by ``os.pathsep``), searched before it: a name found in several is taken
+from the first (the selection zoo holds the shipped models again, with every checkpoint).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 ZOO_DIR = Path(__file__).parent
+PATH_ENV = "SPEECHMI_ZOO_PATH"
 _STEP = re.compile(r"step(\d+)")
 
 
+def roots() -> list[Path]:
+    """The zoo folders searched for a name: those of ``$SPEECHMI_ZOO_PATH``, then the package's."""
+    extra = [Path(p).expanduser() for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
+    return extra + [ZOO_DIR]
+
+
 def names() -> list[str]:
-    """The shipped models (folders holding a ``card.json``), sorted."""
-    return sorted(p.parent.name for p in ZOO_DIR.glob("*/card.json"))
+    """The zoo's models (folders holding a ``card.json``, in any of :func:`roots`), sorted."""
+    return sorted({p.parent.name for root in roots() for p in root.glob("*/card.json")})
+
+
+def folder(name: str) -> Path:
+    """The folder of model ``name`` (in the first of :func:`roots` that holds it)."""
+    for root in roots():
+        if (root / name / "card.json").is_file():
+            return root / name
+    raise KeyError(f"{name!r} is not a zoo model; the zoo holds {names()}")
 
 
 def step_dirs(model_dir: Path) -> list[Path]:
@@ -41,9 +62,7 @@ def step_dirs(model_dir: Path) -> list[Path]:
 
 def steps(name: str) -> list[int]:
     """The training steps of ``name``'s shipped checkpoints, ascending (the last is the final model)."""
-    if name not in names():
-        raise KeyError(f"{name!r} is not a zoo model; the zoo holds {names()}")
-    return sorted(int(p.name[4:]) for p in step_dirs(ZOO_DIR / name))
+    return sorted(int(p.name[4:]) for p in step_dirs(folder(name)))
 
 
 def entries() -> list[str]:
@@ -64,12 +83,12 @@ def resolve(spec: str) -> Path:
     name, at, step = spec.partition("@")
     available = steps(name)
     if not at:
-        return ZOO_DIR / name / f"step{available[-1]}"
+        return folder(name) / f"step{available[-1]}"
     m = _STEP.fullmatch(step)
     if not m or int(m.group(1)) not in available:
         raise ValueError(f"{spec!r}: unknown checkpoint {step!r}; expected {name}@step<N> with N one "
                          f"of {available}")
-    return ZOO_DIR / name / step
+    return folder(name) / step
 
 
 def parse(spec: str) -> tuple[str, int]:
@@ -98,16 +117,14 @@ def distinct(specs) -> list[str]:
 
 def card(name: str) -> dict:
     """The model card of ``name`` (``card.json``)."""
-    if name not in names():
-        raise KeyError(f"{name!r} is not a zoo model; the zoo holds {names()}")
-    return json.loads((ZOO_DIR / name / "card.json").read_text())
+    return json.loads((folder(name) / "card.json").read_text())
 
 
 def recompute_dev_metric(name: str) -> dict:
     """The objective's dev metrics of ``name``'s final weights on the card's dev slice."""
     from speechmi_jax.zoo import metric
 
-    return metric.recompute(ZOO_DIR / name, card(name))
+    return metric.recompute(folder(name), card(name))
 
 
 def table() -> str:

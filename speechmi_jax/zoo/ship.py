@@ -118,11 +118,13 @@ def checkpoint_dev(records: list[dict], checkpoint_steps: list[int]) -> dict:
 
 
 def ship_one(recipe: str, run: Path, pretrain_dir: Path, zoo_dir: Path = ZOO_DIR, *, member: int = 0,
-             checkpoints=None, machine: str | None = None) -> dict:
+             checkpoints=None, machine: str | None = None, name: str | None = None,
+             command: str | None = None) -> dict:
     """Ships member ``member`` of the run of ``recipe`` as ``zoo_dir/<name>/``: the exported
     checkpoints (all, or the steps in ``checkpoints``; the final one always), step 0 (the
-    initialisation), the objective's heads and the card."""
-    name = model_name(recipe)
+    initialisation), the objective's heads and the card. ``name`` defaults to the recipe's
+    model name, ``command`` (the card's) to the ``train_zoo.sh`` line that trains it."""
+    name = name or model_name(recipe)
     config = json.loads((run / "pretrain_config.json").read_text())
     mdir = run / f"member-{member}" if (run / f"member-{member}").is_dir() else run
     records = [json.loads(line) for line in (mdir / "metrics.jsonl").read_text().splitlines() if line]
@@ -168,7 +170,7 @@ def ship_one(recipe: str, run: Path, pretrain_dir: Path, zoo_dir: Path = ZOO_DIR
                  "hours": round(meta["total_duration_s"] / 3600, 3),
                  "utterances": meta["num_utterances"], "train_split": config["train_split"],
                  "dev_split": config["dev_split"]},
-        "command": f"PRETRAIN_DIR=$PRETRAIN_DIR RUNS=runs/zoo experiments/train_zoo.sh {recipe}",
+        "command": command or f"PRETRAIN_DIR=$PRETRAIN_DIR RUNS=runs/zoo experiments/train_zoo.sh {recipe}",
         "steps": config["steps"],
         "checkpoints": [0] + [int(p.name[4:]) for p in exported],  # 0: the initialisation
         "batch": f"{config['batch_size']} x {config['crop_seconds']} s crops",

@@ -14,6 +14,7 @@ from speechmi_jax.configs.pretrain import common
 
 PRETRAIN_DIR = os.environ.get("SPEECHMI_PRETRAIN_DIR", os.path.expanduser("~/speechmi-pretrain"))
 SIZES = {  # name -> the log-mel transformer's shape (50 frames/s, pre-LN, FF = 4 D)
+    "2x128": dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
     "3x128": dict(hidden_size=128, num_layers=3, num_heads=2, intermediate_size=512),
     "4x256": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
 }
