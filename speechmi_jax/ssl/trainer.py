@@ -52,6 +52,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
 from speechmi_jax import interrupt
+from speechmi_jax.configs import loader
 from speechmi_jax.ssl import data as data_lib
 from speechmi_jax.ssl.events import EventWriter
 from speechmi_jax.ssl import models, registry, table1
@@ -410,15 +411,13 @@ def load_config(config: str | Path, overrides=(), smoke: bool = False):
     """A pretraining config by path or bundled name (``configs/pretrain/<name>.py``, or
     ``zoo/<name>`` for the zoo's recipes in ``configs/zoo/``), its
     ``--set`` overrides applied and checked by :func:`validate_config` -> (path, config)."""
-    from speechmi_jax import cli
-
     path = Path(config)
     configs = Path(__file__).parents[1] / "configs"
     for bundled in (configs / "pretrain" / f"{config}.py", configs / f"{config}.py"):
         if not path.is_file() and bundled.is_file():
             path = bundled
-    return path, cli.load_config(path, overrides, arg="smoke" if smoke else "",
-                                 schema=validate_config)
+    return path, loader.load_config(path, overrides, arg="smoke" if smoke else "",
+                                    schema=validate_config)
 
 
 def pretrain_command(config: str, out: str | None, smoke: bool, overrides, wait: bool = False) -> int:
