@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from speechmi_jax import zoo
+
 OBJECTIVE_FILE = "objective.safetensors"
 METRICS = ("loss", "nll_bits", "h_target_bits", "bound_bits")
 
@@ -49,7 +51,6 @@ def load_objective(model_dir: Path, backbone_key: str):
     from flax import traverse_util
     from safetensors.numpy import load_file
 
-    from speechmi_jax import zoo
     from speechmi_jax.encoders.registry import load_encoder
 
     flat = load_file(str(model_dir / OBJECTIVE_FILE))
@@ -100,3 +101,8 @@ def backbone_key(card: dict) -> str:
 def recompute(model_dir: Path, card: dict) -> dict:
     params, aux, centroids = load_objective(model_dir, backbone_key(card))
     return evaluate(config_for_slice(card), params, aux, centroids, card["dev_slice"])
+
+
+def recompute_dev_metric(name: str) -> dict:
+    """The objective's dev metrics of ``name``'s final weights on the card's dev slice."""
+    return recompute(zoo.folder(name), zoo.card(name))
