@@ -43,7 +43,7 @@ from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 log = logging.getLogger("speechmi_jax.pipeline")
 
 
-def load_encoder(name: str, config):
+def configured_encoder(name: str, config):
     """The encoder ``name`` as the config asks (dtype, pickle opt-in, Whisper window)."""
     import jax.numpy as jnp
 
@@ -146,7 +146,7 @@ def _run(config, out: Path) -> results_lib.Results:
 
     input_enc, input_fs = None, None
     if any(measures_lib.REGISTRY[m].needs_input for m in config.measures):
-        input_enc = load_encoder("logmel", config)
+        input_enc = configured_encoder("logmel", config)
         input_key = feature_cache_key(input_enc, corpus)
     else:
         input_key = None
@@ -156,7 +156,7 @@ def _run(config, out: Path) -> results_lib.Results:
     for name in config.encoders:
         t = timings.setdefault(name, {})
         file = measures_lib.file_name(name)
-        enc = load_encoder(name, config)
+        enc = configured_encoder(name, config)
         features_key = feature_cache_key(enc, corpus)
         fs = None
         for measure in config.measures:
