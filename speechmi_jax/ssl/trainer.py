@@ -56,6 +56,10 @@ from speechmi_jax.configs import loader
 from speechmi_jax.ssl import data as data_lib
 from speechmi_jax.ssl.events import EventWriter
 from speechmi_jax.ssl import models, registry, table1
+from speechmi_jax import rundir
+from speechmi_jax.configs.base import ConfigError
+from speechmi_jax.configs.pretrain.common import base_config, check_settings
+from speechmi_jax.data.corpus import load_corpus
 
 log = logging.getLogger("speechmi_jax.ssl")
 HP_KEYS = ("seed", "lr", "mask_prob", "shift")
@@ -84,9 +88,6 @@ def validate_config(config):
     objective, population lists of one length, every value in its range (``common.RANGES``)
     and the rules that tie keys together. Returns ``config``; raises ``ConfigError`` naming
     the key."""
-    from speechmi_jax.configs.base import ConfigError
-    from speechmi_jax.configs.pretrain.common import base_config, check_settings
-
     expected, got = set(base_config().keys()), set(config.keys())
     if got != expected:
         raise ConfigError(f"pretraining config keys: unknown {sorted(got - expected)}, missing "
@@ -270,16 +271,12 @@ def pretrain(config, out_dir, *, progress: bool = True, wait: bool = False) -> l
     The config is checked first (nothing is written for a refused one); the run folder is then
     held against a second writer (``wait``: wait for it instead of failing, ``rundir.claim``)
     and SIGINT / SIGTERM stop at the next step boundary (``interrupt.py``)."""
-    from speechmi_jax import rundir
-
     validate_config(config)
     with rundir.claim(out_dir, wait=wait):
         return _pretrain(config, Path(out_dir), progress)
 
 
 def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
-    from speechmi_jax.data.corpus import load_corpus
-
     members = population(config)
     p = len(members)
     export_steps = set(config.export_steps)
