@@ -20,6 +20,10 @@ import ml_collections
 import numpy as np
 
 from speechmi_jax import zoo
+from speechmi_jax.data.corpus import load_corpus
+from speechmi_jax.encoders.registry import load_encoder
+from speechmi_jax.ssl import data as data_lib
+from speechmi_jax.ssl import trainer
 
 OBJECTIVE_FILE = "objective.safetensors"
 METRICS = ("loss", "nll_bits", "h_target_bits", "bound_bits")
@@ -51,7 +55,6 @@ def load_objective(model_dir: Path, backbone_key: str):
     from flax import traverse_util
     from safetensors.numpy import load_file
 
-    from speechmi_jax.encoders.registry import load_encoder
 
     flat = load_file(str(model_dir / OBJECTIVE_FILE))
     trees = {"params": {}, "aux": {}}
@@ -75,10 +78,6 @@ def config_for_slice(card: dict) -> ml_collections.ConfigDict:
 
 def evaluate(config, params, aux, centroids, slice_spec: dict) -> dict:
     """The objective's metrics {loss, nll_bits, h_target_bits, bound_bits} on the dev slice."""
-    from speechmi_jax.data.corpus import load_corpus
-    from speechmi_jax.ssl import data as data_lib
-    from speechmi_jax.ssl import trainer
-
     corpus = load_corpus(slice_spec["corpus"])
     dev = data_lib.load_split(corpus, slice_spec["split"], slice_spec["utterances"])
     with tempfile.TemporaryDirectory() as tmp:
