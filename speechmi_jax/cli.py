@@ -27,10 +27,15 @@ import sys
 from pathlib import Path
 
 
+from speechmi_jax import pipeline, zoo
+from speechmi_jax.analysis import report, results
+from speechmi_jax.configs import demo
 from speechmi_jax.configs.base import ConfigError
 from speechmi_jax.configs.loader import load_config
+from speechmi_jax.encoders.registry import available_encoders
 from speechmi_jax.interrupt import Interrupted
 from speechmi_jax.ssl import table1
+from speechmi_jax.ssl.trainer import pretrain_command
 
 # What a user's input can cause (bad files, names, values): one line, no traceback.
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, ArithmeticError)
@@ -83,8 +88,6 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "encoders":
-        from speechmi_jax import zoo
-        from speechmi_jax.encoders.registry import available_encoders
         for name in available_encoders():
             base = name.partition("@")[0]
             note = f"  (step {zoo.steps(base)[-1]}, final)" if name in zoo.names() else ""
@@ -92,18 +95,14 @@ def main(argv=None) -> int:
         return 0
     try:
         if args.command == "pretrain":
-            from speechmi_jax.ssl.trainer import pretrain_command
             return pretrain_command(args.config, args.out, args.smoke, args.overrides,
                                     wait=args.wait)
         if args.command == "report":
-            from speechmi_jax.analysis import report, results
             run_dir = Path(args.run_dir)
             recs = results.read_results(run_dir / "results.json")
             report.write_report(recs, run_dir)
             print(f"wrote {run_dir / 'report.md'}")
             return 0
-        from speechmi_jax import pipeline
-        from speechmi_jax.configs import demo
         config_path = demo.__file__ if args.command == "demo" else args.config
         config = load_config(config_path, args.overrides, arg="smoke" if args.smoke else "")
         out = Path(args.out or Path("runs") / Path(config_path).stem)
