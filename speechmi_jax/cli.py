@@ -29,6 +29,7 @@ from pathlib import Path
 
 from speechmi_jax import pipeline, zoo
 from speechmi_jax.analysis import report, results
+from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import demo
 from speechmi_jax.configs.base import ConfigError
 from speechmi_jax.configs.loader import load_config
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
             print(f"wrote {run_dir / 'report.md'}")
             return 0
         config_path = demo.__file__ if args.command == "demo" else args.config
-        config = load_config(config_path, args.overrides, arg="smoke" if args.smoke else "")
+        config = load_config(config_path, args.overrides, arg=config_arg.from_flag(args.smoke))
         out = Path(args.out or Path("runs") / Path(config_path).stem)
         pipeline.run_experiment(config, out, wait=args.wait)
         print(f"results in {out}/ (report.md, results.json, results.csv, *.png)")

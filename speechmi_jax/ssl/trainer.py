@@ -52,6 +52,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
 from speechmi_jax import interrupt
+from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import loader
 from speechmi_jax.ssl import data as data_lib
 from speechmi_jax.ssl.events import EventWriter
@@ -413,7 +414,7 @@ def load_config(config: str | Path, overrides=(), smoke: bool = False):
     for bundled in (configs / "pretrain" / f"{config}.py", configs / f"{config}.py"):
         if not path.is_file() and bundled.is_file():
             path = bundled
-    return path, loader.load_config(path, overrides, arg="smoke" if smoke else "",
+    return path, loader.load_config(path, overrides, arg=config_arg.from_flag(smoke),
                                     schema=validate_config)
 
 
