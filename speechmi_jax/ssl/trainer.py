@@ -405,7 +405,7 @@ def _collapse_guard(task, config, rec: dict) -> bool:
     return True
 
 
-def load_config(config: str | Path, overrides=(), smoke: bool = False):
+def load_pretrain_config(config: str | Path, overrides=(), smoke: bool = False):
     """A pretraining config by path or bundled name (``configs/pretrain/<name>.py``, or
     ``zoo/<name>`` for the zoo's recipes in ``configs/zoo/``), its
     ``--set`` overrides applied and checked by :func:`validate_config` -> (path, config)."""
@@ -420,7 +420,7 @@ def load_config(config: str | Path, overrides=(), smoke: bool = False):
 
 def pretrain_command(config: str, out: str | None, smoke: bool, overrides, wait: bool = False) -> int:
     """``speechmi pretrain``: a config path or a bundled name (apc, vqapc, hubert, data2vec)."""
-    path, cfg = load_config(config, overrides, smoke)
+    path, cfg = load_pretrain_config(config, overrides, smoke)
     out_dir = Path(out or Path("runs") / f"pretrain-{path.stem}")
     last = pretrain(cfg, out_dir, wait=wait)
     for rec in last:
