@@ -20,7 +20,7 @@ Decisions taken here (and nowhere else):
   Speaker labels are on speech frames (silence excluded). Its interval resamples test
   utterances within each speaker (the test set's speaker composition is fixed by design).
 * **Label-free measures** (``config.views``), named by the views x Z_target x p_psi of the
-  SSL-as-MI-bound table (DESIGN.md), each with its ceiling:
+  SSL-as-MI-bound table (README, "Pretraining"; ``ssl/table1.py``), each with its ceiling:
 
   ==========================  ==============================  ===============  =========
   measure                     views (context -> target)       p_psi            ceiling

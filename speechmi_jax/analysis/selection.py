@@ -23,7 +23,7 @@ label-free measure in the results:
     objectives bound different targets (APC's and data2vec's continuous-target entropies are
     Gaussian estimates, HuBERT's are <= log2 K), so only the within-model ranking is a clean
     test; the pooled one is shown for completeness.
-(d) **APC vs MLM**: the SSL-as-MI-bound table (DESIGN.md) filled with this run's numbers.
+(d) **APC vs MLM**: the SSL-as-MI-bound table (``ssl/table1.py``) filled with this run's numbers.
 
 Checkpoints with identical weights (two runs with one seed and architecture share their step 0)
 are one point: the first encoder name in the results stands for them. The zoo's cards are read
@@ -184,7 +184,8 @@ def ssl_bound_selections(res: Results, points, reference: str, **kw) -> list[Sel
 # (d) APC vs MLM
 
 def _table1_columns(card: dict) -> tuple[str, str, str]:
-    """(views, Z_target, p_psi) of a zoo model, in the words of DESIGN.md's table."""
+    """(views, Z_target, p_psi) of a zoo model, in the words of the SSL objectives' table
+    (``ssl/table1.py``)."""
     cfg, obj = card["config"], card["objective"]
     if obj in ("apc", "vqapc"):
         n = cfg["population"]["shift"][0]
