@@ -42,7 +42,8 @@ from speechmi_jax.ssl.trainer import pretrain_command
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, ArithmeticError)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``speechmi`` command line: demo, run, report, pretrain, encoders."""
     parser = argparse.ArgumentParser(prog="speechmi", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,8 +87,11 @@ def main(argv=None) -> int:
 
     sub.add_parser("encoders", help="list every built-in encoder name (baselines, Whisper, random "
                    "controls, the model zoo and its checkpoints)")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "encoders":
         for name in available_encoders():
             base = name.partition("@")[0]
