@@ -36,7 +36,7 @@ B, S, K = 16, 32000, 100
 
 
 def recipe(name: str):
-    return trainer.load_config(f"zoo/{name}", ["corpus=unused"])[1]
+    return trainer.load_pretrain_config(f"zoo/{name}", ["corpus=unused"])[1]
 
 
 def jax_step_seconds(task, config, members, repeats, batch):

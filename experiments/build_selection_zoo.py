@@ -56,7 +56,7 @@ def model_name(recipe: str, seed: int) -> str:
 def recipe_config(recipe: str, seed: int, pretrain_dir: Path, smoke: bool):
     """The zoo recipe with this model's seed and the data; the small recipes with the selection
     zoo's checkpoints."""
-    _, config = trainer.load_config(f"zoo/{recipe}", smoke=smoke)
+    _, config = trainer.load_pretrain_config(f"zoo/{recipe}", smoke=smoke)
     config.population.seed = [seed]
     config.corpus = str(pretrain_dir / "manifest.tsv")
     if not smoke and recipe not in ship.SHIPPED:

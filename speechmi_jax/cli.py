@@ -22,85 +22,28 @@ that resumes it and exits with 130 (SIGINT) or 143 (SIGTERM); a second Ctrl-C st
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import shlex
 import sys
 from pathlib import Path
 
 
-from speechmi_jax.configs.base import (ESTIMATOR_SECTIONS, ConfigError, estimator_settings,
-                                       validate)
+from speechmi_jax import pipeline, zoo
+from speechmi_jax.analysis import report, results
+from speechmi_jax.configs import arg as config_arg
+from speechmi_jax.configs import demo
+from speechmi_jax.configs.base import ConfigError
+from speechmi_jax.configs.loader import load_config
+from speechmi_jax.encoders.registry import available_encoders
 from speechmi_jax.interrupt import Interrupted
 from speechmi_jax.ssl import table1
+from speechmi_jax.ssl.trainer import pretrain_command
 
 # What a user's input can cause (bad files, names, values): one line, no traceback.
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, ArithmeticError)
 
 
-def load_config(path: str | Path, overrides: list[str] = (), arg: str = "", schema=validate):
-    """Imports ``get_config(arg)`` from a Python config file and applies ``key=value`` overrides.
-
-    ``arg`` is the big_vision-style config argument (``"smoke"`` selects the config's small
-    settings).
-    Values are parsed as Python literals when possible (``probe.steps=200``,
-    ``encoders="['logmel']"``), else kept as strings; ``probe.*``, ``infonce.*`` and ``ctc.*``
-    also take any other argument of their estimator (``infonce.eval_every=50``). Unknown keys, values of the wrong type
-    and any other break of the config schema (``configs/base.py``) raise :class:`ConfigError`
-    before any work is done. ``schema`` checks the result and returns it: the run schema by
-    default; pretraining configs (``ssl/trainer.py``) pass their own.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    spec = importlib.util.spec_from_file_location(f"speechmi_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # a broken config file: say which
-        raise ConfigError(f"{path}: failed to import: {type(e).__name__}: {e}") from e
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path}: defines no get_config()")
-    try:
-        config = module.get_config(arg)
-    except ValueError as e:
-        raise ConfigError(f"{path}: get_config({arg!r}): {e}") from e
-    apply_overrides(config, overrides, source=str(path))
-    try:
-        return schema(config)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def apply_overrides(config, overrides, source="config"):
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            if p not in node:
-                raise ConfigError(f"override {item!r}: {source} has no key {key!r}")
-            node = node[p]
-        # an estimator argument the config leaves at its default may be set too
-        settable = (len(parents) == 1 and parents[0] in ESTIMATOR_SECTIONS
-                    and leaf in estimator_settings(parents[0]))
-        if leaf not in node and not settable:
-            raise ConfigError(f"override {item!r}: {source} has no key {key!r}")
-        try:
-            node[leaf] = value
-        except TypeError as e:
-            raise ConfigError(f"override {item!r}: wrong type for {key!r} "
-                              f"(now {node[leaf]!r}): {e}") from None
-    return config
-
-
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``speechmi`` command line: demo, run, report, pretrain, encoders."""
     parser = argparse.ArgumentParser(prog="speechmi", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,11 +87,12 @@ def main(argv=None) -> int:
 
     sub.add_parser("encoders", help="list every built-in encoder name (baselines, Whisper, random "
                    "controls, the model zoo and its checkpoints)")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "encoders":
-        from speechmi_jax import zoo
-        from speechmi_jax.encoders.registry import available_encoders
         for name in available_encoders():
             base = name.partition("@")[0]
             note = f"  (step {zoo.steps(base)[-1]}, final)" if name in zoo.names() else ""
@@ -156,20 +100,16 @@ def main(argv=None) -> int:
         return 0
     try:
         if args.command == "pretrain":
-            from speechmi_jax.ssl.trainer import pretrain_command
             return pretrain_command(args.config, args.out, args.smoke, args.overrides,
                                     wait=args.wait)
         if args.command == "report":
-            from speechmi_jax.analysis import report, results
             run_dir = Path(args.run_dir)
             recs = results.read_results(run_dir / "results.json")
             report.write_report(recs, run_dir)
             print(f"wrote {run_dir / 'report.md'}")
             return 0
-        from speechmi_jax import pipeline
-        from speechmi_jax.configs import demo
         config_path = demo.__file__ if args.command == "demo" else args.config
-        config = load_config(config_path, args.overrides, arg="smoke" if args.smoke else "")
+        config = load_config(config_path, args.overrides, arg=config_arg.from_flag(args.smoke))
         out = Path(args.out or Path("runs") / Path(config_path).stem)
         pipeline.run_experiment(config, out, wait=args.wait)
         print(f"results in {out}/ (report.md, results.json, results.csv, *.png)")

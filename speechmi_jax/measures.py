@@ -20,7 +20,7 @@ Decisions taken here (and nowhere else):
   Speaker labels are on speech frames (silence excluded). Its interval resamples test
   utterances within each speaker (the test set's speaker composition is fixed by design).
 * **Label-free measures** (``config.views``), named by the views x Z_target x p_psi of the
-  SSL-as-MI-bound table (DESIGN.md), each with its ceiling:
+  SSL-as-MI-bound table (README, "Pretraining"; ``ssl/table1.py``), each with its ceiling:
 
   ==========================  ==============================  ===============  =========
   measure                     views (context -> target)       p_psi            ceiling
@@ -107,6 +107,8 @@ import numpy as np
 from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.data import phones as phones_lib
 from speechmi_jax.data.corpus import no_usable_utterance
+from speechmi_jax.estimators import api, bootstrap, ctc, generic, spectral, views
+from speechmi_jax.features import Masking, extract_features, feature_cache_key
 
 log = logging.getLogger("speechmi_jax.measures")
 
@@ -249,7 +251,6 @@ def speaker_labels(fs, corpus, speaker_domain: Optional[str]):
 def ctc_targets(fs, corpus) -> list[np.ndarray]:
     """Per utterance of ``fs``, its phone-segment sequence as ids of ``fs.phone_set``, runs
     merged and silence removed (``estimators.ctc.ctc_targets``)."""
-    from speechmi_jax.estimators import ctc
     sil = label_id(fs, phones_lib.SILENCE, "ctc measure")
     ids = {p: i for i, p in enumerate(fs.phone_set)}
     by_id = {u.id: u for u in corpus}
@@ -274,7 +275,6 @@ def _next_k_pairs(x: Inputs, subsample: bool = True):
     """The next-k view: (k in frames, rows of frame t [P], rows of frame t + k [P]), a seeded
     subset of at most ``views.max_pairs`` pairs (the same pairs for every next-k measure), or
     every pair (``subsample=False``)."""
-    from speechmi_jax.estimators import views
     k = max(1, int(round(x.config.views.next_k_seconds * x.fs.encoder["frame_rate"])))
     ia, ib, _ = views.shift_pairs(x.fs.utt_offsets, k)
     if not subsample:
@@ -288,7 +288,6 @@ def _next_k_pairs(x: Inputs, subsample: bool = True):
 
 @register("phone", ("phone_mi", "phone_acc"), ("probe", "max_train_frames", "seed"))
 def phone(x: Inputs) -> list[dict]:
-    from speechmi_jax.estimators import api
     y = seen_in_train(x.fs.phone, x.splits, "phone probe")
     y = cap_training_frames(y, x.splits, x.config.max_train_frames, x.config.seed)
     est = api.probe_bank(x.fs.hidden, y, x.fs.utt_index, x.splits,
@@ -300,7 +299,6 @@ def phone(x: Inputs) -> list[dict]:
 @register("speaker", ("speaker_mi", "speaker_acc"),
           ("probe", "max_train_frames", "seed", "speaker_domain"))
 def speaker(x: Inputs) -> list[dict]:
-    from speechmi_jax.estimators import api
     y, names = speaker_labels(x.fs, x.corpus, x.config.speaker_domain)
     y = cap_training_frames(y, x.splits, x.config.max_train_frames, x.config.seed)
     # A test set's speakers and their share of it are chosen by design (every utterance has one
@@ -314,7 +312,6 @@ def speaker(x: Inputs) -> list[dict]:
 @register("infonce_next_k", ("infonce_next_k",),
           ("infonce", "views.next_k_seconds", "views.max_pairs", "seed"))
 def infonce_next_k(x: Inputs) -> list[dict]:
-    from speechmi_jax.estimators import api, views
     k, ia, ib = _next_k_pairs(x)
     est = api.infonce_bank(views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib),
                            x.fs.utt_index[ia], x.splits[ia], checkpoint_dir=x.checkpoint_dir,
@@ -326,7 +323,6 @@ def infonce_next_k(x: Inputs) -> list[dict]:
           ("infonce_same", "views.next_k_seconds", "views.max_pairs", "seed"))
 def infonce_next_k_same(x: Inputs) -> list[dict]:
     """``infonce_next_k``'s pairs, with negatives from the query's own utterance."""
-    from speechmi_jax.estimators import generic, views
     k, ia, ib = _next_k_pairs(x)
     est = generic.infonce_same_utterance_bank(
         views.FrameView(x.fs.hidden, ia), views.FrameView(x.fs.hidden, ib), x.fs.utt_index[ia],
@@ -342,7 +338,6 @@ def infonce_next_k_aligned(x: Inputs) -> list[dict]:
     query are frame t + k of *other* utterances of the same speaker at the same frame index:
     neither the voice nor the position tells the positive apart. The interval resamples
     speakers."""
-    from speechmi_jax.estimators import generic, views
     k, ia, ib = _next_k_pairs(x, subsample=False)
     speaker = np.asarray(x.fs.speaker)[x.fs.utt_index[ia]]                       # [P]
     position = ib - np.asarray(x.fs.utt_offsets)[x.fs.utt_index[ib]]            # [P]
@@ -371,7 +366,6 @@ def _input_code_bound(x: Inputs, hidden, rows: np.ndarray, targets: np.ndarray,
     (``views.num_codes``, fitted on training rows) of the clean log-mel window around frame
     ``targets[i]`` of ``x.fs`` (targets [P]); the utterance and split of item i are those of
     that frame."""
-    from speechmi_jax.estimators import api, views
     groups = x.fs.utt_index[targets]
     splits = x.splits[targets]
     ctx = views.input_context(x.fs, x.input_features, x.config.views.input_context_s)[targets]
@@ -397,7 +391,6 @@ def codes_next_k(x: Inputs) -> list[dict]:
 
 def masking_of(config):
     """The masked view's spans (``features.Masking``) as the config sets them."""
-    from speechmi_jax.features import Masking
     return Masking(float(config.views.masked_span_s), float(config.views.masked_fraction),
                    int(config.seed))
 
@@ -406,7 +399,6 @@ def masked_features_key(enc, corpus, config) -> str:
     """The feature-cache key of ``enc``'s masked pass over ``corpus`` (it adds the mask
     embedding and the spans to the clean key's weights and corpus): it keys a saved
     ``codes_masked`` part."""
-    from speechmi_jax.features import feature_cache_key
     return feature_cache_key(enc, corpus, masking=masking_of(config))
 
 
@@ -418,7 +410,6 @@ def codes_masked(x: Inputs) -> list[dict]:
     """The MLM row as a measure: the encoder runs again with spans masked (a second, cached
     feature pass keeping the masked frames); a linear softmax on the layer's frame t of that
     pass (t inside a span) predicts the k-means code of the *clean* log-mel window at t."""
-    from speechmi_jax.features import extract_features
     if x.encoder_model is None:
         raise ValueError("codes_masked: the measure needs the encoder itself (Inputs."
                          "encoder_model) to run it again with spans masked")
@@ -437,7 +428,6 @@ def codes_masked(x: Inputs) -> list[dict]:
 @register("infonce_input", ("infonce_input",),
           ("infonce", "views.input_context_s", "views.max_pairs", "seed"), needs_input=True)
 def infonce_input(x: Inputs) -> list[dict]:
-    from speechmi_jax.estimators import api, views
     ctx = views.input_context(x.fs, x.input_features, x.config.views.input_context_s)  # [N, Dctx]
     idx = _subsample(np.arange(x.fs.num_frames), x.config.views.max_pairs, x.config.seed + 1)
     est = api.infonce_bank(views.FrameView(x.fs.hidden, idx), ctx[idx][None], x.fs.utt_index[idx],
@@ -448,7 +438,6 @@ def infonce_input(x: Inputs) -> list[dict]:
 @register("ctc", ("ctc_per",), ("ctc",))
 def ctc_per(x: Inputs) -> list[dict]:
     """Linear-CTC PER per layer, against phone-segment targets (see the module docstring)."""
-    from speechmi_jax.estimators import ctc
     targets = ctc_targets(x.fs, x.corpus)
     train, dev, test = ctc.splits_from_features(x.fs, targets=targets)
 
@@ -482,7 +471,6 @@ def _split_rows(x: Inputs, split: str, salt: int, rows: Optional[np.ndarray] = N
 def _layer_statistics(x: Inputs, measure: str, groups: np.ndarray, stat) -> list[dict]:
     """One record per layer: ``stat(layer) -> (value, influence [P], extra)``, the interval from
     the influence over utterances ``groups`` [P] (``bootstrap.mean_ci`` of value + IF)."""
-    from speechmi_jax.estimators import bootstrap
     layers = []
     for layer in range(x.fs.hidden.shape[0]):   # one eigendecomposition per layer
         value, influence, extra = stat(layer)
@@ -504,7 +492,6 @@ def _layer_rows(x: Inputs, layer: int, rows: np.ndarray) -> np.ndarray:
 @register("rankme", ("rankme",), ("spectral.max_frames", "spectral.num_bootstrap", "seed"))
 def rankme(x: Inputs) -> list[dict]:
     """RankMe of each layer's test frames (``spectral.rankme``)."""
-    from speechmi_jax.estimators import spectral
     rows = _split_rows(x, "test", 3)
 
     def stat(layer):
@@ -518,7 +505,6 @@ def rankme(x: Inputs) -> list[dict]:
           ("spectral.max_frames", "spectral.num_bootstrap", "spectral.alpha_ranks", "seed"))
 def alpha_req(x: Inputs) -> list[dict]:
     """alpha-ReQ of each layer's test frames (``spectral.alpha_req``)."""
-    from speechmi_jax.estimators import spectral
     rows = _split_rows(x, "test", 3)
 
     def stat(layer):
@@ -535,7 +521,6 @@ def alpha_req(x: Inputs) -> list[dict]:
 def lidar(x: Inputs) -> list[dict]:
     """LiDAR of each layer: items = test frames t, views = frames t and t + k (see the module
     docstring for why these views)."""
-    from speechmi_jax.estimators import spectral, views
     sp = x.config.spectral
     k = max(1, int(round(sp.lidar_shift_s * x.fs.encoder["frame_rate"])))
     ia, ib, _ = views.shift_pairs(x.fs.utt_offsets, k)
@@ -558,7 +543,6 @@ def cca_logmel(x: Inputs) -> list[dict]:
     the CCA is fitted on training frames at each shrinkage of ``spectral.cca_l2``, the one with
     the highest dev PWCCA is kept (without a dev split, 10 % of the training utterances), and
     its PWCCA on test frames is reported."""
-    from speechmi_jax.estimators import api, spectral, views
     ctx = views.input_context(x.fs, x.input_features, x.config.views.input_context_s)  # [N, Dctx]
     codes = api.dev_from_train(api.split_codes(x.splits, x.fs.num_frames), x.fs.utt_index,
                                0.1, x.config.seed)

@@ -31,26 +31,27 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
 from speechmi_jax import measures as measures_lib
 from speechmi_jax.analysis import report as report_lib
 from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.configs import base as config_lib
+from speechmi_jax.data.corpus import load_corpus, no_usable_utterance
+from speechmi_jax.encoders import load_encoder
 from speechmi_jax.estimators.train import RELEASE_MIN_BYTES, trim_heap
+from speechmi_jax.features import extract_features, feature_cache_key
 from speechmi_jax import interrupt
 from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 
 log = logging.getLogger("speechmi_jax.pipeline")
 
 
-def load_encoder(name: str, config):
+def configured_encoder(name: str, config):
     """The encoder ``name`` as the config asks (dtype, pickle opt-in, Whisper window)."""
-    import jax.numpy as jnp
-
-    from speechmi_jax.encoders import load_encoder as load
-    return load(name, dtype=jnp.bfloat16 if config.encoder_dtype == "bfloat16" else jnp.float32,
-                allow_pickle=bool(config.allow_pickle),
-                window_seconds=config.whisper_window_seconds)
+    dtype = jnp.bfloat16 if config.encoder_dtype == "bfloat16" else jnp.float32
+    return load_encoder(name, dtype=dtype, allow_pickle=bool(config.allow_pickle),
+                        window_seconds=config.whisper_window_seconds)
 
 
 def use_compilation_cache(folder: Path):
@@ -101,7 +102,6 @@ def check_splits(corpus, config):
     """Every measure trains on the ``train`` split and reports on ``test`` (``dev`` may be
     missing: the estimators then hold out training utterances); a split left without an
     utterance is refused naming what emptied it."""
-    from speechmi_jax.data.corpus import no_usable_utterance
     for split in ("train", "test"):
         if any(u.split == split for u in corpus):
             continue
@@ -127,9 +127,6 @@ def run_experiment(config, out_dir, *, wait: bool = False) -> results_lib.Result
 
 
 def _run(config, out: Path) -> results_lib.Results:
-    from speechmi_jax.data.corpus import load_corpus
-    from speechmi_jax.features import extract_features, feature_cache_key
-
     # The corpus loads before config.json is written: a run refused here leaves the folder to
     # the corrected command.
     corpus = load_corpus(config.corpus, **dict(config.corpus_options))
@@ -146,7 +143,7 @@ def _run(config, out: Path) -> results_lib.Results:
 
     input_enc, input_fs = None, None
     if any(measures_lib.REGISTRY[m].needs_input for m in config.measures):
-        input_enc = load_encoder("logmel", config)
+        input_enc = configured_encoder("logmel", config)
         input_key = feature_cache_key(input_enc, corpus)
     else:
         input_key = None
@@ -156,7 +153,7 @@ def _run(config, out: Path) -> results_lib.Results:
     for name in config.encoders:
         t = timings.setdefault(name, {})
         file = measures_lib.file_name(name)
-        enc = load_encoder(name, config)
+        enc = configured_encoder(name, config)
         features_key = feature_cache_key(enc, corpus)
         fs = None
         for measure in config.measures:

@@ -193,7 +193,7 @@ def _pretrain_configs():
     folder = Path(trainer.__file__).parents[1] / "configs" / "pretrain"
     names = sorted(p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "common"))
     assert {"apc", "hubert", "data2vec", "wav2vec2", "vqapc"} <= set(names)
-    return {n: (lambda n=n: trainer.load_config(n)[1]) for n in names}
+    return {n: (lambda n=n: trainer.load_pretrain_config(n)[1]) for n in names}
 
 
 def test_every_numeric_pretraining_setting_has_a_range_and_is_refused_outside_it():
@@ -232,7 +232,7 @@ def test_pretraining_settings_that_depend_on_each_other(override, pattern):
     from speechmi_jax.configs.base import ConfigError
     from speechmi_jax.ssl import trainer
     with pytest.raises(ConfigError, match=pattern):
-        trainer.load_config("data2vec", ["crop_seconds=0.2", override], smoke=True)
+        trainer.load_pretrain_config("data2vec", ["crop_seconds=0.2", override], smoke=True)
 
 
 def test_a_refused_setting_writes_nothing(tmp_path, capsys):
@@ -251,7 +251,7 @@ def test_a_refused_setting_writes_nothing(tmp_path, capsys):
     assert cli.main(["demo", "--smoke", "--out", str(out), "--set", "infonce.k=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'infonce.k': 1 is out of range; expected an integer >= 2" in err
-    _, config = trainer.load_config("apc", smoke=True)
+    _, config = trainer.load_pretrain_config("apc", smoke=True)
     config.optim.warmup_steps = -1
     with pytest.raises(ConfigError, match="'optim.warmup_steps': -1 is out of range"):
         trainer.pretrain(config, out, progress=False)
@@ -399,7 +399,7 @@ def test_a_partial_dev_batch_scores_its_real_rows_alone():
     wav2vec 2.0 too: equal to 2e-5 relative.)"""
     from speechmi_jax.ssl import data as data_lib
     from speechmi_jax.ssl import trainer
-    _, config = trainer.load_config("apc", ["crop_seconds=0.2"], smoke=True)
+    _, config = trainer.load_pretrain_config("apc", ["crop_seconds=0.2"], smoke=True)
     task = trainer.build_task(config, None, None, None)
     rng = np.random.default_rng(0)
     dev = data_lib.AudioSet([(0.1 * rng.standard_normal(n)).astype(np.float32)

@@ -213,8 +213,8 @@ def test_load_encoder_window_follows_the_model_not_the_name(tmp_path):
     # the pipeline takes the window from the config, whatever the encoder's name
     c = config_base.base_config()
     c.whisper_window_seconds = 4.0
-    assert pipeline.load_encoder(str(plain), c).config.window_seconds == 4.0
-    assert pipeline.load_encoder("random:whisper-tiny@3", c).name == "random:whisper-tiny@3@4s"
+    assert pipeline.configured_encoder(str(plain), c).config.window_seconds == 4.0
+    assert pipeline.configured_encoder("random:whisper-tiny@3", c).name == "random:whisper-tiny@3@4s"
 
 
 # ------------------------------------------------------------------------------ runs

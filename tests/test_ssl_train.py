@@ -69,9 +69,9 @@ def test_short_run_lowers_dev_loss(reference):
 def test_population_equals_separate_runs(reference, tmp_path):
     _, out = reference
     for i, (seed, lr) in enumerate([(0, 0.003), (1, 0.001)]):
-        _, config = trainer.load_config("apc", [a for a in RUN if a != "--set" and a != "--smoke"]
-                                        + [f"population.seed=[{seed}]", f"population.lr=[{lr}]"],
-                                        smoke=True)
+        _, config = trainer.load_pretrain_config(
+            "apc", [a for a in RUN if a != "--set" and a != "--smoke"]
+            + [f"population.seed=[{seed}]", f"population.lr=[{lr}]"], smoke=True)
         single = tmp_path / f"single-{i}"
         trainer.pretrain(config, single, progress=False)
         pop, sep = _records(out / f"member-{i}" / "metrics.jsonl"), _records(single / "metrics.jsonl")
@@ -138,7 +138,7 @@ def test_sigterm_mid_run_checkpoints_says_how_to_resume_and_the_rerun_is_identic
 def _data2vec(tmp_path, name, anti_collapse: bool):
     # On the conv-stem backbone, where a teacher that is the student itself collapses within 30
     # steps; the guard is the same for every backbone.
-    _, config = trainer.load_config("data2vec", [
+    _, config = trainer.load_pretrain_config("data2vec", [
         "model.backbone=conv",
         "steps=30", "eval_every=10", "checkpoint_every=30", "optim.warmup_steps=5", "population.lr=[0.003]",
         f"data2vec.normalize_targets={anti_collapse}", f"data2vec.ema_decay={0.995 if anti_collapse else 0.0}",

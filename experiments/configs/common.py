@@ -5,6 +5,7 @@ figures of different configs are comparable; and one place for the ``smoke`` set
 run any config end to end on the bundled corpus in well under a minute per encoder on a CPU.
 """
 
+from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import base
 
 # Written by experiments/prepare_librispeech.py (LibriSpeech + MFA alignments, splits renamed
@@ -53,5 +54,4 @@ def ssl_librispeech(arg: str, name: str, encoders, smoke_encoders):
 
 
 def check_arg(arg: str, config_name: str):
-    if arg not in ("", "smoke"):
-        raise ValueError(f"{config_name}: unknown config argument {arg!r}; expected '' or 'smoke'")
+    config_arg.is_smoke(arg, config_name)

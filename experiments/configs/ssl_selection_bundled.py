@@ -22,6 +22,7 @@ predict them; and the APC vs MLM table with this run's numbers.
 """
 
 from speechmi_jax import zoo
+from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import demo
 
 MEASURES = ["phone", "infonce_next_k_aligned", "codes_next_k", "rankme", "alpha_req", "lidar",
@@ -35,9 +36,7 @@ def distinct_checkpoints() -> list[str]:
 
 
 def get_config(arg: str = ""):
-    if arg not in ("", "smoke"):
-        raise ValueError(f"ssl_selection_bundled: unknown config argument {arg!r}; "
-                         "expected '' or 'smoke'")
+    config_arg.is_smoke(arg, "ssl_selection_bundled")
     c = demo.get_config(arg)  # the demo's estimator settings (smoke: its tiny ones), but CTC
     c.encoders = distinct_checkpoints() + ["logmel"]
     # Linear CTC at the two higher rates of the demo's grid: on apc-small@step0 every layer chose

@@ -43,7 +43,6 @@ from speechmi_jax.analysis import selection
 from speechmi_jax.analysis.results import MEASURES, SATURATION, Results, as_results, ceiling_fraction
 
 _PRIMARY = "spearman"
-_SYMBOL = {"spearman": "ρ", "kendall": "τ_b", "pearson": "r"}
 
 
 @dataclasses.dataclass

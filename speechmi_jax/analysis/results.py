@@ -44,7 +44,7 @@ class ResultsError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Measure:
+class MeasureSchema:
     """What a measure name means.
 
     kind: ``"supervised"`` (needs labels: probes, PER) or ``"label_free"`` (InfoNCE).
@@ -62,11 +62,11 @@ class Measure:
     target: Optional[float] = None
 
 
-MEASURES: dict[str, Measure] = {}
+MEASURES: dict[str, MeasureSchema] = {}
 
 
 def register_measure(name: str, unit: str, *, higher_is_better: bool, kind: str,
-                     description: str, target: Optional[float] = None) -> Measure:
+                     description: str, target: Optional[float] = None) -> MeasureSchema:
     """Adds a measure to :data:`MEASURES` (idempotent for an identical definition)."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ResultsError(f"measure name {name!r}: expected lower_snake_case")
@@ -78,8 +78,8 @@ def register_measure(name: str, unit: str, *, higher_is_better: bool, kind: str,
         raise ResultsError(f"measure {name!r}: with a target ({target}) the score -|value - "
                            f"target| is what is compared, and higher scores are better: pass "
                            f"higher_is_better=True")
-    m = Measure(name, unit, bool(higher_is_better), kind, description,
-                None if target is None else float(target))
+    m = MeasureSchema(name, unit, bool(higher_is_better), kind, description,
+                      None if target is None else float(target))
     if name in MEASURES and MEASURES[name] != m:
         raise ResultsError(f"measure {name!r} is already registered as {MEASURES[name]}")
     MEASURES[name] = m

@@ -23,7 +23,7 @@ label-free measure in the results:
     objectives bound different targets (APC's and data2vec's continuous-target entropies are
     Gaussian estimates, HuBERT's are <= log2 K), so only the within-model ranking is a clean
     test; the pooled one is shown for completeness.
-(d) **APC vs MLM**: the SSL-as-MI-bound table (DESIGN.md) filled with this run's numbers.
+(d) **APC vs MLM**: the SSL-as-MI-bound table (``ssl/table1.py``) filled with this run's numbers.
 
 Checkpoints with identical weights (two runs with one seed and architecture share their step 0)
 are one point: the first encoder name in the results stands for them. The zoo's cards are read
@@ -184,7 +184,8 @@ def ssl_bound_selections(res: Results, points, reference: str, **kw) -> list[Sel
 # (d) APC vs MLM
 
 def _table1_columns(card: dict) -> tuple[str, str, str]:
-    """(views, Z_target, p_psi) of a zoo model, in the words of DESIGN.md's table."""
+    """(views, Z_target, p_psi) of a zoo model, in the words of the SSL objectives' table
+    (``ssl/table1.py``)."""
     cfg, obj = card["config"], card["objective"]
     if obj in ("apc", "vqapc"):
         n = cfg["population"]["shift"][0]
@@ -398,6 +399,93 @@ def can_decide(results, alpha: float = 0.05) -> bool:
     return n >= 3 and 2.0 / math.factorial(n) <= alpha
 
 
+def _layer_pick_lines(res, points, lf: str, tolerance: int) -> tuple[list[str], list[str]]:
+    """(a): (verdict lines, detail lines) of ``lf``'s best layer vs the best-PER layer."""
+    picks = layer_agreement(res, points, lf, PER, tolerance)
+    if not picks:
+        return [], []
+    hits = sum(p.within for p in picks)
+    chance = sum(p.chance for p in picks)
+    p_chance = chance_tail([p.chance for p in picks], hits)
+    same = sum(p.label_free_layer == p.reference_layer for p in picks)
+    verdict = [
+        f"- (a) `{lf}`'s best layer is within ±{tolerance} of the best-PER layer at "
+        f"{hits} of {len(picks)} points ({same} the same layer); a random layer would be "
+        f"at {chance:.1f} of {len(picks)} on average (P(≥ {hits} by chance) = "
+        f"{p_chance:.3f})."]
+    detail = [f"### (a) `{lf}`: best layer vs best-PER layer", "",
+              "| point | label-free layer | best-PER layer | within ±1 |", "|---|---|---|---|"]
+    detail += [f"| {p.point.label} | {p.label_free_layer} | {p.reference_layer} | "
+               f"{'yes' if p.within else 'no'} |" for p in picks]
+    detail.append("")
+    return verdict, detail
+
+
+def _rank_lines(res, points, lf: str, kw) -> tuple[list[str], list[str], int]:
+    """(b): (verdict lines, detail lines, the number of points when too few for a verdict, else
+    0) of ``lf`` at its own best layer vs each reference."""
+    verdict, detail, few_points = [], [], 0
+    sels = [s for ref in REFERENCES if (s := selection(res, points, lf, ref, **kw))]
+    for s in sels:
+        k, r = s.coefs["kendall"], s.coefs["spearman"]
+        verdict.append(
+            f"- (b) `{lf}` vs `{s.reference}` across {k.n} points: Kendall τ = {fmt_corr(k)}; "
+            f"Spearman ρ = {fmt_corr(r)}: **{s.verdict}** (expected sign "
+            f"{'+' if s.sign > 0 else '−'}).")
+    if sels and 2.0 / math.factorial(len(sels[0].rows)) > 1.0 - res.ci_level:
+        few_points = len(sels[0].rows)
+    if sels:
+        detail += [f"### (b) `{lf}` at its own best layer, per point", "",
+                   f"| point | layer | `{lf}` | " + " | ".join(f"`{s.reference}`" for s in sels)
+                   + " |", "|---|---|---|" + "---|" * len(sels)]
+        for i, (p, layer, x, _) in enumerate(sels[0].rows):
+            detail.append(f"| {p.label} | {layer} | {x:.3f} | "
+                          + " | ".join(_fmt_rec(s.rows[i][3]) for s in sels) + " |")
+        detail.append("")
+    return verdict, detail, few_points
+
+
+def _bound_lines(res, points, ref: str, kw) -> tuple[list[str], list[str]]:
+    """(c): (verdict lines, detail lines) of the SSL objective's dev bound vs ``ref``."""
+    bound = ssl_bound_selections(res, points, ref, **kw)
+    if not bound:
+        return [], []
+    within = [s for s in bound if s.scope != "pooled"]
+    agree = [s.scope for s in within if s.verdict == "agrees"]
+    pooled = next((s for s in bound if s.scope == "pooled"), None)
+    text = (f"- (c) The SSL objective's logged dev bound vs `{ref}` (each point's best "
+            "layer for it): " + (
+                f"within a model across its checkpoints it agrees in {len(agree)} of "
+                f"{len(within)} models" + (f" ({', '.join(agree)})" if agree else "")
+                if within else "no model has 3 checkpoints here"))
+    if pooled is not None:
+        text += (f"; pooled over all {pooled.coefs['kendall'].n} points Kendall τ = "
+                 f"{fmt_corr(pooled.coefs['kendall'])}: {pooled.verdict} (bounds of "
+                 "different objectives are not on one scale)")
+    detail = [f"### (c) SSL dev bound vs `{ref}`", "",
+              "| scope | n | Kendall τ | Spearman ρ | verdict |", "|---|---|---|---|---|"]
+    detail += [f"| {s.scope} | {s.coefs['kendall'].n} | {fmt_corr(s.coefs['kendall'])} | "
+               f"{fmt_corr(s.coefs['spearman'])} | {s.verdict} |" for s in bound]
+    detail.append("")
+    return [text + "."], detail
+
+
+def _table1_lines(rows, lfs) -> list[str]:
+    """(d): the SSL-as-MI-bound table filled with this run's numbers."""
+    table = ["### (d) APC vs MLM: the SSL-as-MI-bound table with this run's numbers", "",
+             "H(Z_target) and the bound are the objective's own dev figures at that checkpoint "
+             "(bits per target frame; continuous targets: Gaussian entropy estimates). Best "
+             "layers and values: this run, test split, 95 % CI.", "",
+             "| model | family | views | Z_target | p_psi | H(Z_target) | bound | best phone MI | "
+             "best PER (%) |" + "".join(f" `{lf}` best |" for lf in lfs),
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(lfs)]
+    for r in rows:
+        table.append(f"| {r['model']}@step{r['step']} | {r['family']} | {r['views']} | {r['target']} | "
+                     f"{r['p_psi']} | {r['h_target']:.2f} | {r['bound']:.2f} | {_fmt_rec(r['phone'])} | "
+                     f"{_fmt_rec(r['per'])} |" + "".join(f" {_fmt_rec(x)} |" for x in r["label_free"]))
+    return table
+
+
 def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000,
             seed: int = 0, tolerance: int = 1) -> list[str]:
     """The report's "SSL model selection" section (empty when the results hold < 3 zoo points)."""
@@ -417,39 +505,13 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
              " (Spearman ρ shown beside it).", ""]
     verdict_lines, detail, few_points = [], [], 0
     for lf in lfs:
-        picks = layer_agreement(res, points, lf, PER, tolerance)
-        if picks:
-            hits = sum(p.within for p in picks)
-            chance = sum(p.chance for p in picks)
-            p_chance = chance_tail([p.chance for p in picks], hits)
-            same = sum(p.label_free_layer == p.reference_layer for p in picks)
-            verdict_lines.append(
-                f"- (a) `{lf}`'s best layer is within ±{tolerance} of the best-PER layer at "
-                f"{hits} of {len(picks)} points ({same} the same layer); a random layer would be "
-                f"at {chance:.1f} of {len(picks)} on average (P(≥ {hits} by chance) = "
-                f"{p_chance:.3f}).")
-            detail += [f"### (a) `{lf}`: best layer vs best-PER layer", "",
-                       "| point | label-free layer | best-PER layer | within ±1 |", "|---|---|---|---|"]
-            detail += [f"| {p.point.label} | {p.label_free_layer} | {p.reference_layer} | "
-                       f"{'yes' if p.within else 'no'} |" for p in picks]
-            detail.append("")
-        sels = [s for ref in REFERENCES if (s := selection(res, points, lf, ref, **kw))]
-        for s in sels:
-            k, r = s.coefs["kendall"], s.coefs["spearman"]
-            verdict_lines.append(
-                f"- (b) `{lf}` vs `{s.reference}` across {k.n} points: Kendall τ = {fmt_corr(k)}; "
-                f"Spearman ρ = {fmt_corr(r)}: **{s.verdict}** (expected sign "
-                f"{'+' if s.sign > 0 else '−'}).")
-        if sels and 2.0 / math.factorial(len(sels[0].rows)) > 1.0 - res.ci_level:
-            few_points = len(sels[0].rows)
-        if sels:
-            detail += [f"### (b) `{lf}` at its own best layer, per point", "",
-                       f"| point | layer | `{lf}` | " + " | ".join(f"`{s.reference}`" for s in sels)
-                       + " |", "|---|---|---|" + "---|" * len(sels)]
-            for i, (p, layer, x, _) in enumerate(sels[0].rows):
-                detail.append(f"| {p.label} | {layer} | {x:.3f} | "
-                              + " | ".join(_fmt_rec(s.rows[i][3]) for s in sels) + " |")
-            detail.append("")
+        verdict, more = _layer_pick_lines(res, points, lf, tolerance)
+        verdict_lines += verdict
+        detail += more
+        verdict, more, few = _rank_lines(res, points, lf, kw)
+        verdict_lines += verdict
+        detail += more
+        few_points = few or few_points
     if few_points:
         verdict_lines.append(
             f"- With {few_points} points the smallest two-sided permutation p is "
@@ -457,38 +519,11 @@ def section(results, *, num_bootstrap: int = 2000, num_permutations: int = 10000
             "a verdict here; `experiments/configs/ssl_selection_bundled.py` runs every zoo "
             "checkpoint.")
     for ref in REFERENCES:
-        bound = ssl_bound_selections(res, points, ref, **kw)
-        if bound:
-            within = [s for s in bound if s.scope != "pooled"]
-            agree = [s.scope for s in within if s.verdict == "agrees"]
-            pooled = next((s for s in bound if s.scope == "pooled"), None)
-            text = (f"- (c) The SSL objective's logged dev bound vs `{ref}` (each point's best "
-                    "layer for it): " + (
-                        f"within a model across its checkpoints it agrees in {len(agree)} of "
-                        f"{len(within)} models" + (f" ({', '.join(agree)})" if agree else "")
-                        if within else "no model has 3 checkpoints here"))
-            if pooled is not None:
-                text += (f"; pooled over all {pooled.coefs['kendall'].n} points Kendall τ = "
-                         f"{fmt_corr(pooled.coefs['kendall'])}: {pooled.verdict} (bounds of "
-                         "different objectives are not on one scale)")
-            verdict_lines.append(text + ".")
-            detail += [f"### (c) SSL dev bound vs `{ref}`", "",
-                       "| scope | n | Kendall τ | Spearman ρ | verdict |", "|---|---|---|---|---|"]
-            detail += [f"| {s.scope} | {s.coefs['kendall'].n} | {fmt_corr(s.coefs['kendall'])} | "
-                       f"{fmt_corr(s.coefs['spearman'])} | {s.verdict} |" for s in bound]
-            detail.append("")
+        verdict, more = _bound_lines(res, points, ref, kw)
+        verdict_lines += verdict
+        detail += more
     rows = table1_rows(res, points, lfs)
-    table = ["### (d) APC vs MLM: the SSL-as-MI-bound table with this run's numbers", "",
-             "H(Z_target) and the bound are the objective's own dev figures at that checkpoint "
-             "(bits per target frame; continuous targets: Gaussian entropy estimates). Best "
-             "layers and values: this run, test split, 95 % CI.", "",
-             "| model | family | views | Z_target | p_psi | H(Z_target) | bound | best phone MI | "
-             "best PER (%) |" + "".join(f" `{lf}` best |" for lf in lfs),
-             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(lfs)]
-    for r in rows:
-        table.append(f"| {r['model']}@step{r['step']} | {r['family']} | {r['views']} | {r['target']} | "
-                     f"{r['p_psi']} | {r['h_target']:.2f} | {r['bound']:.2f} | {_fmt_rec(r['phone'])} | "
-                     f"{_fmt_rec(r['per'])} |" + "".join(f" {_fmt_rec(x)} |" for x in r["label_free"]))
+    table = _table1_lines(rows, lfs)
     fam = family_summary(rows)
     ranked = ["### Which label-free measure selects best", "",
               "Sorted by Kendall τ against PER, sign made positive where the measure agrees.", "",

@@ -41,6 +41,8 @@ import ml_collections
 
 from speechmi_jax.configs import ranges
 from speechmi_jax.configs.ranges import FRACTION, SEED, at_least, between, count, positive
+from speechmi_jax.estimators import api, ctc, generic
+from speechmi_jax.measures import REGISTRY, file_name
 
 ENCODER_DTYPES = ("float32", "bfloat16")
 # Arguments the pipeline passes itself; a config may not set them.
@@ -67,8 +69,6 @@ def base_config() -> ml_collections.ConfigDict:
     over ranks 4..100, LiDAR's views 20 ms apart, CCA shrinkage in {1e-4, 1e-3, 1e-2, 1e-1}
     chosen on dev.
     """
-    from speechmi_jax.measures import REGISTRY
-
     c = ml_collections.ConfigDict()
     c.corpus = "bundled"
     c.corpus_options = {}
@@ -202,7 +202,6 @@ def estimator_settings(section: str) -> set[str]:
     """The keyword arguments a config may set in ``probe`` / ``infonce`` / ``infonce_same`` /
     ``ctc``: those of ``api.probe_bank`` / ``api.infonce_bank`` /
     ``generic.infonce_same_utterance_bank`` / ``ctc.ctc_per_bank`` the pipeline leaves open."""
-    from speechmi_jax.estimators import api, ctc, generic
     fn = {"probe": api.probe_bank, "infonce": api.infonce_bank,
           "infonce_same": generic.infonce_same_utterance_bank, "ctc": ctc.ctc_per_bank}[section]
     params = inspect.signature(fn).parameters.values()
@@ -215,8 +214,6 @@ def validate(config) -> ml_collections.ConfigDict:
     Raises :class:`ConfigError` naming the key and what was expected: unknown or missing keys,
     wrong types, unknown or repeated measures, repeated encoders, unknown estimator arguments.
     """
-    from speechmi_jax.measures import REGISTRY, file_name
-
     base = base_config()
     unknown, missing = set(config) - set(base), set(base) - set(config)
     if unknown or missing:

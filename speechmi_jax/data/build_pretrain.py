@@ -365,6 +365,96 @@ def content_hash(out: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _take_real(real, share, seed, pool, add) -> None:
+    """Adds each recorded source's share: a seeded order of its items, decoded, cut into
+    chunks."""
+    for source, items in real.items():
+        items = [items[j] for j in _rng(seed, source).permutation(len(items))]
+        taken, chosen = 0.0, []
+        for it in items:
+            if taken >= share[source]:
+                break
+            chosen.append(it)
+            taken += it[2]
+        if source == "codec2":
+            decoded = [audio_lib.read_audio(it[1], SAMPLE_RATE)[0] for it in chosen]
+            lang, spk, lic = "en", None, "codec2-examples"
+        else:
+            lang = source.split("-")[1]
+            decoded = list(pool.map(decode_g722, [it[1] for it in chosen]))
+            spk, lic = ASTERISK[lang][1], f"asterisk-core-sounds-{lang}-g722"
+        for (key, path, _, text), audio in zip(chosen, decoded):
+            native = audio_lib.audio_info(path).sample_rate if source == "codec2" else 16000
+            pieces = _chunks(audio)
+            for start, piece in pieces:
+                k = key if len(pieces) == 1 else f"{key}-{start // SAMPLE_RATE:04d}s"
+                add(k, piece, text if len(pieces) == 1 else "",
+                    speaker=f"{spk}-{lang}" if spk else f"codec2-{key}",
+                    split=_split_of(f"{source}/{key}"), alignment="", domain="real",
+                    source=source, language=lang,
+                    system="recording" if source == "codec2" else "recording-g722",
+                    voice=spk or "", licence=f"LICENSES/{lic}.md",
+                    channel="telephone-8k" if native == 8000 else "wideband-16k",
+                    source_rate=native, origin=f"{path}@{start / SAMPLE_RATE:.2f}s",
+                    stretch="", f0_mean_hz="")
+
+
+def _take_synthetic(verse_lists, share, seed, tmp, pool, add, table) -> None:
+    """Adds each synthetic voice's share: its verses synthesized in batches, their
+    alignments into ``table``."""
+    for source in VOICES:
+        system, voice, _, pkg = VOICES[source]
+        todo, taken = list(verse_lists[source]), 0.0
+        while taken < share[source]:
+            if not todo:
+                raise PretrainBuildError(f"{source}: ran out of verses before its share "
+                                         f"of {share[source]:.0f} s")
+            # ~0.4 s per word; a batch aims at the remaining share, at most 64 items.
+            n, est = 0, 0.0
+            while n < min(64, len(todo)) and est < share[source] - taken:
+                est += 0.4 * len(todo[n][1].split())
+                n += 1
+            batch, todo = todo[:n], todo[n:]
+            for key, text, audio, segs, stretch, f0 in _synth_batch(source, batch, seed,
+                                                                    tmp, pool):
+                if taken >= share[source]:
+                    break
+                taken += len(audio) / SAMPLE_RATE
+                table[f"{source}-{key}"] = segs
+                lic = ";".join(f"LICENSES/{p}.md" for p in dict.fromkeys(
+                    (system, pkg, "bible-kjv-text")))
+                add(key, audio, text, speaker=source, split=_split_of(f"kjv/{key}"),
+                    alignment="alignments.tsv", domain="synthetic", source=source,
+                    language="en", system=system, voice=voice, licence=lic,
+                    channel="wideband-16k", source_rate=SAMPLE_RATE,
+                    origin=f"KJV {key}", stretch=stretch,
+                    f0_mean_hz="" if f0 is None else f0)
+
+
+def _metadata(hours, seed, rows, per_source, share, real, held_prompts,
+              held_texts) -> dict:
+    """The build's ``metadata.json``."""
+    total = sum(s for s, _ in per_source.values())
+    return {
+        "name": "speechmi pretraining set",
+        "sample_rate": SAMPLE_RATE,
+        "hours_requested": hours,
+        "seed": seed,
+        "total_duration_s": round(total, 2),
+        "num_utterances": len(rows),
+        "sources": {s: {"duration_s": round(secs, 2), "utterances": n,
+                        "share_s": round(share[s], 2),
+                        "domain": "real" if s in real else "synthetic"}
+                    for s, (secs, n) in sorted(per_source.items())},
+        "real_duration_s": round(sum(per_source[s][0] for s in real), 2),
+        "synthetic_duration_s": round(sum(per_source[s][0] for s in VOICES), 2),
+        "excluded": {"bundled_heldout_prompts": len(held_prompts),
+                     "bundled_heldout_texts": len(held_texts)},
+        "build_command": f"python -m speechmi_jax.data.build_pretrain --out DIR --hours {hours} "
+                         f"--seed {seed}",
+    }
+
+
 def build(out: str | os.PathLike, hours: float = 3.0, seed: int = 0,
           workers: int | None = None) -> dict:
     """Builds the set into ``out`` (replacing a previous build there) -> its metadata."""
@@ -410,62 +500,8 @@ def build(out: str | os.PathLike, hours: float = 3.0, seed: int = 0,
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
             tempfile.TemporaryDirectory() as tmp:
-        for source, items in real.items():
-            items = [items[j] for j in _rng(seed, source).permutation(len(items))]
-            taken, chosen = 0.0, []
-            for it in items:
-                if taken >= share[source]:
-                    break
-                chosen.append(it)
-                taken += it[2]
-            if source == "codec2":
-                decoded = [audio_lib.read_audio(it[1], SAMPLE_RATE)[0] for it in chosen]
-                lang, spk, lic = "en", None, "codec2-examples"
-            else:
-                lang = source.split("-")[1]
-                decoded = list(pool.map(decode_g722, [it[1] for it in chosen]))
-                spk, lic = ASTERISK[lang][1], f"asterisk-core-sounds-{lang}-g722"
-            for (key, path, _, text), audio in zip(chosen, decoded):
-                native = audio_lib.audio_info(path).sample_rate if source == "codec2" else 16000
-                pieces = _chunks(audio)
-                for start, piece in pieces:
-                    k = key if len(pieces) == 1 else f"{key}-{start // SAMPLE_RATE:04d}s"
-                    add(k, piece, text if len(pieces) == 1 else "",
-                        speaker=f"{spk}-{lang}" if spk else f"codec2-{key}",
-                        split=_split_of(f"{source}/{key}"), alignment="", domain="real",
-                        source=source, language=lang,
-                        system="recording" if source == "codec2" else "recording-g722",
-                        voice=spk or "", licence=f"LICENSES/{lic}.md",
-                        channel="telephone-8k" if native == 8000 else "wideband-16k",
-                        source_rate=native, origin=f"{path}@{start / SAMPLE_RATE:.2f}s",
-                        stretch="", f0_mean_hz="")
-        for source in VOICES:
-            system, voice, _, pkg = VOICES[source]
-            todo, taken = list(verse_lists[source]), 0.0
-            while taken < share[source]:
-                if not todo:
-                    raise PretrainBuildError(f"{source}: ran out of verses before its share "
-                                             f"of {share[source]:.0f} s")
-                # ~0.4 s per word; a batch aims at the remaining share, at most 64 items.
-                n, est = 0, 0.0
-                while n < min(64, len(todo)) and est < share[source] - taken:
-                    est += 0.4 * len(todo[n][1].split())
-                    n += 1
-                batch, todo = todo[:n], todo[n:]
-                for key, text, audio, segs, stretch, f0 in _synth_batch(source, batch, seed,
-                                                                        tmp, pool):
-                    if taken >= share[source]:
-                        break
-                    taken += len(audio) / SAMPLE_RATE
-                    table[f"{source}-{key}"] = segs
-                    lic = ";".join(f"LICENSES/{p}.md" for p in dict.fromkeys(
-                        (system, pkg, "bible-kjv-text")))
-                    add(key, audio, text, speaker=source, split=_split_of(f"kjv/{key}"),
-                        alignment="alignments.tsv", domain="synthetic", source=source,
-                        language="en", system=system, voice=voice, licence=lic,
-                        channel="wideband-16k", source_rate=SAMPLE_RATE,
-                        origin=f"KJV {key}", stretch=stretch,
-                        f0_mean_hz="" if f0 is None else f0)
+        _take_real(real, share, seed, pool, add)
+        _take_synthetic(verse_lists, share, seed, tmp, pool, add, table)
 
     rows.sort(key=lambda r: r["id"])
     align_lib.write_tsv(out / "alignments.tsv", dict(sorted(table.items())))
@@ -474,25 +510,7 @@ def build(out: str | os.PathLike, hours: float = 3.0, seed: int = 0,
         "codec2-examples", "bible-kjv-text", "flite", "festival",
         *sorted({VOICES[v][3] for v in VOICES} - {"flite"})]
     _licence_files(out, packages)
-    total = sum(s for s, _ in per_source.values())
-    meta = {
-        "name": "speechmi pretraining set",
-        "sample_rate": SAMPLE_RATE,
-        "hours_requested": hours,
-        "seed": seed,
-        "total_duration_s": round(total, 2),
-        "num_utterances": len(rows),
-        "sources": {s: {"duration_s": round(secs, 2), "utterances": n,
-                        "share_s": round(share[s], 2),
-                        "domain": "real" if s in real else "synthetic"}
-                    for s, (secs, n) in sorted(per_source.items())},
-        "real_duration_s": round(sum(per_source[s][0] for s in real), 2),
-        "synthetic_duration_s": round(sum(per_source[s][0] for s in VOICES), 2),
-        "excluded": {"bundled_heldout_prompts": len(held_prompts),
-                     "bundled_heldout_texts": len(held_texts)},
-        "build_command": f"python -m speechmi_jax.data.build_pretrain --out DIR --hours {hours} "
-                         f"--seed {seed}",
-    }
+    meta = _metadata(hours, seed, rows, per_source, share, real, held_prompts, held_texts)
     (out / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n",
                                        encoding="utf-8")
     digest = content_hash(out)

@@ -36,6 +36,7 @@ from speechmi_jax.data import alignments as align_lib
 from speechmi_jax.data import audio as audio_lib
 from speechmi_jax.data import manifest as manifest_lib
 from speechmi_jax.data import phones as phones_lib
+from speechmi_jax.data import tfds_librispeech
 
 log = logging.getLogger("speechmi_jax.data")
 
@@ -203,7 +204,6 @@ def load_corpus(name_or_path: str | os.PathLike = "bundled", *, sample_rate: int
             raise TypeError(f"unexpected options for a manifest: {sorted(options)}")
         return corpus_from_manifest(name, **common)
     if name.split("/")[0].split(":")[0] == "librispeech":
-        from speechmi_jax.data import tfds_librispeech
         manifest, skipped, meta = tfds_librispeech.write_manifest(name, on_error=on_error,
                                                                   **options)
         corpus = corpus_from_manifest(manifest, name=meta.pop("name"), **common)

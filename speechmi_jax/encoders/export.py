@@ -1,7 +1,8 @@
 """Flax wav2vec 2.0 family parameters -> a Hugging Face model directory that ``transformers`` loads.
 
 The inverse of :func:`speechmi_jax.encoders.wav2vec2.params_from_state_dict`, built on the same
-key map (``wav2vec2._entries``: Flax path <- PyTorch keys and shapes), each conversion inverted:
+key map (``wav2vec2.param_entries``: Flax path <- PyTorch keys and shapes), each conversion
+inverted:
 
   Dense kernel [in, out]              -> Linear weight [out, in]
   conv kernel [K, C_in, C_out]        -> Conv1d weight [C_out, C_in, K]
@@ -72,12 +73,12 @@ def _weight_norm_parts(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _to_torch(entry, value: np.ndarray) -> list[np.ndarray]:
-    """The PyTorch tensors of one :class:`wav2vec2._Entry` from its Flax value."""
+    """The PyTorch tensors of one :class:`wav2vec2.ParamEntry` from its Flax value."""
     if len(entry.sources) == 2:  # the weight-normed positional conv
         return list(_weight_norm_parts(value.transpose(2, 1, 0)))
-    if entry.fn is wav2vec2._linear:
+    if entry.fn is wav2vec2.torch_linear:
         return [value.T]
-    if entry.fn is wav2vec2._conv:
+    if entry.fn is wav2vec2.torch_conv:
         return [value.transpose(2, 1, 0)]
     return [value.reshape(entry.sources[0][1])]  # copies and reshapes (WavLM's gate const)
 
@@ -88,7 +89,7 @@ def state_dict_from_params(arch: wav2vec2.Arch, params) -> dict[str, np.ndarray]
     Raises :class:`checkpoint.CheckpointError` for a missing leaf or a misshaped tensor, naming it.
     """
     state: dict[str, np.ndarray] = {}
-    for entry in wav2vec2._entries(arch):
+    for entry in wav2vec2.param_entries(arch):
         tensors = _to_torch(entry, _leaf(params, entry))
         for (key, shape), tensor in zip(entry.sources, tensors):
             if tuple(tensor.shape) != tuple(shape):

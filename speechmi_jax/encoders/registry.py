@@ -32,6 +32,8 @@ from typing import Optional
 import jax.numpy as jnp
 
 from speechmi_jax.encoders.base import Encoder
+from speechmi_jax import zoo
+from speechmi_jax.encoders import baselines, checkpoint, logmel_transformer, wav2vec2, whisper
 
 log = logging.getLogger("speechmi_jax.encoders")
 BASELINES = ("logmel", "logmel-stack4", "mfcc")
@@ -57,22 +59,16 @@ def load_encoder(name_or_path: str | os.PathLike, *, dtype=jnp.float32,
 
 def _load(name: str, dtype, allow_pickle: bool, window_seconds: Optional[float]) -> Encoder:
     if name in BASELINES:
-        from speechmi_jax.encoders import baselines
         return baselines.load_baseline(name)
     if name.startswith("random:"):
         arch, seed_i = _random_spec(name)
         if arch.startswith("whisper"):
-            from speechmi_jax.encoders import whisper
             return whisper.random_whisper(arch, seed=seed_i, dtype=dtype,
                                           window_seconds=window_seconds)
-        from speechmi_jax.encoders import wav2vec2
         return wav2vec2.random_wav2vec2_family(arch, seed=seed_i, dtype=dtype)
     if name in WHISPER_BUILTINS:
-        from speechmi_jax.encoders import whisper
         return whisper.load_whisper_builtin(name, dtype=dtype, window_seconds=window_seconds)
 
-    from speechmi_jax import zoo
-    from speechmi_jax.encoders import checkpoint
     if zoo.is_zoo_name(name):
         path = zoo.resolve(name)
     else:
@@ -85,21 +81,17 @@ def _load(name: str, dtype, allow_pickle: bool, window_seconds: Optional[float])
     config = checkpoint.read_config(config_path) if config_path.exists() else {}
     # CTranslate2 directories hold model.bin and a config.json without model_type.
     if (path / "model.bin").exists() and "model_type" not in config:
-        from speechmi_jax.encoders import whisper
         return whisper.load_whisper_ct2(path, dtype=dtype, window_seconds=window_seconds)
     model_type = config.get("model_type")
     if model_type is None and (path / "parts").is_dir():
         raise FileNotFoundError(f"{path} is a `speechmi run` folder (its config.json is the run's "
                                 f"config), not a model; expected a model directory")
     if model_type == "whisper":
-        from speechmi_jax.encoders import whisper
         return whisper.load_whisper_hf(path, dtype=dtype, allow_pickle=allow_pickle,
                                        window_seconds=window_seconds)
-    from speechmi_jax.encoders import logmel_transformer
     if model_type in logmel_transformer.MODEL_TYPES:  # the pretraining zoo's backbone (ssl/)
         return logmel_transformer.load(path, dtype=dtype)
     if model_type in WAV2VEC2_FAMILY:
-        from speechmi_jax.encoders import wav2vec2
         return wav2vec2.load_wav2vec2_family(path, dtype=dtype, allow_pickle=allow_pickle)
     raise ValueError(
         f"{config_path}: model_type {model_type!r} is not supported; expected one of "
@@ -137,7 +129,6 @@ def model_folder(path: Path) -> Path:
 
 def random_archs() -> list[str]:
     """Architectures ``random:<arch>`` accepts."""
-    from speechmi_jax.encoders import wav2vec2, whisper
     return sorted(wav2vec2.RANDOM_ARCHS) + sorted(whisper.ARCHS)
 
 
@@ -145,8 +136,6 @@ def available_encoders() -> list[str]:
     """Every built-in name :func:`load_encoder` accepts: the baselines, the Whisper built-ins
     (loadable once the ``demo`` extra is installed), ``random:<arch>`` for each architecture (any
     ``@<seed>`` may follow) and the zoo's models with each shipped checkpoint (``<name>@step<N>``)."""
-    from speechmi_jax import zoo
-
     return (list(BASELINES + WHISPER_BUILTINS) + [f"random:{a}" for a in random_archs()]
             + zoo.entries())
 

@@ -477,11 +477,11 @@ class Wav2Vec2Family(nn.Module):
 
 # ----------------------------------------------------------------------------- checkpoint conversion
 
-def _linear(w):
+def torch_linear(w):
     return w.T  # torch Linear [out, in] -> Flax Dense [in, out]
 
 
-def _conv(w):
+def torch_conv(w):
     return w.transpose(2, 1, 0)  # torch Conv1d [C_out, C_in, K] -> [K, C_in, C_out]
 
 
@@ -497,7 +497,7 @@ def weight_norm(g: np.ndarray, v: np.ndarray, dim: int = 2) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Entry:
+class ParamEntry:
     """Flax leaf ``path`` (stacked over layers when ``layer`` is set) <- fn(*torch tensors)."""
 
     path: tuple[str, ...]
@@ -514,27 +514,27 @@ _WEIGHT_NORM_SPELLINGS = {
 }
 
 
-def _entries(arch: Arch) -> list[_Entry]:
+def param_entries(arch: Arch) -> list[ParamEntry]:
     """Every Flax parameter and the PyTorch state-dict keys (transformers 5 names) it comes from."""
     d, ff, h, hd = arch.hidden_size, arch.intermediate_size, arch.num_heads, arch.head_dim
-    out: list[_Entry] = []
+    out: list[ParamEntry] = []
 
     def add(path, key, shape, fn=_same, layer=None):
-        out.append(_Entry(tuple(path), ((key, tuple(shape)),), fn, layer))
+        out.append(ParamEntry(tuple(path), ((key, tuple(shape)),), fn, layer))
 
     def add_norm(path, key, n, layer=None):
         add(path + ("scale",), key + ".weight", (n,), layer=layer)
         add(path + ("bias",), key + ".bias", (n,), layer=layer)
 
     def add_linear(path, key, n_in, n_out, layer=None):
-        add(path + ("kernel",), key + ".weight", (n_out, n_in), _linear, layer)
+        add(path + ("kernel",), key + ".weight", (n_out, n_in), torch_linear, layer)
         add(path + ("bias",), key + ".bias", (n_out,), layer=layer)
 
     fe = ("feature_extractor",)
     for i, (c, k) in enumerate(zip(arch.conv_dim, arch.conv_kernel)):
         c_in = arch.conv_dim[i - 1] if i else 1
         key = f"feature_extractor.conv_layers.{i}"
-        add(fe + (f"conv_layers_{i}", "kernel"), key + ".conv.weight", (c, c_in, k), _conv)
+        add(fe + (f"conv_layers_{i}", "kernel"), key + ".conv.weight", (c, c_in, k), torch_conv)
         if arch.conv_bias:
             add(fe + (f"conv_layers_{i}", "bias"), key + ".conv.bias", (c,))
         if arch.feat_extract_norm == "layer" or i == 0:
@@ -548,16 +548,17 @@ def _entries(arch: Arch) -> list[_Entry]:
     if arch.pos_conv == "stack":
         for j in range(arch.pos_conv_layers):
             key = f"encoder.pos_conv_embed.layers.{j}.conv"
-            add(pc + (f"conv_{j}_kernel",), key + ".weight", (d, d // g, k), _conv)
+            add(pc + (f"conv_{j}_kernel",), key + ".weight", (d, d // g, k), torch_conv)
             add(pc + (f"conv_{j}_bias",), key + ".bias", (d,))
     else:
         if arch.pos_conv == "weight_norm":
-            out.append(_Entry(pc + ("conv_kernel",), (
+            out.append(ParamEntry(pc + ("conv_kernel",), (
                 ("encoder.pos_conv_embed.conv.parametrizations.weight.original0", (1, 1, k)),
                 ("encoder.pos_conv_embed.conv.parametrizations.weight.original1", (d, d // g, k))),
-                lambda g_, v_: _conv(weight_norm(g_, v_, dim=2))))
+                lambda g_, v_: torch_conv(weight_norm(g_, v_, dim=2))))
         else:
-            add(pc + ("conv_kernel",), "encoder.pos_conv_embed.conv.weight", (d, d // g, k), _conv)
+            add(pc + ("conv_kernel",), "encoder.pos_conv_embed.conv.weight", (d, d // g, k),
+                torch_conv)
             for name, torch_name in (("scale", "weight"), ("bias", "bias"), ("mean", "running_mean"),
                                      ("var", "running_var")):
                 add(pc + (f"batch_norm_{name}",), f"encoder.pos_conv_embed.batch_norm.{torch_name}", (d,))
@@ -584,7 +585,7 @@ def _entries(arch: Arch) -> list[_Entry]:
 
 def expected_state_dict_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
     """Backbone state-dict keys (no task prefix, weight norm as ``parametrizations``) -> shapes."""
-    return {key: shape for e in _entries(arch) for key, shape in e.sources}
+    return {key: shape for e in param_entries(arch) for key, shape in e.sources}
 
 
 def split_state_dict(state: Mapping[str, np.ndarray], arch: Arch) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -620,7 +621,7 @@ def params_from_state_dict(state: Mapping[str, np.ndarray], arch: Arch, source: 
     if dropped:
         logger.warning("%s: dropped %d tensors that are not part of the %s encoder: %s", source,
                        len(dropped), arch.model_type, ", ".join(dropped))
-    entries = _entries(arch)
+    entries = param_entries(arch)
     checkpoint.check_state_dict(expected_state_dict_shapes(arch), backbone, source)
     params: dict = {}
     stacked: dict[tuple[str, ...], list] = {}

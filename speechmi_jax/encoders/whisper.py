@@ -62,6 +62,7 @@ import numpy as np
 
 from speechmi_jax.encoders import audio_features
 from speechmi_jax.encoders.base import Encoder, EncoderOutput, merge_heads, split_heads
+from speechmi_jax.encoders import checkpoint, ct2
 
 SAMPLE_RATE = 16000
 HOP_SAMPLES = 320  # encoder frame hop: 160-sample STFT hop x conv2 stride 2
@@ -438,8 +439,6 @@ def load_whisper_hf(path: str | os.PathLike, *, dtype=jnp.float32, allow_pickle:
     ``WhisperForAudioClassification`` (``encoder.*``) or bare encoder checkpoints; keys and
     shapes are checked against the config.
     """
-    from speechmi_jax.encoders import checkpoint
-
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
     arch = arch_from_hf_config(config, os.fspath(path / "config.json"))
@@ -522,8 +521,6 @@ def params_from_ct2(variables: dict[str, np.ndarray], source: str) -> tuple[Whis
 
 def _load_ct2_parts(parts: Sequence[Path], name: Optional[str], dtype,
                     window_seconds: Optional[float]) -> Encoder:
-    from speechmi_jax.encoders import ct2
-
     source = " + ".join(os.fspath(p) for p in parts)
     model = ct2.read_ct2(parts, keep=lambda k: k.startswith("encoder/"))
     if model.spec_name and model.spec_name != "WhisperSpec":

@@ -160,6 +160,58 @@ def _pad(x: np.ndarray, n: int, d: int) -> np.ndarray:
     return np.pad(x, ((0, n - x.shape[0]), (0, d - x.shape[1])))
 
 
+def _prepared_tasks(lists, marginals: str) -> list:
+    """Each task's ((x_train, y_train), (x_test, y_test)), checked, its marginals transformed
+    with the training half's statistics."""
+    tasks = []
+    for i, (xa, ya, xb, yb) in enumerate(zip(*lists)):
+        xa, ya = _check_pair(i, xa, ya, "train")
+        xb, yb = _check_pair(i, xb, yb, "test")
+        if xa.shape[1] != xb.shape[1] or ya.shape[1] != yb.shape[1]:
+            raise ValueError(f"task {i}: train dims ({xa.shape[1]}, {ya.shape[1]}) != test dims "
+                             f"({xb.shape[1]}, {yb.shape[1]}): expected the same Dx, Dy")
+        if marginals == "gaussianize":
+            xa, xb = gaussianize(xa, xb)
+            ya, yb = gaussianize(ya, yb)
+        elif marginals == "standardize":  # with the training half's statistics
+            xa, xb = (v[0] for v in standardize_splits(xa[None], xb[None]))
+            ya, yb = (v[0] for v in standardize_splits(ya[None], yb[None]))
+        tasks.append(((xa, ya), (xb, yb)))
+    return tasks
+
+
+def _fold_splits(tasks, folds, halves, counts, dims, gaussian: bool, sq_norm: bool,
+                 replicas: int, seed: int) -> dict:
+    """The bank's rows, {"train", "dev", "test"} -> one row per (task, fold, replica): each
+    fold's training half cut to ``m`` items (seeded), held-out halves padded to ``n_eval``."""
+    m, n_fit, n_dev, n_eval = counts
+    dx, dy, dm = dims
+    rng = np.random.default_rng(seed)
+    splits = {"train": [], "dev": [], "test": []}
+    for task in tasks:
+        for f, h in folds:
+            perm = rng.permutation(halves[f])[:m]
+            fit, dev = perm[:n_fit], perm[n_fit:]
+            (x_in, y_in), (x_out, y_out) = task[f], task[h]
+            if gaussian:
+                rx, ry = cca_rotation(x_in[fit], y_in[fit])
+                x_in, x_out, y_in, y_out = x_in @ rx, x_out @ rx, y_in @ ry, y_out @ ry
+            for name, idx, xx, yy, n in (("train", fit, x_in, y_in, n_fit), ("dev", dev, x_in, y_in, n_dev),
+                                         ("test", slice(None), x_out, y_out, n_eval)):
+                xx, yy = xx[idx], yy[idx]
+                ga = np.zeros((len(xx), dm), np.float32)
+                q = np.zeros(len(xx), np.float32)
+                if gaussian:
+                    ga_, q = gaussian_offset(x_in[fit], y_in[fit], xx, yy)
+                    ga[:, : ga_.shape[1]] = ga_
+                if sq_norm:
+                    xx, yy = with_sq_norm(xx), with_sq_norm(yy)
+                row = {"a": _pad(xx, n, dx), "b": _pad(yy, n, dy), "ga": _pad(ga, n, dm),
+                       "q": np.pad(q, (0, n - len(q))), "mask": (np.arange(n) < len(xx)).astype(np.float32)}
+                splits[name].extend([row] * replicas)
+    return splits
+
+
 def estimate_mi_bank(
     xs_train, ys_train, xs_test, ys_test, *,
     critic: str = "separable",
@@ -203,20 +255,7 @@ def estimate_mi_bank(
     if len({len(v) for v in lists}) != 1 or not lists[0]:
         raise ValueError(f"got {[len(v) for v in lists]} x_train/y_train/x_test/y_test arrays: "
                          "expected the same number (>= 1) of each")
-    tasks = []
-    for i, (xa, ya, xb, yb) in enumerate(zip(*lists)):
-        xa, ya = _check_pair(i, xa, ya, "train")
-        xb, yb = _check_pair(i, xb, yb, "test")
-        if xa.shape[1] != xb.shape[1] or ya.shape[1] != yb.shape[1]:
-            raise ValueError(f"task {i}: train dims ({xa.shape[1]}, {ya.shape[1]}) != test dims "
-                             f"({xb.shape[1]}, {yb.shape[1]}): expected the same Dx, Dy")
-        if marginals == "gaussianize":
-            xa, xb = gaussianize(xa, xb)
-            ya, yb = gaussianize(ya, yb)
-        elif marginals == "standardize":  # with the training half's statistics
-            xa, xb = (v[0] for v in standardize_splits(xa[None], xb[None]))
-            ya, yb = (v[0] for v in standardize_splits(ya[None], yb[None]))
-        tasks.append(((xa, ya), (xb, yb)))
+    tasks = _prepared_tasks(lists, marginals)
     sizes = {(a[0].shape[0], b[0].shape[0]) for a, b in tasks}
     if len(sizes) != 1:
         raise ValueError(f"tasks have (n_train, n_test) {sorted(sizes)}: expected one for all tasks")
@@ -233,29 +272,8 @@ def estimate_mi_bank(
     n_fit = m - n_dev
     validate.enough("training pairs per fold", n_fit, k, f"one block of k={k} after the dev split")
     n_eval = max(halves[h] for _, h in folds)
-    rng = np.random.default_rng(seed)
-    splits = {"train": [], "dev": [], "test": []}
-    for task in tasks:
-        for f, h in folds:
-            perm = rng.permutation(halves[f])[:m]
-            fit, dev = perm[:n_fit], perm[n_fit:]
-            (x_in, y_in), (x_out, y_out) = task[f], task[h]
-            if gaussian:
-                rx, ry = cca_rotation(x_in[fit], y_in[fit])
-                x_in, x_out, y_in, y_out = x_in @ rx, x_out @ rx, y_in @ ry, y_out @ ry
-            for name, idx, xx, yy, n in (("train", fit, x_in, y_in, n_fit), ("dev", dev, x_in, y_in, n_dev),
-                                         ("test", slice(None), x_out, y_out, n_eval)):
-                xx, yy = xx[idx], yy[idx]
-                ga = np.zeros((len(xx), dm), np.float32)
-                q = np.zeros(len(xx), np.float32)
-                if gaussian:
-                    ga_, q = gaussian_offset(x_in[fit], y_in[fit], xx, yy)
-                    ga[:, : ga_.shape[1]] = ga_
-                if sq_norm:
-                    xx, yy = with_sq_norm(xx), with_sq_norm(yy)
-                row = {"a": _pad(xx, n, dx), "b": _pad(yy, n, dy), "ga": _pad(ga, n, dm),
-                       "q": np.pad(q, (0, n - len(q))), "mask": (np.arange(n) < len(xx)).astype(np.float32)}
-                splits[name].extend([row] * replicas)
+    splits = _fold_splits(tasks, folds, halves, (m, n_fit, n_dev, n_eval), (dx, dy, dm),
+                          gaussian, sq_norm, replicas, seed)
 
     # fit_bank's weight "w" [N] is shared by all layers; per-layer held-out sizes differ, so the
     # real items are marked by the layer field "mask" [L, N] (w is all ones).

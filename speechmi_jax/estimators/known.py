@@ -31,20 +31,6 @@ def two_pair_cov(dx: int, dy: int, n_pairs: int, rho: float) -> np.ndarray:
     return cov
 
 
-def dense_cov(dx: int, dy: int, strength: float, seed: int) -> np.ndarray:
-    """A random dense cross-covariance (all coordinates coupled), identity marginals."""
-    rng = np.random.default_rng(seed)
-    u, _ = np.linalg.qr(rng.normal(size=(dx, dx)))
-    v, _ = np.linalg.qr(rng.normal(size=(dy, dy)))
-    k = min(dx, dy)
-    s = np.zeros((dx, dy))
-    s[:k, :k] = np.diag(np.linspace(strength, strength / 3, k))
-    cov = np.eye(dx + dy)
-    cov[:dx, dx:] = u @ s @ v.T
-    cov[dx:, :dx] = cov[:dx, dx:].T
-    return cov
-
-
 def sample_gaussian(cov: np.ndarray, dx: int, n: int, seed: int):
     """n draws of (x [n, dx], y [n, dy]) float32."""
     z = np.random.default_rng(seed).multivariate_normal(np.zeros(len(cov)), cov, size=n)

@@ -150,7 +150,7 @@ def alpha_req(z, *, ranks=ALPHA_RANKS, weights=None) -> float:
     alpha = -slope of the least-squares fit of log lambda_i on log i, each rank weighted 1/i
     (so every octave of ranks counts about the same), over the 1-based ranks ``ranks`` =
     (lo, hi) inclusive, clipped to D and to the non-zero eigenvalues (the reference code's
-    fit, Agrawal et al. NeurIPS 2022; DESIGN.md states ranks 4..100). Agrawal et al. find the
+    fit, Agrawal et al. NeurIPS 2022; the run schema's default is ranks 4..100). Agrawal et al. find the
     best downstream accuracy near alpha = 1; smaller = a flatter, whiter spectrum, larger = a
     few dimensions dominate. weights [N]: row multiplicities.
     """

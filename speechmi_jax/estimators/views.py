@@ -25,6 +25,8 @@ import dataclasses
 import numpy as np
 
 from speechmi_jax import frames as frames_lib
+from speechmi_jax.estimators import kmeans
+from speechmi_jax.estimators.api import standardize_splits
 
 
 def _check_offsets(offsets) -> np.ndarray:
@@ -157,8 +159,6 @@ def kmeans_codes(x, fit: np.ndarray, num_codes: int, seed: int) -> np.ndarray:
     """k-means ids [P] int32 of the rows of x [P, D], centres fitted on ``x[fit]`` only (fit
     [P] bool: the training rows), every dimension scaled by the fitted rows' statistics first
     (``estimators.kmeans``)."""
-    from speechmi_jax.estimators import kmeans
-    from speechmi_jax.estimators.api import standardize_splits
     x = np.asarray(x, np.float32)
     fit = np.asarray(fit, bool)
     if fit.shape != (x.shape[0],):

@@ -26,6 +26,8 @@ import numpy as np
 
 from speechmi_jax import frames as frames_lib
 from speechmi_jax.estimators import kmeans
+from speechmi_jax.encoders.registry import load_encoder
+from speechmi_jax.features import extract_features
 
 log = logging.getLogger("speechmi_jax.ssl")
 
@@ -126,9 +128,6 @@ def cluster_targets(corpus, sets: dict[str, AudioSet], *, source: str, layer: in
     encoder's frames (the targets it is trained on). centroids [k, D]: given (e.g. those a run
     fitted), they are assigned instead of fitting new ones.
     """
-    from speechmi_jax.encoders.registry import load_encoder
-    from speechmi_jax.features import extract_features
-
     enc = load_encoder(source)
     if not 0 <= layer <= enc.num_layers:
         raise ValueError(f"targets.layer={layer}: {source} has hidden states 0..{enc.num_layers}")

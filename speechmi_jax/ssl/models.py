@@ -41,6 +41,7 @@ from speechmi_jax.encoders import wav2vec2 as w2v
 from speechmi_jax.ssl import objectives
 from speechmi_jax.ssl.masking import span_mask
 from speechmi_jax.ssl.quantizer import GumbelProductQuantizer, GumbelVQ
+from speechmi_jax.encoders.export import save_hf
 
 SAMPLE_RATE = 16000
 
@@ -120,8 +121,6 @@ class ConvBackbone(_Backbone):
         return w2v.num_frames(self.arch, lengths)
 
     def export(self, params, out_dir, mask_embedding=None):
-        from speechmi_jax.encoders.export import save_hf
-
         return save_hf(self.transformers_config(), params, out_dir, mask_embedding=mask_embedding)
 
 

@@ -52,9 +52,15 @@ import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
 from speechmi_jax import interrupt
+from speechmi_jax.configs import arg as config_arg
+from speechmi_jax.configs import loader
 from speechmi_jax.ssl import data as data_lib
 from speechmi_jax.ssl.events import EventWriter
 from speechmi_jax.ssl import models, registry, table1
+from speechmi_jax import rundir
+from speechmi_jax.configs.base import ConfigError
+from speechmi_jax.configs.pretrain.common import base_config, check_settings
+from speechmi_jax.data.corpus import load_corpus
 
 log = logging.getLogger("speechmi_jax.ssl")
 HP_KEYS = ("seed", "lr", "mask_prob", "shift")
@@ -83,9 +89,6 @@ def validate_config(config):
     objective, population lists of one length, every value in its range (``common.RANGES``)
     and the rules that tie keys together. Returns ``config``; raises ``ConfigError`` naming
     the key."""
-    from speechmi_jax.configs.base import ConfigError
-    from speechmi_jax.configs.pretrain.common import base_config, check_settings
-
     expected, got = set(base_config().keys()), set(config.keys())
     if got != expected:
         raise ConfigError(f"pretraining config keys: unknown {sorted(got - expected)}, missing "
@@ -269,16 +272,12 @@ def pretrain(config, out_dir, *, progress: bool = True, wait: bool = False) -> l
     The config is checked first (nothing is written for a refused one); the run folder is then
     held against a second writer (``wait``: wait for it instead of failing, ``rundir.claim``)
     and SIGINT / SIGTERM stop at the next step boundary (``interrupt.py``)."""
-    from speechmi_jax import rundir
-
     validate_config(config)
     with rundir.claim(out_dir, wait=wait):
         return _pretrain(config, Path(out_dir), progress)
 
 
 def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
-    from speechmi_jax.data.corpus import load_corpus
-
     members = population(config)
     p = len(members)
     export_steps = set(config.export_steps)
@@ -406,24 +405,22 @@ def _collapse_guard(task, config, rec: dict) -> bool:
     return True
 
 
-def load_config(config: str | Path, overrides=(), smoke: bool = False):
+def load_pretrain_config(config: str | Path, overrides=(), smoke: bool = False):
     """A pretraining config by path or bundled name (``configs/pretrain/<name>.py``, or
     ``zoo/<name>`` for the zoo's recipes in ``configs/zoo/``), its
     ``--set`` overrides applied and checked by :func:`validate_config` -> (path, config)."""
-    from speechmi_jax import cli
-
     path = Path(config)
     configs = Path(__file__).parents[1] / "configs"
     for bundled in (configs / "pretrain" / f"{config}.py", configs / f"{config}.py"):
         if not path.is_file() and bundled.is_file():
             path = bundled
-    return path, cli.load_config(path, overrides, arg="smoke" if smoke else "",
-                                 schema=validate_config)
+    return path, loader.load_config(path, overrides, arg=config_arg.from_flag(smoke),
+                                    schema=validate_config)
 
 
 def pretrain_command(config: str, out: str | None, smoke: bool, overrides, wait: bool = False) -> int:
     """``speechmi pretrain``: a config path or a bundled name (apc, vqapc, hubert, data2vec)."""
-    path, cfg = load_config(config, overrides, smoke)
+    path, cfg = load_pretrain_config(config, overrides, smoke)
     out_dir = Path(out or Path("runs") / f"pretrain-{path.stem}")
     last = pretrain(cfg, out_dir, wait=wait)
     for rec in last:

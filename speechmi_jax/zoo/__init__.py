@@ -9,8 +9,8 @@ Each model lives in ``speechmi_jax/zoo/<name>/``:
   dev bound and H(Z_target), parameters, the checkpoints shipped, the recorded dev metric);
 * ``objective.safetensors``: the final model's training parameters besides the encoder (heads,
   VQ, mask embedding; data2vec's EMA teacher) and HuBERT's k-means centroids, from which, with
-  the final checkpoint's encoder, :func:`recompute_dev_metric` reproduces the dev metric
-  recorded in the card.
+  the final checkpoint's encoder, :func:`speechmi_jax.zoo.metric.recompute_dev_metric`
+  reproduces the dev metric recorded in the card.
 
 Names: ``"<name>"`` is the final model, ``"<name>@step<N>"`` a checkpoint along training
 (``smi.load_encoder("melhubert-4x256@step0")``). ``random:<arch>@<seed>`` keeps its meaning: zoo
@@ -118,13 +118,6 @@ def distinct(specs) -> list[str]:
 def card(name: str) -> dict:
     """The model card of ``name`` (``card.json``)."""
     return json.loads((folder(name) / "card.json").read_text())
-
-
-def recompute_dev_metric(name: str) -> dict:
-    """The objective's dev metrics of ``name``'s final weights on the card's dev slice."""
-    from speechmi_jax.zoo import metric
-
-    return metric.recompute(folder(name), card(name))
 
 
 def table() -> str:

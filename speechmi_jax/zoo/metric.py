@@ -19,6 +19,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from speechmi_jax import zoo
+from speechmi_jax.data.corpus import load_corpus
+from speechmi_jax.encoders.registry import load_encoder
+from speechmi_jax.ssl import data as data_lib
+from speechmi_jax.ssl import trainer
+
 OBJECTIVE_FILE = "objective.safetensors"
 METRICS = ("loss", "nll_bits", "h_target_bits", "bound_bits")
 
@@ -49,8 +55,6 @@ def load_objective(model_dir: Path, backbone_key: str):
     from flax import traverse_util
     from safetensors.numpy import load_file
 
-    from speechmi_jax import zoo
-    from speechmi_jax.encoders.registry import load_encoder
 
     flat = load_file(str(model_dir / OBJECTIVE_FILE))
     trees = {"params": {}, "aux": {}}
@@ -74,10 +78,6 @@ def config_for_slice(card: dict) -> ml_collections.ConfigDict:
 
 def evaluate(config, params, aux, centroids, slice_spec: dict) -> dict:
     """The objective's metrics {loss, nll_bits, h_target_bits, bound_bits} on the dev slice."""
-    from speechmi_jax.data.corpus import load_corpus
-    from speechmi_jax.ssl import data as data_lib
-    from speechmi_jax.ssl import trainer
-
     corpus = load_corpus(slice_spec["corpus"])
     dev = data_lib.load_split(corpus, slice_spec["split"], slice_spec["utterances"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,3 +100,8 @@ def backbone_key(card: dict) -> str:
 def recompute(model_dir: Path, card: dict) -> dict:
     params, aux, centroids = load_objective(model_dir, backbone_key(card))
     return evaluate(config_for_slice(card), params, aux, centroids, card["dev_slice"])
+
+
+def recompute_dev_metric(name: str) -> dict:
+    """The objective's dev metrics of ``name``'s final weights on the card's dev slice."""
+    return recompute(zoo.folder(name), zoo.card(name))

@@ -26,6 +26,7 @@ import numpy as np
 
 from speechmi_jax.zoo import ZOO_DIR
 from speechmi_jax.zoo import metric
+from speechmi_jax.ssl import models, trainer
 
 RECIPE_DIR = Path(__file__).parents[1] / "configs" / "zoo"
 # Every recipe file (one model each); a model's name is its recipe's with '-' for '_'.
@@ -74,8 +75,6 @@ def _export_init(config: dict, dst: Path, seed: int) -> None:
 
     import jax
     import ml_collections
-
-    from speechmi_jax.ssl import models, trainer
 
     cfg = ml_collections.ConfigDict(config)
     if cfg.objective == "hubert":  # the init does not depend on the targets: K is enough

@@ -13,6 +13,7 @@ import math
 
 import ml_collections
 
+from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import ranges
 from speechmi_jax.configs.ranges import SEED, at_least, between, count, positive
 
@@ -209,8 +210,4 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def finish(c, arg: str, name: str):
-    if arg == "smoke":
-        return smoke(c)
-    if arg:
-        raise ValueError(f"pretrain config {name}: unknown argument {arg!r}; expected '' or 'smoke'")
-    return c
+    return smoke(c) if config_arg.is_smoke(arg, f"pretrain config {name}") else c
