@@ -120,6 +120,19 @@ def check_splits(corpus, config):
                                               "on 'test'")
 
 
+def saved_part(run: RunDir, file: str, measure: str, key: dict):
+    """The measure's saved part to reuse, or None to compute it: process 0's decision on
+    every process (``distributed.agree``), so all of them compute it together or none does."""
+    part = run.load_part(file, measure, key)
+    if distributed.agree(part is None):
+        return None
+    if part is None:
+        raise FileNotFoundError(f"{run.part_path(file, measure)}: process 0 reuses this part, "
+                                f"process {distributed.process_index()} cannot read it: is "
+                                f"{run.out} one folder every process sees?")
+    return part
+
+
 def run_experiment(config, out_dir, *, wait: bool = False) -> results_lib.Results:
     """Runs (or resumes) every encoder x measure of ``config`` into ``out_dir`` -> Results.
 
@@ -170,13 +183,8 @@ def _run(config, out: Path) -> results_lib.Results:
             fkey = (measures_lib.masked_features_key(enc, corpus, config) if m.needs_encoder
                     else features_key)
             key = part_key(measure, config, fkey, input_key if m.needs_input else None)
-            part = run.load_part(file, measure, key)
-            compute = distributed.agree(part is None)
-            if not compute and part is None:
-                raise FileNotFoundError(f"{run.part_path(file, measure)}: process 0 reuses this "
-                                        f"part, process {distributed.process_index()} cannot read "
-                                        f"it: is {out} one shared folder for every process?")
-            if compute:
+            part = saved_part(run, file, measure, key)
+            if part is None:
                 if fs is None:
                     t0, c0 = time.perf_counter(), compile_seconds()
                     fs = extract_features(enc, corpus, cache, progress=progress)
@@ -207,15 +215,11 @@ def _run(config, out: Path) -> results_lib.Results:
         if big:
             release_memory()
 
-    metadata = {
+    res = results_lib.as_results(records, {
         "config": json.loads(config.to_json()),
         "corpus": {"name": corpus.name, "utterances": len(corpus),
                    "hours": corpus.total_duration_s / 3600.0, "speakers": corpus.speakers},
-        "timings_s": timings,
-        "skipped": skipped,
-        "ci_level": 0.95,
-    }
-    res = results_lib.as_results(records, metadata)
+        "timings_s": timings, "skipped": skipped, "ci_level": 0.95})
     if distributed.is_main():
         results_lib.write_results(out, res)
         report_lib.write_report(res, out, seed=config.seed)

@@ -5,8 +5,9 @@ mid-run ends the other with an error naming it, and rerunning both resumes to th
 TFDS LibriSpeech is copied by process, in contiguous parts.
 
 Not bit-identical across the two layouts: the bank's full-batch sums are all-reduced across
-processes (gloo) instead of inside one, in another order (measured: records differ by ~3e-6
-bits, the pretrained weights by ~6e-8); the features themselves are bit-identical.
+processes (gloo) instead of inside one, in another order (measured: the run's records differ
+by up to 3e-6 bits, APC's metrics by up to 6e-6 relative, its weights by up to 6e-8); the
+features themselves are bit-identical.
 """
 
 import json
@@ -74,7 +75,8 @@ def _records(out: Path) -> list[dict]:
 
 
 def _max_difference(a, b, where="") -> float:
-    """Largest difference between two JSON trees' numbers; any other difference fails."""
+    """Largest difference between two JSON trees' numbers, relative to each number where it
+    exceeds 1 (APC's bounds are hundreds of bits); any other difference fails."""
     if isinstance(a, dict):
         assert a.keys() == b.keys(), where
         return max([_max_difference(a[k], b[k], f"{where}/{k}") for k in a], default=0.0)
@@ -83,7 +85,7 @@ def _max_difference(a, b, where="") -> float:
         return max([_max_difference(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b))],
                    default=0.0)
     if isinstance(a, float):
-        return abs(a - b)
+        return abs(a - b) / max(1.0, abs(a))
     assert a == b, (where, a, b)
     return 0.0
 
