@@ -13,6 +13,11 @@ stopped.
 Expected errors (a bad config, file, corpus or checkpoint, a run folder in use) print one line
 and exit with status 1 (2 for a bad config); ``--debug`` shows the traceback instead.
 
+Several processes (hosts) run one command together with ``--coordinator HOST:PORT
+--num-processes N --process-id I`` (or ``SPEECHMI_COORDINATOR`` / ``SPEECHMI_NUM_PROCESSES`` /
+``SPEECHMI_PROCESS_ID``), or ``--distributed auto`` on TPU pod slices, SLURM and Open MPI
+(``distributed.py``; README, "Running on many hosts").
+
 One process writes a run folder at a time: a second ``run`` / ``demo`` / ``pretrain`` on a
 folder in use stops at once naming the holder, or waits for it with ``--wait``. Ctrl-C or
 SIGTERM stops a run at the next step boundary with its checkpoint saved, prints the command
@@ -27,7 +32,7 @@ import sys
 from pathlib import Path
 
 
-from speechmi_jax import pipeline, zoo
+from speechmi_jax import distributed, pipeline, zoo
 from speechmi_jax.analysis import report, results
 from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import demo
@@ -55,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     writes.add_argument("--wait", action="store_true",
                         help="if another process holds the run folder, wait for it to finish "
                              "(default: stop at once, naming it)")
+    distributed.add_arguments(writes)
     p_demo = sub.add_parser("demo", parents=[common, writes],
                             help="all measures for every layer on the bundled corpus")
     p_demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
@@ -99,6 +105,8 @@ def main(argv=None) -> int:
             print(name + note)
         return 0
     try:
+        if args.command != "report":
+            distributed.start(distributed.launch_from(args))
         if args.command == "pretrain":
             return pretrain_command(args.config, args.out, args.smoke, args.overrides,
                                     wait=args.wait)

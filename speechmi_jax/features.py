@@ -24,11 +24,20 @@ frames are kept: a feature set of those frames, with ``frame_index`` [M] naming 
 in the clean feature set. The spans are a function of the utterance id, the seed and the
 encoder's frame rate (:meth:`Masking.frames`), so every run masks the same frames; the cache
 key adds the masking settings and the mask embedding's fingerprint.
+
+Several processes (``distributed.py``) share one extraction: each encodes every N-th utterance
+of the split-ordered list into its own shard entry ``<key>.shard-<i>-of-<N>/`` (an ordinary
+entry of that sub-corpus: resumable, locked), then process 0 copies the shards' frames into
+the entry ``<key>/`` (one sequential pass over the features, layer by layer) and deletes the
+shards; every process opens the merged entry. Nobody encodes an utterance twice, and the entry
+is the one a single process would have written (the same rows, up to the encoder's rounding
+in another batch).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -42,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from speechmi_jax import frames as frames_lib
-from speechmi_jax import interrupt, locks
+from speechmi_jax import distributed, interrupt, locks
 from speechmi_jax.encoders.base import Encoder, bucket_length
 
 log = logging.getLogger("speechmi_jax.features")
@@ -246,6 +255,11 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
       dtype: storage dtype (float16 halves the disk; values beyond its range raise).
       progress: show a tqdm bar.
       masking: the masked pass (module docstring): only the masked frames are kept.
+
+    Several processes (``distributed.py``; the cache folder must be one folder they all see):
+    each encodes its share of the utterances (``distributed.share`` of the split-ordered list)
+    into its own shard entry ``<key>.shard-<i>-of-<N>/`` (resumable like any entry), process 0
+    then merges the shards into the entry ``<key>/`` and every process opens that one.
     """
     corpus = corpus.with_sample_rate(enc.sample_rate)  # resampled (and logged) if needed
     if len(corpus) == 0:
@@ -256,27 +270,103 @@ def extract_features(enc: Encoder, corpus, cache_dir: str | os.PathLike | None =
     options = _options(dtype, enc, masking)
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     key = cache_key(enc, corpus, options)
-    final, partial = cache_dir / key, cache_dir / f"{key}.partial"
+    plan = functools.partial(_Plan, enc=enc, dtype=dtype, masking=masking, batch_size=batch_size,
+                             max_batch_seconds=max_batch_seconds, progress=progress)
+    final = cache_dir / key
+    if distributed.agree((final / "meta.json").exists()):
+        log.info("reusing cached features %s", final)
+        return load_features(final)
+    if distributed.process_count() == 1:
+        return _cached(plan(corpus=corpus, key=key), cache_dir, key)
+    shards = _shards(enc, corpus, options, plan)
+    mine = shards[distributed.process_index()]
+    if mine is not None:
+        _cached(mine, cache_dir, f"{key}.shard-{distributed.process_index()}-of-{len(shards)}")
+    distributed.barrier(f"features {key}: every shard extracted")
+    distributed.on_main(lambda: _merged(plan(corpus=corpus, key=key), cache_dir, len(shards)),
+                        f"merging the feature shards of {final}")
+    return load_features(final)
+
+
+def _merged(plan: _Plan, cache_dir: Path, num_shards: int) -> FeatureSet:
+    """The entry ``plan.key`` merged from its shards, which are then deleted (the entry holds
+    every frame they held)."""
+    names = [f"{plan.key}.shard-{p}-of-{num_shards}" for p in range(num_shards)]
+    fs = _cached(plan, cache_dir, plan.key, [n for n in names if (cache_dir / n).is_dir()])
+    for name in names:
+        shutil.rmtree(cache_dir / name, ignore_errors=True)  # lock files stay (locks.py)
+    return fs
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """One extraction: ``enc``'s features of ``corpus``, filed under ``key``."""
+
+    enc: Encoder
+    corpus: object
+    key: str
+    dtype: np.dtype
+    masking: Optional[Masking]
+    batch_size: int
+    max_batch_seconds: float
+    progress: bool
+
+
+def _shards(enc: Encoder, corpus, options: dict, plan) -> list:
+    """Per process, the :class:`_Plan` of its share of the split-ordered utterances (None for
+    a process left without one: more processes than utterances)."""
+    utts = _order_by_split(corpus)
+    out = []
+    for p in range(distributed.process_count()):
+        ids = {utts[i].id for i in distributed.share(len(utts), p)}
+        sub = corpus.filter(lambda u: u.id in ids)
+        out.append(plan(corpus=sub, key=cache_key(enc, sub, options))
+                   if ids else None)
+    return out
+
+
+def _cached(plan: _Plan, cache_dir: Path, name: str, shards=None) -> FeatureSet:
+    """The finished entry ``<cache_dir>/<name>``: found, or made (encoded, or merged from the
+    entries named ``shards``) under the entry's lock. One writer per entry: a second process (another
+    run sharing the cache) waits here, then finds the finished entry. Readers never see a
+    half-written one: it appears by a rename."""
+    final, partial = cache_dir / name, cache_dir / f"{name}.partial"
     if (final / "meta.json").exists():
         log.info("reusing cached features %s", final)
         return load_features(final)
-    # One writer per entry: a second process (another run sharing the cache) waits here, then
-    # finds the finished entry. Readers never see a half-written one: it appears by a rename.
-    with locks.hold(cache_dir / f"{key}.lock", what=f"feature cache entry {final}", wait=True):
+    with locks.hold(cache_dir / f"{name}.lock", what=f"feature cache entry {final}", wait=True):
         if (final / "meta.json").exists():
             log.info("reusing cached features %s (extracted by another process)", final)
             return load_features(final)
-        return _extract(enc, corpus, final, partial, key, dtype, masking, batch_size,
-                        max_batch_seconds, progress)
+        layout = _layout(plan)
+        done = _open_partial(partial, layout)
+        if shards is None:
+            _encode(plan, layout, partial, done)
+        else:
+            _merge(layout, partial, [load_features(cache_dir / n) for n in shards])
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+    return load_features(final)
 
 
-def _extract(enc: Encoder, corpus, final: Path, partial: Path, key: str, dtype,
-             masking: Optional[Masking], batch_size: int, max_batch_seconds: float,
-             progress: bool) -> FeatureSet:
-    """:func:`extract_features` into ``partial`` (resuming the batches done there), renamed to
-    ``final`` when complete; the caller holds the entry's lock."""
-    from tqdm.auto import tqdm
+@dataclasses.dataclass
+class _Layout:
+    """Where every utterance's frames go in an entry: ``utts`` in file order, their sample
+    ``lengths`` and encoder frame counts ``nframes``, the frames kept (``keep``: None, or the
+    masked ones per utterance), ``offsets`` [U+1] of each one's stored rows; ``meta`` and the
+    per-frame arrays (``phone.npy`` ...) the entry holds."""
 
+    utts: list
+    lengths: np.ndarray
+    nframes: np.ndarray
+    keep: Optional[list]
+    offsets: np.ndarray
+    meta: dict
+    arrays: dict
+
+
+def _layout(plan: _Plan) -> _Layout:
+    enc, corpus, masking = plan.enc, plan.corpus, plan.masking
     utts = _order_by_split(corpus)
     lengths = np.asarray([u.num_samples for u in utts], dtype=np.int64)
     nframes = enc.num_frames(lengths)
@@ -290,53 +380,63 @@ def _extract(enc: Encoder, corpus, final: Path, partial: Path, key: str, dtype,
         raise ValueError(f"masking {masking}: no utterance of {corpus.name!r} is as long as one "
                          f"span ({masking.span_frames(enc.frame_rate)} {enc.name} frames)")
     n_total, n_hidden, width = int(offsets[-1]), enc.num_layers + 1, enc.hidden_size
-    speaker_set = tuple(sorted({u.speaker for u in utts}))
     phone_set = tuple(corpus.phone_set)
     label_to_id = {p: i for i, p in enumerate(phone_set)}
     phone = np.concatenate([
         frames_lib.segments_to_frame_labels(u.phones or (), int(n), enc.frame_rate,
                                             enc.frame_offset_s, label_to_id)
         for u, n in zip(utts, nframes)]).astype(np.int32)
-    utt_index = np.repeat(np.arange(len(utts), dtype=np.int32), stored)
+    arrays = {"phone": phone if keep is None else phone[np.concatenate(keep)],
+              "utt_index": np.repeat(np.arange(len(utts), dtype=np.int32), stored),
+              "utt_offsets": offsets}
     if keep is not None:
-        phone = phone[np.concatenate(keep)]
-    meta = dict(version=FORMAT_VERSION, key=key, encoder=encoder_facts(enc), corpus=corpus.name,
-                shape=[n_hidden, n_total, width], dtype=dtype.name,
+        arrays["frame_index"] = np.flatnonzero(np.concatenate(keep))
+    meta = dict(version=FORMAT_VERSION, key=plan.key, encoder=encoder_facts(enc),
+                corpus=corpus.name, shape=[n_hidden, n_total, width], dtype=plan.dtype.name,
                 utt_ids=[u.id for u in utts], speakers=[u.speaker for u in utts],
-                splits=[u.split for u in utts], speaker_set=list(speaker_set),
-                phone_set=list(phone_set))
+                splits=[u.split for u in utts],
+                speaker_set=sorted({u.speaker for u in utts}), phone_set=list(phone_set))
     if masking is not None:
         meta["masking"] = dataclasses.asdict(masking)
+    return _Layout(utts, lengths, nframes, keep, offsets, meta, arrays)
 
-    hidden_path = partial / "hidden.npy"
+
+def _open_partial(partial: Path, layout: _Layout) -> np.ndarray:
+    """Resumes ``partial`` if it was started for this layout, else starts it afresh (a sparse
+    ``hidden.npy``, the per-frame arrays, ``meta.json``) -> done [U] bool."""
     done_path = partial / "done.npy"
-    resume = (partial / "meta.json").exists() and json.loads(
-        (partial / "meta.json").read_text()) == meta and done_path.exists()
-    if resume:
+    meta = layout.meta
+    if ((partial / "meta.json").exists() and done_path.exists()
+            and json.loads((partial / "meta.json").read_text()) == meta):
         done = np.load(done_path)
         log.info("resuming %s: %d of %d utterances already extracted", partial,
-                 int(done.sum()), len(utts))
-    else:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        np.lib.format.open_memmap(hidden_path, mode="w+", dtype=dtype,
-                                  shape=(n_hidden, n_total, width)).flush()  # a sparse file
-        done = np.zeros(len(utts), dtype=bool)
-        np.save(partial / "phone.npy", phone)
-        np.save(partial / "utt_index.npy", utt_index)
-        np.save(partial / "utt_offsets.npy", offsets)
-        if keep is not None:
-            np.save(partial / "frame_index.npy", np.flatnonzero(np.concatenate(keep)))
-        (partial / "meta.json").write_text(json.dumps(meta))
-    header = _npy_header_size(hidden_path)
-    row_bytes = width * dtype.itemsize
+                 int(done.sum()), len(layout.utts))
+        return done
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    np.lib.format.open_memmap(partial / "hidden.npy", mode="w+", dtype=np.dtype(meta["dtype"]),
+                              shape=tuple(meta["shape"])).flush()  # a sparse file
+    for name, arr in layout.arrays.items():
+        np.save(partial / f"{name}.npy", arr)
+    (partial / "meta.json").write_text(json.dumps(meta))
+    return np.zeros(len(layout.utts), dtype=bool)
 
-    batches = [b for b in _batches(lengths, batch_size, int(max_batch_seconds * enc.sample_rate),
+
+def _encode(plan: _Plan, layout: _Layout, partial: Path, done: np.ndarray) -> None:
+    """Encodes the utterances not ``done`` into ``partial/hidden.npy``, batch by batch
+    (``done.npy`` records each finished batch; the run stops between two on a signal)."""
+    from tqdm.auto import tqdm
+
+    enc, utts, lengths = plan.enc, layout.utts, layout.lengths
+    hidden_path = partial / "hidden.npy"
+    header = _npy_header_size(hidden_path)
+    batches = [b for b in _batches(lengths, plan.batch_size,
+                                   int(plan.max_batch_seconds * enc.sample_rate),
                                    enc.sample_rate) if not done[b].all()]
     fd = os.open(hidden_path, os.O_RDWR)
     try:
         for batch in tqdm(batches, desc=f"features {enc.name}", unit="batch",
-                          disable=not progress):
+                          disable=not plan.progress):
             padded = bucket_length(int(lengths[batch].max()), enc.sample_rate)
             wav = np.zeros((len(batch), padded), dtype=np.float32)
             for j, i in enumerate(batch):
@@ -345,43 +445,76 @@ def _extract(enc: Encoder, corpus, final: Path, partial: Path, key: str, dtype,
                     raise ValueError(f"{utts[i].audio_path}: decoded {audio.shape[0]} samples, "
                                      f"header said {lengths[i]}")
                 wav[j, :lengths[i]] = audio
-            if keep is None:
+            if layout.keep is None:
                 out = enc(wav, lengths[batch])
             else:
                 fmask = np.zeros((len(batch), int(enc.num_frames(padded))), bool)
                 for j, i in enumerate(batch):
-                    fmask[j, :nframes[i]] = keep[i]
+                    fmask[j, :layout.nframes[i]] = layout.keep[i]
                 out = enc.apply_masked(wav, lengths[batch], fmask)
-            hs = np.asarray(out.hidden_states.astype(jnp.float32))  # [L+1, B, T, D]
-            mask = np.asarray(out.mask)
-            if hs.shape[0] != n_hidden or hs.shape[3] != width:
-                raise ValueError(f"{enc.name}: hidden_states {hs.shape}, expected "
-                                 f"[{n_hidden}, B, T, {width}]")
-            for j, i in enumerate(batch):
-                n = int(nframes[i])
-                if int(mask[j].sum()) != n or hs.shape[2] < n:
-                    raise ValueError(f"{enc.name}: {int(mask[j].sum())} real frames for "
-                                     f"{utts[i].id}, num_frames says {n}")
-                block = hs[:, j, :n] if keep is None else hs[:, j, :n][:, keep[i]]
-                block = block.astype(dtype)
-                if not np.all(np.isfinite(block)):
-                    raise FloatingPointError(
-                        f"{enc.name}: features of {utts[i].id} overflow {dtype.name} (or are "
-                        f"NaN); extract with dtype=np.float32")
-                for l in range(n_hidden):
-                    pos = header + (l * n_total + int(offsets[i])) * row_bytes
-                    os.pwrite(fd, np.ascontiguousarray(block[l]).tobytes(), pos)
-            del hs, out
+            _write_batch(fd, header, plan, layout, batch, out)
+            del out
             done[batch] = True
             os.fsync(fd)
-            np.save(done_path, done)
+            np.save(partial / "done.npy", done)
             interrupt.check(f"features of {enc.name}: {int(done.sum())} of {len(utts)} "
                             f"utterances (kept in {partial})")
     finally:
         os.close(fd)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
-    return load_features(final)
+
+
+def _write_batch(fd: int, header: int, plan: _Plan, layout: _Layout, batch, out) -> None:
+    """Checks one forward pass' hidden states and writes each utterance's kept frames at its
+    rows of every layer (``os.pwrite``: page cache, not the process' heap)."""
+    enc, (n_hidden, n_total, width) = plan.enc, layout.meta["shape"]
+    hs = np.asarray(out.hidden_states.astype(jnp.float32))  # [L+1, B, T, D]
+    mask = np.asarray(out.mask)
+    if hs.shape[0] != n_hidden or hs.shape[3] != width:
+        raise ValueError(f"{enc.name}: hidden_states {hs.shape}, expected "
+                         f"[{n_hidden}, B, T, {width}]")
+    row_bytes = width * plan.dtype.itemsize
+    for j, i in enumerate(batch):
+        n, uid = int(layout.nframes[i]), layout.utts[i].id
+        if int(mask[j].sum()) != n or hs.shape[2] < n:
+            raise ValueError(f"{enc.name}: {int(mask[j].sum())} real frames for "
+                             f"{uid}, num_frames says {n}")
+        block = hs[:, j, :n] if layout.keep is None else hs[:, j, :n][:, layout.keep[i]]
+        block = block.astype(plan.dtype)
+        if not np.all(np.isfinite(block)):
+            raise FloatingPointError(
+                f"{enc.name}: features of {uid} overflow {plan.dtype.name} (or are "
+                f"NaN); extract with dtype=np.float32")
+        for l in range(n_hidden):
+            pos = header + (l * n_total + int(layout.offsets[i])) * row_bytes
+            os.pwrite(fd, np.ascontiguousarray(block[l]).tobytes(), pos)
+
+
+MERGE_ROWS = 1 << 16  # frames copied at a time per layer when merging shards (~100 MB at D=768)
+
+
+def _merge(layout: _Layout, partial: Path, shards: list[FeatureSet]) -> None:
+    """Copies every shard's frames to their rows of ``partial/hidden.npy`` (layer by layer,
+    ``MERGE_ROWS`` frames at a time), checking that the shards hold each utterance once with
+    its frame count."""
+    row_of = {u.id: i for i, u in enumerate(layout.utts)}
+    counts = np.diff(layout.offsets)
+    hidden = np.load(partial / "hidden.npy", mmap_mode="r+")
+    seen = np.zeros(len(layout.utts), bool)
+    for fs in shards:
+        dst = np.asarray([row_of[uid] for uid in fs.utt_ids])
+        if seen[dst].any() or not np.array_equal(np.diff(fs.utt_offsets), counts[dst]):
+            raise ValueError(f"feature shard {fs.path} does not match the corpus' utterances "
+                             f"(repeated, or other frame counts): delete it to extract it again")
+        seen[dst] = True
+        rows = np.concatenate([np.arange(layout.offsets[i], layout.offsets[i + 1]) for i in dst])
+        for l in range(hidden.shape[0]):
+            for c in range(0, rows.size, MERGE_ROWS):
+                hidden[l, rows[c:c + MERGE_ROWS]] = fs.hidden[l, c:c + MERGE_ROWS]
+    if not seen.all():
+        missing = [layout.utts[i].id for i in np.flatnonzero(~seen)][:5]
+        raise ValueError(f"feature shards of {partial} miss utterances, e.g. {missing}")
+    hidden.flush()
+    del hidden
 
 
 def _masked_frames(enc: Encoder, utts, nframes, masking: Optional[Masking]):

@@ -14,7 +14,11 @@ The ``speechmi`` command then prints one line saying where it stopped and the co
 resumes, and exits with 128 + the signal's number, the shell's convention: 130 for Ctrl-C
 (SIGINT), 143 for SIGTERM. A second Ctrl-C stops at once (``KeyboardInterrupt``; the rerun
 resumes from the last checkpoint, as after ``kill -9``). Outside ``graceful()`` (library calls,
-other threads) the signals keep their usual effect.
+other threads) the signals keep their usual effect. With several processes
+(``distributed.py``) the loops that run in step ask every process (:func:`check_all`), so a
+signal that reached one host stops them all at the same boundary; a feature extraction, where
+each process encodes its own share, stops only where the signal arrived (each process' shard
+keeps its finished batches).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import contextlib
 import logging
 import signal
 import threading
+
+from speechmi_jax import distributed
 
 log = logging.getLogger("speechmi_jax.interrupt")
 
@@ -52,6 +58,22 @@ def check(where: str) -> None:
     call it once what resuming needs is saved."""
     if _state["signum"] is not None:
         raise Interrupted(_state["signum"], where)
+
+
+def requested_anywhere() -> bool:
+    """Whether a stop was requested on any process of the run (``distributed.any_process``;
+    on one process, :func:`requested`). The loops every process runs in step (bank chunks,
+    pretraining steps, the run loop between measures) ask this, so all of them stop at the same
+    boundary and write its checkpoint together, even when the signal reached one host only."""
+    return distributed.any_process(requested())
+
+
+def check_all(where: str, anywhere: bool | None = None) -> None:
+    """:func:`check` for the loops every process runs in step: raises :class:`Interrupted` on
+    every process when a stop was requested on any (``anywhere``: that answer, if already
+    asked at this boundary)."""
+    if requested_anywhere() if anywhere is None else anywhere:
+        raise Interrupted(_state["signum"] or signal.SIGTERM, where)
 
 
 def _handler(signum, frame):

@@ -104,6 +104,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from speechmi_jax import distributed
 from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.data import phones as phones_lib
 from speechmi_jax.data.corpus import no_usable_utterance
@@ -415,7 +416,7 @@ def codes_masked(x: Inputs) -> list[dict]:
                          "encoder_model) to run it again with spans masked")
     masking = masking_of(x.config)
     mfs = extract_features(x.encoder_model, x.corpus, x.cache_dir, masking=masking,
-                           progress=bool(x.config.progress))
+                           progress=bool(x.config.progress) and distributed.is_main())
     if list(mfs.utt_ids) != list(x.fs.utt_ids) or mfs.frame_index is None:
         raise ValueError(f"codes_masked: the masked pass of {x.encoder} ({mfs.path}) does not "
                          f"hold the clean feature set's utterances")

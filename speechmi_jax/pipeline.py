@@ -13,8 +13,13 @@
 Killing a run at any point and rerunning the same command ends with the same results:
 finished measures are reused from ``<out>/parts/``, a measure in progress resumes from its
 estimator checkpoints, an encoder pass from the batches already cached. SIGINT / SIGTERM stop
-it at the next step boundary with that step checkpointed (``interrupt.py``); one process holds
+it at the next step boundary with that step checkpointed (``interrupt.py``); one command holds
 the run folder at a time (``rundir.claim``).
+
+Several processes (``distributed.py``) run this loop in step: each encodes its share of the
+utterances (``features.py``), every estimator bank trains on one mesh of all their devices, and
+every process computes the same records from the gathered held-out items; whether a saved part
+is reused is process 0's decision, and process 0 alone writes parts, results, report and plots.
 
 Compilation: XLA executables are cached on disk (JAX's persistent compilation cache, under
 the feature cache folder unless ``JAX_COMPILATION_CACHE_DIR`` names another), so estimator
@@ -41,7 +46,7 @@ from speechmi_jax.data.corpus import load_corpus, no_usable_utterance
 from speechmi_jax.encoders import load_encoder
 from speechmi_jax.estimators.train import RELEASE_MIN_BYTES, trim_heap
 from speechmi_jax.features import extract_features, feature_cache_key
-from speechmi_jax import interrupt
+from speechmi_jax import distributed, interrupt
 from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 
 log = logging.getLogger("speechmi_jax.pipeline")
@@ -115,6 +120,19 @@ def check_splits(corpus, config):
                                               "on 'test'")
 
 
+def saved_part(run: RunDir, file: str, measure: str, key: dict):
+    """The measure's saved part to reuse, or None to compute it: process 0's decision on
+    every process (``distributed.agree``), so all of them compute it together or none does."""
+    part = run.load_part(file, measure, key)
+    if distributed.agree(part is None):
+        return None
+    if part is None:
+        raise FileNotFoundError(f"{run.part_path(file, measure)}: process 0 reuses this part, "
+                                f"process {distributed.process_index()} cannot read it: is "
+                                f"{run.out} one folder every process sees?")
+    return part
+
+
 def run_experiment(config, out_dir, *, wait: bool = False) -> results_lib.Results:
     """Runs (or resumes) every encoder x measure of ``config`` into ``out_dir`` -> Results.
 
@@ -148,6 +166,7 @@ def _run(config, out: Path) -> results_lib.Results:
     else:
         input_key = None
 
+    progress = bool(config.progress) and distributed.is_main()
     timings: dict[str, dict[str, float]] = {}
     records: list[dict] = []
     for name in config.encoders:
@@ -161,16 +180,16 @@ def _run(config, out: Path) -> results_lib.Results:
             fkey = (measures_lib.masked_features_key(enc, corpus, config) if m.needs_encoder
                     else features_key)
             key = part_key(measure, config, fkey, input_key if m.needs_input else None)
-            part = run.load_part(file, measure, key)
+            part = saved_part(run, file, measure, key)
             if part is None:
                 if fs is None:
                     t0, c0 = time.perf_counter(), compile_seconds()
-                    fs = extract_features(enc, corpus, cache, progress=config.progress)
+                    fs = extract_features(enc, corpus, cache, progress=progress)
                     t["features_s"] = time.perf_counter() - t0
                     t["features_compile_s"] = compile_seconds() - c0
                 if m.needs_input and input_fs is None:
-                    input_fs = extract_features(input_enc, corpus, cache, progress=config.progress)
-                interrupt.check(f"{name} / {measure} (not started)")
+                    input_fs = extract_features(input_enc, corpus, cache, progress=progress)
+                interrupt.check_all(f"{name} / {measure} (not started)")
                 log.info("%s: %s", name, measure)
                 t0, c0 = time.perf_counter(), compile_seconds()
                 try:
@@ -193,15 +212,12 @@ def _run(config, out: Path) -> results_lib.Results:
         if big:
             release_memory()
 
-    metadata = {
+    res = results_lib.as_results(records, {
         "config": json.loads(config.to_json()),
         "corpus": {"name": corpus.name, "utterances": len(corpus),
                    "hours": corpus.total_duration_s / 3600.0, "speakers": corpus.speakers},
-        "timings_s": timings,
-        "skipped": skipped,
-        "ci_level": 0.95,
-    }
-    res = results_lib.as_results(records, metadata)
-    results_lib.write_results(out, res)
-    report_lib.write_report(res, out, seed=config.seed)
+        "timings_s": timings, "skipped": skipped, "ci_level": 0.95})
+    if distributed.is_main():
+        results_lib.write_results(out, res)
+        report_lib.write_report(res, out, seed=config.seed)
     return res

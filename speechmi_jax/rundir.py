@@ -15,8 +15,14 @@ differs (the corpus' audio changed, say), whose checksum does not match (edited,
 crash) or that cannot be read at all is logged, naming the file and the reason, and computed
 again: a stale or damaged part is never reused.
 
-One process writes a run folder at a time (:func:`claim`, also for pretraining folders): a
+One command writes a run folder at a time (:func:`claim`, also for pretraining folders): a
 second ``speechmi`` command on it stops at once naming the holder, or waits with ``--wait``.
+A command of several processes (``distributed.py``) holds the folder once: process 0 takes
+the lock and the others follow its outcome (they are bound to it by ``jax.distributed``: if it
+stops, they stop). A lock per process would add nothing (a second command's process 0 is
+refused, and with it every process of that command) and would refuse a rerun on another
+number of processes. Files written once (``config.json``, the parts) are written by process 0;
+every process reads them.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from speechmi_jax import interrupt, locks
+from speechmi_jax import distributed, interrupt, locks
 
 log = logging.getLogger("speechmi_jax.rundir")
 
@@ -45,13 +51,32 @@ def claim(out_dir, *, wait: bool = False):
     ``locks.FolderBusy``), with SIGINT / SIGTERM stopping at a step boundary
     (``interrupt.graceful``)."""
     out = Path(out_dir)
-    with locks.hold(out / LOCK_FILE, what=f"run folder {out}", wait=wait), interrupt.graceful():
-        yield out
+    with contextlib.ExitStack() as held:
+        distributed.on_main(lambda: held.enter_context(
+            locks.hold(out / LOCK_FILE, what=f"run folder {out}", wait=wait)),
+            f"holding the run folder {out}")
+        with interrupt.graceful():
+            yield out
 
 
 def _checksum(doc: dict) -> str:
     body = {k: v for k, v in doc.items() if k != "sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
+def _write_config(out: Path, config_json: str):
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        held = cfg_path.read_text()
+        if held != config_json:
+            raise ValueError(
+                f"{cfg_path} holds a different config: this run directory belongs to another "
+                f"experiment. Use a new --out, or delete {out} to start over.")
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    if not cfg_path.exists():
+        tmp = cfg_path.with_suffix(".json.tmp")
+        tmp.write_text(config_json)
+        tmp.replace(cfg_path)
 
 
 class RunDir:
@@ -60,21 +85,11 @@ class RunDir:
     def __init__(self, out_dir, config_json: str):
         """Claims ``out_dir`` for the config serialised as ``config_json`` (validate first:
         a refused config must not be written). Raises ValueError if the directory holds
-        another config."""
+        another config (process 0 checks and writes it; ``distributed.on_main``)."""
         self.out = Path(out_dir)
-        cfg_path = self.out / "config.json"
-        if cfg_path.exists():
-            held = cfg_path.read_text()
-            if held != config_json:
-                raise ValueError(
-                    f"{cfg_path} holds a different config: this run directory belongs to another "
-                    f"experiment. Use a new --out, or delete {self.out} to start over.")
         self.parts = self.out / "parts"
-        self.parts.mkdir(parents=True, exist_ok=True)
-        if not cfg_path.exists():
-            tmp = cfg_path.with_suffix(".json.tmp")
-            tmp.write_text(config_json)
-            tmp.replace(cfg_path)
+        distributed.on_main(lambda: _write_config(self.out, config_json),
+                            f"writing {self.out / 'config.json'}")
 
     def part_path(self, encoder_file: str, measure: str) -> Path:
         return self.parts / f"{encoder_file}__{measure}.json"
@@ -85,7 +100,7 @@ class RunDir:
         folder = (self.out / "checkpoints" / encoder_file).resolve()
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         here = folder / f"{measure}-{digest}"
-        if folder.is_dir():
+        if folder.is_dir() and distributed.is_main():
             for old in folder.glob(f"{measure}-*"):
                 if old != here:
                     log.info("removing checkpoints of stale inputs %s", old)
@@ -117,8 +132,11 @@ class RunDir:
 
     def save_part(self, encoder_file: str, measure: str, key: dict, records: list[dict],
                   seconds: float) -> dict:
+        """Writes the part (process 0; every process computed the same records) -> its doc."""
         doc = {"key": key, "records": records, "seconds": seconds}
         doc["sha256"] = _checksum(doc)
+        if not distributed.is_main():
+            return doc
         path = self.part_path(encoder_file, measure)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))

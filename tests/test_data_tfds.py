@@ -47,11 +47,14 @@ def _write_mfa_textgrid(path, u):
     tg.save(str(path), format="long_textgrid", includeBlankSpaces=True)
 
 
-def test_tfds_librispeech_with_mfa_textgrids(tmp_path, caplog):
+def prepared_librispeech(tmp_path, num_utterances=6, textgrids=None):
+    """The real ``librispeech`` builder prepared offline in ``tmp_path / "tfds"`` over a
+    ``dev_clean`` of bundled utterances -> (builder, {librispeech id: bundled utterance});
+    with MFA TextGrids of every utterance in the folder ``textgrids`` if given."""
     from tensorflow_datasets.datasets.librispeech import librispeech_dataset_builder as lb
 
     bundled = load_corpus("bundled")
-    utts = [u for u in bundled if u.speaker in ("slt", "awb")][:6]
+    utts = [u for u in bundled if u.speaker in ("slt", "awb")][:num_utterances]
     by_id = _librispeech_folder(tmp_path / "src", utts)
     src = tmp_path / "src"
 
@@ -73,6 +76,13 @@ def test_tfds_librispeech_with_mfa_textgrids(tmp_path, caplog):
 
     builder = LibrispeechLocal(data_dir=str(tmp_path / "tfds"))
     builder.download_and_prepare()
+    for uid in by_id if textgrids is not None else ():
+        _write_mfa_textgrid(textgrids / uid.split("-")[0] / f"{uid}.TextGrid", by_id[uid])
+    return builder, by_id
+
+
+def test_tfds_librispeech_with_mfa_textgrids(tmp_path, caplog):
+    builder, by_id = prepared_librispeech(tmp_path)
     grids = tmp_path / "mfa"
     ids = sorted(by_id)
     for uid in ids[:-1]:  # the last utterance has no alignment

@@ -14,6 +14,11 @@ searched). Utterances without a TextGrid raise, or with ``on_error="skip"`` are 
 Utterance ``split`` is the TFDS split name; ``speaker`` is LibriSpeech's speaker id
 (its splits are speaker-disjoint: pool several splits for speaker probes).
 
+Several processes (``distributed.py``) share the copying: each reads its part of every split
+(``tfds.split_for_jax_process``: contiguous, ``tfds.even_splits`` of the split) and writes
+those FLAC files, then every process joins the parts' rows in TFDS order, so the manifest and
+the corpus are those of one process; process 0 writes the manifest.
+
 Dependencies: ``tensorflow-datasets`` (extra ``tfds``) and, to read prepared TFRecords,
 ``tensorflow``; both are imported only when this reader is used.
 """
@@ -25,8 +30,11 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+import json
+
 import numpy as np
 
+from speechmi_jax import distributed
 from speechmi_jax.data import manifest as manifest_lib
 
 log = logging.getLogger("speechmi_jax.data")
@@ -82,8 +90,6 @@ def write_manifest(name: str = "librispeech", *, split: str | Sequence[str] = "d
       (manifest path, skipped [(id, reason)], metadata: corpus ``name``, ``source``,
       ``builder``, ``version``, ``splits``).
     """
-    import soundfile as sf
-
     tfds = _import_tfds()
     if builder is None:
         builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
@@ -94,26 +100,12 @@ def write_manifest(name: str = "librispeech", *, split: str | Sequence[str] = "d
                        f"splits are {sorted(builder.info.splits)}")
     grids = index_textgrids(textgrid_dir)
     out = Path(cache_dir).expanduser() / builder.name / str(builder.info.version)
-    rows = []
+    rows = {}
     for s in splits:
-        ds = builder.as_dataset(split=s, shuffle_files=False)
-        (out / s).mkdir(parents=True, exist_ok=True)
-        for n, ex in enumerate(tfds.as_numpy(ds)):
-            if max_utterances is not None and n >= max_utterances:
-                break
-            uid = _str(ex["id"])
-            flac = out / s / f"{uid}.flac"
-            speech = np.asarray(ex["speech"])
-            if not flac.exists() or sf.info(str(flac)).frames != speech.shape[0]:
-                tmp = flac.with_suffix(".tmp.flac")
-                sf.write(str(tmp), speech.astype(np.int16), SAMPLE_RATE, format="FLAC",
-                         subtype="PCM_16")
-                os.replace(tmp, flac)
-            grid = grids.get(uid)
-            rows.append(dict(id=uid, audio=str(flac), speaker=str(int(ex["speaker_id"])),
-                             text=_str(ex["text"]), split=s,
-                             alignment=str(grid) if grid is not None else "",
-                             chapter=str(int(ex["chapter_id"]))))
+        whole = s if max_utterances is None else f"{s}[:{int(max_utterances)}]"
+        ds = builder.as_dataset(split=tfds.split_for_jax_process(whole), shuffle_files=False)
+        rows[s] = _copy_examples(tfds.as_numpy(ds), s, out / s, grids)
+    rows = _joined(rows, splits, out / f"rows-{'+'.join(splits)}")
     no_grid = [r["id"] for r in rows if not r["alignment"]]
     skipped = []
     if no_grid:
@@ -126,10 +118,51 @@ def write_manifest(name: str = "librispeech", *, split: str | Sequence[str] = "d
         skipped = [(uid, f"{textgrid_dir}: no TextGrid for {uid}") for uid in no_grid]
         rows = [r for r in rows if r["alignment"]]
     manifest_path = out / f"manifest-{'+'.join(splits)}.tsv"
-    manifest_lib.write_manifest(manifest_path, rows, COLUMNS)
+    distributed.on_main(lambda: manifest_lib.write_manifest(manifest_path, rows, COLUMNS),
+                        f"writing {manifest_path}")
     return manifest_path, skipped, dict(
         name=f"{builder.name}[{'+'.join(splits)}]", source="tfds", builder=builder.name,
         version=str(builder.info.version), splits=splits)
+
+
+def _copy_examples(examples, split: str, folder: Path, grids: dict) -> list[dict]:
+    """Writes each example's speech to ``folder/<id>.flac`` (unless an intact copy is there)
+    -> its manifest rows."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for ex in examples:
+        uid = _str(ex["id"])
+        flac = folder / f"{uid}.flac"
+        speech = np.asarray(ex["speech"])
+        if not flac.exists() or sf.info(str(flac)).frames != speech.shape[0]:
+            tmp = flac.with_suffix(".tmp.flac")
+            sf.write(str(tmp), speech.astype(np.int16), SAMPLE_RATE, format="FLAC",
+                     subtype="PCM_16")
+            os.replace(tmp, flac)
+        grid = grids.get(uid)
+        rows.append(dict(id=uid, audio=str(flac), speaker=str(int(ex["speaker_id"])),
+                         text=_str(ex["text"]), split=split,
+                         alignment=str(grid) if grid is not None else "",
+                         chapter=str(int(ex["chapter_id"]))))
+    return rows
+
+
+def _joined(rows: dict[str, list], splits: list[str], stem: Path) -> list[dict]:
+    """Every process' rows, split by split and within a split in process order (the TFDS
+    order: each process read a contiguous part), exchanged through ``<stem>.part-<i>-of-<N>
+    .json`` files; on one process, ``rows`` as they are."""
+    n = distributed.process_count()
+    if n == 1:
+        return [r for s in splits for r in rows[s]]
+    part = lambda i: stem.with_name(f"{stem.name}.part-{i}-of-{n}.json")
+    tmp = part(distributed.process_index()).with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows))
+    tmp.replace(part(distributed.process_index()))
+    distributed.barrier(f"{stem}: every process' rows written")
+    parts = [json.loads(part(i).read_text()) for i in range(n)]
+    return [r for s in splits for p in parts for r in p[s]]
 
 
 def _str(x) -> str:

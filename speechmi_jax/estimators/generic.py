@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special, stats
 
+from speechmi_jax import distributed
 from speechmi_jax.estimators import bootstrap, validate
 from speechmi_jax.estimators.views import utterance_blocks
 from speechmi_jax.estimators.api import (MIEstimate, dev_from_train, estimate_from_nats, hyper_grid,
@@ -244,7 +245,7 @@ def estimate_mi_bank(
     Gaussian critic of those pairs to the trained one (`residual_problem`); sq_norm: append
     the mean square of each view as a coordinate (`with_sq_norm`); l2: penalty grid on
     the critic's weight matrices, chosen on dev with the learning rate; marginals: "gaussianize"
-    (see the module doc), "standardize" or "none". devices: default one device (the bank is small; a mesh would only
+    (see the module doc), "standardize" or "none". devices: default one device per process (the bank is small; a mesh would only
     add collectives). The CI resamples held-out items (both folds' scores of an item together).
     """
     if critic not in CRITICS:
@@ -285,7 +286,7 @@ def estimate_mi_bank(
     problem = residual_problem(critic, k, hidden, embed)
     grid = hyper_grid("adam", learning_rates, l2, (seed,))
     config = resolve_train_config("adam", steps, k, eval_every, None, None, None,
-                                  devices if devices is not None else jax.devices()[:1], seed, {})
+                                  devices if devices is not None else distributed.one_device_per_process(), seed, {})
     res = fit_bank(problem, grid, config, data["train"], data["dev"], data["test"], (dx, dy))
 
     # Per-layer bound items: log K_l - loss, K_l the layer's real held-out pairs.
@@ -414,7 +415,7 @@ def infonce_same_utterance_bank(
             seed=pt["seed"], step=int(res.step[j]), n_test=int(idx[2].size), layer=layer)
 
     config = resolve_train_config("adam", steps, blocks_per_step, eval_every, checkpoint_dir, checkpoint_every,
-                                  None, devices if devices is not None else jax.devices()[:1], seed, {})
+                                  None, devices if devices is not None else distributed.one_device_per_process(), seed, {})
     return fit_layer_chunks(block_problem(critic, k, hidden, embed), grid, config, a.shape[0], load, collect,
                             (a.shape[2], b.shape[2]),
                             bytes_per_layer=4 * (a.shape[2] + b.shape[2]) * sum(f.size for f in flat),

@@ -20,6 +20,14 @@
 
 A resumed run replays exactly the computation of an uninterrupted one (batches are a function of
 (key, step)), so on the same mesh its estimates are bitwise identical.
+
+Several processes (``distributed.py``): the mesh holds every process' devices; each process
+holds the bank's host data in full and copies in the rows its devices own
+(``distributed.put``); the chosen estimators' held-out items and the dev losses come back to
+every process in full (``distributed.to_host``), so every process computes the same records.
+Checkpoints are written by all processes together (Orbax), their file lists by process 0; a
+run resumes on the same number of processes and devices (the mesh decides the shapes each
+process saves).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
-from speechmi_jax import interrupt
+from speechmi_jax import distributed, interrupt
 from speechmi_jax.estimators import bank as bank_lib
 
 
@@ -130,7 +138,7 @@ def data_fingerprint(*arrays) -> str:
 
 
 def _checksum(state) -> list[float]:
-    return [float(np.asarray(x, np.float64).sum()) for x in jax.tree.leaves(jax.device_get(state))]
+    return [float(np.asarray(x, np.float64).sum()) for x in jax.tree.leaves(distributed.to_host(state))]
 
 
 def _checksums_match(a, b) -> bool:
@@ -209,7 +217,8 @@ class _Checkpointer:
         """Waits for the pending asynchronous save, writes its file list (FILE_LIST) and returns
         the save's buffers to the OS (``trim_heap``)."""
         self.manager.wait_until_finished()
-        if self._unlisted is not None and (self.directory / str(self._unlisted)).is_dir():
+        if (self._unlisted is not None and distributed.is_main()
+                and (self.directory / str(self._unlisted)).is_dir()):
             write_file_list(self.directory / str(self._unlisted))
             # An asynchronous save copies the whole state to host buffers and serialises it on
             # Orbax's writer threads while the next steps run; glibc kept the pages they freed
@@ -220,14 +229,17 @@ class _Checkpointer:
 
     def _set_aside(self, step: int, why: str):
         """Warns and renames a bad step directory to corrupt-<step>[-n] (kept for inspection, no
-        longer a step), so the replayed run can save that step again."""
+        longer a step), so the replayed run can save that step again. Every process finds the
+        same damage (one shared folder); process 0 renames."""
         where = self.directory / str(step)
         target = self.directory / f"corrupt-{step}"
         n = 0
         while target.exists():
             n += 1
             target = self.directory / f"corrupt-{step}-{n}"
-        where.rename(target)
+        if distributed.is_main():
+            where.rename(target)
+        distributed.barrier(f"set aside {where}")
         self.manager.reload()
         warnings.warn(f"checkpoint {where}: {why}; falling back to the previous checkpoint "
                       f"(the bad one is moved to {target})", stacklevel=4)
@@ -356,7 +368,7 @@ def fit_bank(
         shardings = _data_sharding(mesh, d, layer_fields)
         out = {}
         for k in list(d):
-            out[k] = jax.device_put(d[k], sharding or shardings[k])
+            out[k] = distributed.put(d[k], sharding or shardings[k])
             if release_host:
                 out[k].block_until_ready()
                 d.pop(k)
@@ -367,7 +379,7 @@ def fit_bank(
     # Full batch: items sharded over "data". Minibatches: every device holds all training items
     # (a gather from sharded rows costs a collective per step) and the drawn batch is sharded.
     train_d = put(train, given[0], None if config.batch_size is None else NamedSharding(mesh, PS()))
-    hp = jax.device_put(grid.arrays(), NamedSharding(mesh, PS()))
+    hp = jax.tree.map(lambda x: distributed.put(x, NamedSharding(mesh, PS())), grid.arrays())
     del train, dev, test, given
     if release_host and host_bytes >= RELEASE_MIN_BYTES:
         # jax keeps a reference to the source of the latest device_put until the next one or
@@ -377,7 +389,7 @@ def fit_bank(
     state = bank_lib.init_state(problem, config.optimizer, grid, num_layers, in_dims, config.seed,
                                 layer_ids)
     shardings = _state_sharding(mesh, state, grid.size)
-    state = jax.device_put(state, shardings)
+    state = jax.tree.map(distributed.put, state, shardings)
 
     n_chunks = -(-config.steps // config.eval_every)
     ckpt, resumed_from = None, None
@@ -410,13 +422,13 @@ def fit_bank(
                 state, hp, train_d, dev_d,
             )
             step = (chunk + 1) * config.eval_every
+            stop = interrupt.requested_anywhere()  # SIGINT / SIGTERM: save this step, then stop
             if ckpt is not None and config.checkpoint_every and (
-                step % config.checkpoint_every == 0 or chunk == n_chunks - 1
-                or interrupt.requested()  # SIGINT / SIGTERM: save this step, then stop
+                step % config.checkpoint_every == 0 or chunk == n_chunks - 1 or stop
             ):
                 ckpt.save(step, state)
             if chunk < n_chunks - 1:
-                interrupt.check(f"step {step} of {n_chunks * config.eval_every}")
+                interrupt.check_all(f"step {step} of {n_chunks * config.eval_every}", stop)
     finally:
         if ckpt is not None:
             ckpt.close()
@@ -424,7 +436,7 @@ def fit_bank(
     state = _final_eval_jit(problem, state, dev_d)
     del dev_d
 
-    best_loss = np.asarray(state["best_loss"])
+    best_loss = distributed.to_host(state["best_loss"])
     bad = ~np.isfinite(best_loss).any(axis=1)
     if bad.any():
         raise FloatingPointError(
@@ -432,9 +444,9 @@ def fit_bank(
             f"{np.flatnonzero(bad).tolist()}; lower the learning rates {grid.lr}"
         )
     params, choice = bank_lib.chosen_params(state)
-    items = jax.device_get(_evaluate_chosen(problem, params, test_d))
+    items = distributed.to_host(_evaluate_chosen(problem, params, test_d))
     items = {k: np.asarray(v)[:, :n_test] for k, v in items.items()}
-    steps = np.asarray(state["best_step"])[np.arange(num_layers), choice]
+    steps = distributed.to_host(state["best_step"])[np.arange(num_layers), choice]
     return BankResult(items, choice, steps, best_loss, resumed_from)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from speechmi_jax import distributed
 from speechmi_jax.ssl import data as data_lib
 from speechmi_jax.ssl import models
 from speechmi_jax.ssl.registry import Objective, get, names, register
@@ -46,8 +47,9 @@ def _hubert(config, backbone, ctx):
         cache_dir=ctx.out_dir / "cache", seed=t.seed, iters=t.iters, max_frames=t.max_frames,
         centroids=ctx.centroids)
     # The fitted centroids, to recompute the targets of other audio later (e.g. a model card).
-    np.savez(ctx.out_dir / "targets.npz", centroids=np.asarray(info["centroids"]), source=str(t.source),
-             layer=t.layer, h_target_bits=info["h_target_bits"])
+    if distributed.is_main():
+        np.savez(ctx.out_dir / "targets.npz", centroids=np.asarray(info["centroids"]),
+                 source=str(t.source), layer=t.layer, h_target_bits=info["h_target_bits"])
     return models.MaskedTask("hubert", backbone, num_codes=t.k, h_target_bits=info["h_target_bits"],
                              **_masked_settings(config))
 

@@ -31,6 +31,13 @@ that differ in seed, learning rate, mask probability or APC shift n (``config.po
   and also at every step of ``config.export_steps`` (``models/step<N>/``), so the models along
   training outlive ``keep_checkpoints``.
 
+Several processes (``distributed.py``): the mesh holds every process' devices (members over
+devices as on one host, each member's batch over the rest: data parallelism over processes);
+every process draws the same batches (functions of (seed, step)) and copies in the rows its
+devices own; checkpoints are written by all together (Orbax) and resume on the same number of
+processes; metrics, event files, ``pretrain_config.json`` and exported models are written by
+process 0.
+
 Layout of ``out_dir``: ``pretrain_config.json``, ``targets.npz`` (HuBERT: the k-means centroids), and for P = 1 ``metrics.jsonl``,
 ``checkpoints/``, ``model/`` (and ``models/step<N>/``); for P > 1 the same under ``member-<i>/``.
 """
@@ -51,7 +58,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
 
-from speechmi_jax import interrupt
+from speechmi_jax import distributed, interrupt
 from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import loader
 from speechmi_jax.ssl import data as data_lib
@@ -283,8 +290,8 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     export_steps = set(config.export_steps)
     identity = json.loads(config.to_json())
     ident_path = out_dir / "pretrain_config.json"
-    if ident_path.exists() and json.loads(ident_path.read_text()) != identity:
-        raise ValueError(f"{out_dir} holds a run of another config ({ident_path}); use another --out")
+    distributed.on_main(lambda: _check_identity(ident_path, identity),
+                        f"checking {ident_path}")
 
     corpus = load_corpus(config.corpus)
     sets = {"train": data_lib.load_split(corpus, config.train_split, config.max_utterances),
@@ -292,7 +299,8 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     task = build_task(config, corpus, sets, out_dir)
     # Written once the corpus and the targets load: a run refused before this point leaves the
     # folder free for the corrected command.
-    ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+    if distributed.is_main():
+        ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
     crop = int(round(config.crop_seconds * 16000)) // task.frame_hop * task.frame_hop
     code_frames = int(task.backbone.num_frames(np.asarray(crop))) if task.has_codes else 0
     batch_of = lambda step: data_lib.train_batch(sets["train"], config.seed, step, config.batch_size, crop,
@@ -303,15 +311,15 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     shape = mesh_shape(p, config.batch_size, len(jax.devices()))
     mesh = make_mesh(*shape)
     data_sh, rep = NamedSharding(mesh, PS("data")), NamedSharding(mesh, PS("member"))
-    put_batch = lambda b: jax.device_put(b, data_sh)
+    put_batch = lambda b: jax.tree.map(lambda x: distributed.put(x, data_sh), b)
     dev_rows = [int(np.count_nonzero(b["lengths"])) for b in dev]  # a last batch may be partial
     dev = [put_batch(b) for b in dev]
 
     optim = tuple(sorted((k, v) for k, v in config.optim.to_dict().items() if k != "warmup_steps"))
     init_jit, step_jit, eval_jit = compiled(task, optim, shape)
-    hp = jax.device_put(hyperparameters(members, config), rep)
-    keys = jnp.stack([jax.random.PRNGKey(m["seed"]) for m in members])
-    state = init_jit(keys)
+    hp = jax.tree.map(lambda x: distributed.put(x, rep), hyperparameters(members, config))
+    keys = np.stack([np.asarray(jax.random.PRNGKey(m["seed"])) for m in members])
+    state = init_jit(distributed.put(keys, rep))
 
     dirs = [_member_dir(out_dir, i, p) for i in range(p)]
     managers = [ocp.CheckpointManager(
@@ -320,21 +328,22 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
         for d in dirs]
     state, start = _restore(managers, state, NamedSharding(mesh, PS()))
     state = jax.device_put(state, rep)
-    for d in dirs:
+    main = distributed.is_main()
+    for d in dirs if main else ():
         _truncate_metrics(d / "metrics.jsonl", start)
-    writers = [EventWriter(d, purge_step=start) for d in dirs]
+    writers = [EventWriter(d, purge_step=start) for d in dirs] if main else []
     if start:
         log.info("%s: resumed from step %d", out_dir, start)
     pending: list[list[dict]] = [_pending(d, start) for d in dirs]
 
     bar = None
-    if progress:
+    if progress and main:
         from tqdm.auto import tqdm
         bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {config.objective}", unit="step")
     last: list[dict] = [{} for _ in members]
 
     def evaluate(done):
-        dev_m = [jax.device_get(eval_jit(state, b, hp)) for b in dev]
+        dev_m = [distributed.to_host(eval_jit(state, b, hp)) for b in dev]
         for i in range(p):
             rec = {"step": done, "member": i, **{k: members[i][k] for k in HP_KEYS}}
             rec.update({f"train_{k}": v for k, v in _mean(pending[i]).items()})
@@ -342,9 +351,10 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
                         _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m],
                               dev_rows).items()})
             rec["collapse"] = _collapse_guard(task, config, rec)
-            with open(dirs[i] / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            writers[i].write(rec)
+            if main:
+                with open(dirs[i] / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                writers[i].write(rec)
             last[i] = rec
             pending[i] = []
 
@@ -353,7 +363,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
             evaluate(0)  # the untrained model: the reference for "training lowered the dev loss"
         for step in range(start, config.steps):
             state, m = step_jit(state, put_batch(batch_of(step)), hp)
-            m = jax.device_get(m)
+            m = distributed.to_host(m)
             for i in range(p):
                 pending[i].append({k: float(v[i]) for k, v in m.items()})
             done = step + 1
@@ -362,18 +372,19 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
                 bar.set_postfix(loss=f"{m['loss'][0]:.4f}", bound=f"{m['bound_bits'][0]:.3f}b")
             if done % config.eval_every == 0 or done == config.steps:
                 evaluate(done)
+            stop = interrupt.requested_anywhere()  # SIGINT / SIGTERM: save this step, then stop
             if done % config.checkpoint_every == 0 or done == config.steps:
                 for i, mgr in enumerate(managers):
                     mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
-            elif interrupt.requested():  # SIGINT / SIGTERM: save this step, then stop
+            elif stop:
                 for i, mgr in enumerate(managers):
                     mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
-                    _save_pending(dirs[i], done, pending[i])
+                    if main:
+                        _save_pending(dirs[i], done, pending[i])
             if done in export_steps:
-                for i in range(p):
-                    task.export(jax.device_get(_slice(state["params"], i)), dirs[i] / "models" / f"step{done}")
+                _export(task, state, [d / "models" / f"step{done}" for d in dirs])
             if done < config.steps:
-                interrupt.check(f"step {done} of {config.steps}")
+                interrupt.check_all(f"step {done} of {config.steps}", stop)
     finally:
         if bar is not None:
             bar.close()
@@ -382,9 +393,22 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
             mgr.close()
         for w in writers:
             w.close()
-    for i, d in enumerate(dirs):
-        task.export(jax.device_get(_slice(state["params"], i)), d / "model")
+    _export(task, state, [d / "model" for d in dirs])
     return last
+
+
+def _export(task, state, folders: list[Path]):
+    """Each member's encoder into its folder (gathered on every process, written by process 0)."""
+    for i, folder in enumerate(folders):
+        params = distributed.to_host(_slice(state["params"], i))
+        if distributed.is_main():
+            task.export(params, folder)
+
+
+def _check_identity(ident_path: Path, identity: dict):
+    if ident_path.exists() and json.loads(ident_path.read_text()) != identity:
+        raise ValueError(f"{ident_path.parent} holds a run of another config ({ident_path}); use "
+                         f"another --out")
 
 
 def _collapse_guard(task, config, rec: dict) -> bool:
