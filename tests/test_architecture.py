@@ -25,7 +25,7 @@ MAX_FUNCTION_LINES = 80
 
 # Lowest first. A module may import modules of its own layer or of a lower one.
 LAYERS = (
-    ("base", ("units", "frames", "interrupt", "locks", "rundir", "configs.arg", "configs.ranges",
+    ("base", ("units", "frames", "interrupt", "locks", "rundir", "distributed", "configs.arg", "configs.ranges",
               "analysis.results")),
     ("data", ("data", "zoo")),
     ("encoders", ("encoders",)),
