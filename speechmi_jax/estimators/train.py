@@ -319,6 +319,48 @@ class BankResult:
     resumed_from: int | None
 
 
+def _bank_identity(problem: bank_lib.Problem, grid: bank_lib.Grid, config: TrainConfig,
+                   n_chunks: int, fingerprint, identity_extra: dict | None) -> dict:
+    """What a bank's checkpoints must match to be resumed (problem, grid, schedule, data)."""
+    return {
+        "problem": problem.name,
+        "problem_config": repr(problem.config),
+        "grid": dataclasses.asdict(grid),
+        "optimizer": config.optimizer,
+        "steps": n_chunks * config.eval_every,
+        "batch_size": config.batch_size,
+        "eval_every": config.eval_every,
+        "seed": config.seed,
+        "data": fingerprint,
+        **(identity_extra or {}),
+    }
+
+
+def _train_chunks(problem: bank_lib.Problem, mesh, config: TrainConfig, n_train: int,
+                  n_chunks: int, state, hp, train_d, dev_d, ckpt):
+    """Runs the chunks of ``eval_every`` steps not done yet, checkpointing as configured and
+    stopping at a chunk boundary on SIGINT / SIGTERM -> the state; closes ``ckpt``."""
+    try:
+        done = int(state["step"]) // config.eval_every
+        for chunk in range(done, n_chunks):
+            state = _train_chunk_jit(
+                problem, mesh, config.optimizer, config.batch_size, n_train, config.eval_every,
+                state, hp, train_d, dev_d,
+            )
+            step = (chunk + 1) * config.eval_every
+            stop = interrupt.requested_anywhere()  # SIGINT / SIGTERM: save this step, then stop
+            if ckpt is not None and config.checkpoint_every and (
+                step % config.checkpoint_every == 0 or chunk == n_chunks - 1 or stop
+            ):
+                ckpt.save(step, state)
+            if chunk < n_chunks - 1:
+                interrupt.check_all(f"step {step} of {n_chunks * config.eval_every}", stop)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    return state
+
+
 def fit_bank(
     problem: bank_lib.Problem,
     grid: bank_lib.Grid,
@@ -394,18 +436,7 @@ def fit_bank(
     n_chunks = -(-config.steps // config.eval_every)
     ckpt, resumed_from = None, None
     if config.checkpoint_dir is not None:
-        identity = {
-            "problem": problem.name,
-            "problem_config": repr(problem.config),
-            "grid": dataclasses.asdict(grid),
-            "optimizer": config.optimizer,
-            "steps": n_chunks * config.eval_every,
-            "batch_size": config.batch_size,
-            "eval_every": config.eval_every,
-            "seed": config.seed,
-            "data": fingerprint,
-            **(identity_extra or {}),
-        }
+        identity = _bank_identity(problem, grid, config, n_chunks, fingerprint, identity_extra)
         identity = json.loads(json.dumps(identity))  # the form it takes after a JSON round trip
         ckpt = _Checkpointer(config.checkpoint_dir, identity, config.max_to_keep)
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
@@ -414,24 +445,8 @@ def fit_bank(
             state = restored
             resumed_from = int(state["step"])
 
-    try:
-        done = int(state["step"]) // config.eval_every
-        for chunk in range(done, n_chunks):
-            state = _train_chunk_jit(
-                problem, mesh, config.optimizer, config.batch_size, n_train, config.eval_every,
-                state, hp, train_d, dev_d,
-            )
-            step = (chunk + 1) * config.eval_every
-            stop = interrupt.requested_anywhere()  # SIGINT / SIGTERM: save this step, then stop
-            if ckpt is not None and config.checkpoint_every and (
-                step % config.checkpoint_every == 0 or chunk == n_chunks - 1 or stop
-            ):
-                ckpt.save(step, state)
-            if chunk < n_chunks - 1:
-                interrupt.check_all(f"step {step} of {n_chunks * config.eval_every}", stop)
-    finally:
-        if ckpt is not None:
-            ckpt.close()
+    state = _train_chunks(problem, mesh, config, n_train, n_chunks, state, hp, train_d, dev_d,
+                          ckpt)
     del train_d  # the training items' device copy is not needed for the evaluations
     state = _final_eval_jit(problem, state, dev_d)
     del dev_d
