@@ -284,14 +284,70 @@ def pretrain(config, out_dir, *, progress: bool = True, wait: bool = False) -> l
         return _pretrain(config, Path(out_dir), progress)
 
 
-def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
-    members = population(config)
-    p = len(members)
-    export_steps = set(config.export_steps)
+def _run_identity(config, out_dir: Path) -> tuple[dict, Path]:
+    """(the config as JSON, where it is kept); a folder holding another config's run is refused."""
     identity = json.loads(config.to_json())
     ident_path = out_dir / "pretrain_config.json"
     distributed.on_main(lambda: _check_identity(ident_path, identity),
                         f"checking {ident_path}")
+    return identity, ident_path
+
+
+def _batches(config, sets, task):
+    """(step -> the training batch of that step, the fixed dev batches) of crops that are a
+    whole number of the backbone's frames."""
+    crop = int(round(config.crop_seconds * 16000)) // task.frame_hop * task.frame_hop
+    code_frames = int(task.backbone.num_frames(np.asarray(crop))) if task.has_codes else 0
+    batch_of = lambda step: data_lib.train_batch(sets["train"], config.seed, step, config.batch_size, crop,
+                                                 task.frame_hop, code_frames)
+    dev = data_lib.dev_batches(sets["dev"], config.batch_size, crop, task.frame_hop, code_frames,
+                               config.max_dev_batches)
+    return batch_of, dev
+
+
+def _checkpoint_managers(dirs, keep: int) -> list:
+    """One Orbax manager per member folder (``checkpoints/``, the newest ``keep`` kept)."""
+    return [ocp.CheckpointManager(
+        (d / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        for d in dirs]
+
+
+def _member_record(task, config, members, i: int, done: int, pending: list, dev_m,
+                   dev_rows) -> dict:
+    """Member ``i``'s metrics record at step ``done``: its hyperparameters, the mean train
+    metrics since the last record, the dev metrics (row-weighted), the collapse flag."""
+    rec = {"step": done, "member": i, **{k: members[i][k] for k in HP_KEYS}}
+    rec.update({f"train_{k}": v for k, v in _mean(pending).items()})
+    rec.update({f"dev_{k}": v for k, v in
+                _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m],
+                      dev_rows).items()})
+    rec["collapse"] = _collapse_guard(task, config, rec)
+    return rec
+
+
+def _progress_bar(config, start: int):
+    """A tqdm bar over the run's steps, from ``start``."""
+    from tqdm.auto import tqdm
+    return tqdm(total=config.steps, initial=start, desc=f"pretrain {config.objective}", unit="step")
+
+
+def _close_all(bar, managers, writers) -> None:
+    """Closes the progress bar, waits for and closes the checkpoint managers, the event files."""
+    if bar is not None:
+        bar.close()
+    for mgr in managers:
+        mgr.wait_until_finished()
+        mgr.close()
+    for w in writers:
+        w.close()
+
+
+def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
+    members = population(config)
+    p = len(members)
+    export_steps = set(config.export_steps)
+    identity, ident_path = _run_identity(config, out_dir)
 
     corpus = load_corpus(config.corpus)
     sets = {"train": data_lib.load_split(corpus, config.train_split, config.max_utterances),
@@ -301,12 +357,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     # folder free for the corrected command.
     if distributed.is_main():
         ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
-    crop = int(round(config.crop_seconds * 16000)) // task.frame_hop * task.frame_hop
-    code_frames = int(task.backbone.num_frames(np.asarray(crop))) if task.has_codes else 0
-    batch_of = lambda step: data_lib.train_batch(sets["train"], config.seed, step, config.batch_size, crop,
-                                                 task.frame_hop, code_frames)
-    dev = data_lib.dev_batches(sets["dev"], config.batch_size, crop, task.frame_hop, code_frames,
-                               config.max_dev_batches)
+    batch_of, dev = _batches(config, sets, task)
 
     shape = mesh_shape(p, config.batch_size, len(jax.devices()))
     mesh = make_mesh(*shape)
@@ -322,10 +373,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     state = init_jit(distributed.put(keys, rep))
 
     dirs = [_member_dir(out_dir, i, p) for i in range(p)]
-    managers = [ocp.CheckpointManager(
-        (d / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
-        for d in dirs]
+    managers = _checkpoint_managers(dirs, config.keep_checkpoints)
     state, start = _restore(managers, state, NamedSharding(mesh, PS()))
     state = jax.device_put(state, rep)
     main = distributed.is_main()
@@ -336,21 +384,13 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
         log.info("%s: resumed from step %d", out_dir, start)
     pending: list[list[dict]] = [_pending(d, start) for d in dirs]
 
-    bar = None
-    if progress and main:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {config.objective}", unit="step")
+    bar = _progress_bar(config, start) if progress and main else None
     last: list[dict] = [{} for _ in members]
 
     def evaluate(done):
         dev_m = [distributed.to_host(eval_jit(state, b, hp)) for b in dev]
         for i in range(p):
-            rec = {"step": done, "member": i, **{k: members[i][k] for k in HP_KEYS}}
-            rec.update({f"train_{k}": v for k, v in _mean(pending[i]).items()})
-            rec.update({f"dev_{k}": v for k, v in
-                        _mean([{k: float(v[i]) for k, v in dm.items()} for dm in dev_m],
-                              dev_rows).items()})
-            rec["collapse"] = _collapse_guard(task, config, rec)
+            rec = _member_record(task, config, members, i, done, pending[i], dev_m, dev_rows)
             if main:
                 with open(dirs[i] / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
@@ -386,13 +426,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
             if done < config.steps:
                 interrupt.check_all(f"step {done} of {config.steps}", stop)
     finally:
-        if bar is not None:
-            bar.close()
-        for mgr in managers:
-            mgr.wait_until_finished()
-            mgr.close()
-        for w in writers:
-            w.close()
+        _close_all(bar, managers, writers)
     _export(task, state, [d / "model" for d in dirs])
     return last
 
