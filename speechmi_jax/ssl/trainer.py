@@ -413,14 +413,9 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
             if done % config.eval_every == 0 or done == config.steps:
                 evaluate(done)
             stop = interrupt.requested_anywhere()  # SIGINT / SIGTERM: save this step, then stop
-            if done % config.checkpoint_every == 0 or done == config.steps:
-                for i, mgr in enumerate(managers):
-                    mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
-            elif stop:
-                for i, mgr in enumerate(managers):
-                    mgr.save(done, args=ocp.args.StandardSave(_slice(state, i)))
-                    if main:
-                        _save_pending(dirs[i], done, pending[i])
+            scheduled = done % config.checkpoint_every == 0 or done == config.steps
+            if scheduled or stop:
+                _save_members(managers, state, done, dirs, None if scheduled or not main else pending)
             if done in export_steps:
                 _export(task, state, [d / "models" / f"step{done}" for d in dirs])
             if done < config.steps:
@@ -429,6 +424,15 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
         _close_all(bar, managers, writers)
     _export(task, state, [d / "model" for d in dirs])
     return last
+
+
+def _save_members(managers, state, step: int, dirs, pending=None) -> None:
+    """Each member's checkpoint at ``step``; with ``pending`` (a stop between records), also
+    the train metrics each member gathered since its last record."""
+    for i, mgr in enumerate(managers):
+        mgr.save(step, args=ocp.args.StandardSave(_slice(state, i)))
+        if pending is not None:
+            _save_pending(dirs[i], step, pending[i])
 
 
 def _export(task, state, folders: list[Path]):
