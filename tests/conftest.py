@@ -30,3 +30,14 @@ def pytest_unconfigure(config):
     if _OWN_XLA_CACHE:  # only the process that made it (xdist workers inherit the variable)
         shutil.rmtree(_OWN_XLA_CACHE, ignore_errors=True)
 
+
+# The files whose tests take longest (seconds on 2 cores), run first: with one file per worker at a
+# time (pytest.ini), a long file started last would keep one worker busy after the other is done.
+SLOW_FILES = ("test_ssl_train.py", "test_pipeline.py", "test_experiments.py", "test_colab.py",
+              "test_hostile.py", "test_est_resume.py", "test_label_free.py", "test_zoo.py",
+              "test_masked.py", "test_ctc.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
