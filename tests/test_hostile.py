@@ -426,7 +426,7 @@ def test_small_dev_split_pretrains_and_a_second_writer_is_refused(tmp_path):
     cmd = [sys.executable, "-m", "speechmi_jax.cli", "pretrain", "apc", "--smoke", "--out",
            str(out), "--set", "max_dev_utterances=6", "--set", "steps=2", "--set",
            "checkpoint_every=2"]
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
+    env = {**os.environ, "XLA_FLAGS": ""}
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     outs = [p.communicate() for p in procs]

@@ -26,15 +26,6 @@ from resume_testing import checkpoint_steps
 BUNDLED = Path(demo.__file__).resolve().parents[1] / "data" / "bundled"
 
 
-@pytest.fixture(autouse=True)
-def compile_cache(tmp_path_factory, monkeypatch):
-    """One XLA compilation cache for the CLI runs here; in this process it also keeps
-    ``run_experiment`` from pointing JAX's global cache at a test's temporary folder."""
-    path = tmp_path_factory.getbasetemp() / "speechmi_xla_cache"
-    path.mkdir(exist_ok=True)
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(path))
-
-
 def test_frame_view_gathers_rows_like_fancy_indexing():
     hidden = np.arange(3 * 10 * 2, dtype=np.float32).reshape(3, 10, 2)
     frames = np.array([9, 2, 4, 4, 0])

@@ -6,7 +6,6 @@ VQ-APC, HuBERT iterations 1 and 2, data2vec, wav2vec 2.0) and the exported model
 ``smi.load_encoder``."""
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -35,11 +34,6 @@ def _cmd(out, extra=()):
     return [sys.executable, "-m", "speechmi_jax.cli", "pretrain", "apc", "--out", str(out), *RUN, *POP, *extra]
 
 
-def _env(cache):
-    # Subprocesses share a persistent compilation cache: the APC step compiles once for all three.
-    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-
-
 def _records(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
@@ -49,7 +43,7 @@ def reference(tmp_path_factory):
     """An uninterrupted 2-member APC population run (a subprocess, like the killed one)."""
     root = tmp_path_factory.mktemp("ssl")
     out = root / "ref"
-    subprocess.run(_cmd(out), check=True, cwd=ROOT, env=_env(root / "jaxcache"), capture_output=True)
+    subprocess.run(_cmd(out), check=True, cwd=ROOT, capture_output=True)
     return root, out
 
 
@@ -94,10 +88,10 @@ def test_sigkill_mid_run_then_rerun_is_identical(reference):
     root, ref = reference
     out = root / "killed"
     ckpt = out / "member-1" / "checkpoints"
-    saved = kill_after_first_checkpoint(_cmd(out), ckpt, cwd=ROOT, env=_env(root / "jaxcache"))
+    saved = kill_after_first_checkpoint(_cmd(out), ckpt, cwd=ROOT)
     assert saved and max(saved) < STEPS, f"expected a mid-run checkpoint, found steps {saved}"
     assert not (out / "member-1" / "model").exists()
-    subprocess.run(_cmd(out), check=True, cwd=ROOT, env=_env(root / "jaxcache"), capture_output=True)
+    subprocess.run(_cmd(out), check=True, cwd=ROOT, capture_output=True)
     for i in range(2):
         m = f"member-{i}"
         assert (out / m / "metrics.jsonl").read_text() == (ref / m / "metrics.jsonl").read_text()
@@ -115,8 +109,7 @@ def test_sigterm_mid_run_checkpoints_says_how_to_resume_and_the_rerun_is_identic
     root, ref = reference
     out = root / "terminated"
     ckpt = out / "member-1" / "checkpoints"
-    child = subprocess.Popen(_cmd(out), cwd=ROOT, env=_env(root / "jaxcache"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(_cmd(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not checkpoint_steps(ckpt) and child.poll() is None:
         time.sleep(0.01)
     child.send_signal(signal.SIGTERM)
@@ -127,7 +120,7 @@ def test_sigterm_mid_run_checkpoints_says_how_to_resume_and_the_rerun_is_identic
     assert "to resume, run the same command again: speechmi pretrain apc --out" in last, last
     assert 10 <= stopped < STEPS and checkpoint_steps(ckpt)[-1] == stopped
     assert not (out / "member-1" / "model").exists()
-    subprocess.run(_cmd(out), check=True, cwd=ROOT, env=_env(root / "jaxcache"), capture_output=True)
+    subprocess.run(_cmd(out), check=True, cwd=ROOT, capture_output=True)
     for i in range(2):
         m = f"member-{i}"
         assert (out / m / "metrics.jsonl").read_text() == (ref / m / "metrics.jsonl").read_text()
