@@ -33,7 +33,8 @@ def pytest_unconfigure(config):
 
 # The files whose tests take longest (seconds on 2 cores), run first: with one file per worker at a
 # time (pytest.ini), a long file started last would keep one worker busy after the other is done.
-SLOW_FILES = ("test_ssl_train.py", "test_pipeline.py", "test_experiments.py", "test_colab.py",
+SLOW_FILES = ("test_multihost.py", "test_ssl_train.py", "test_pipeline.py", "test_experiments.py",
+              "test_colab.py",
               "test_hostile.py", "test_est_resume.py", "test_label_free.py", "test_zoo.py",
               "test_masked.py", "test_ctc.py")
 
