@@ -51,6 +51,7 @@ def prepared_librispeech(tmp_path, num_utterances=6, textgrids=None):
     """The real ``librispeech`` builder prepared offline in ``tmp_path / "tfds"`` over a
     ``dev_clean`` of bundled utterances -> (builder, {librispeech id: bundled utterance});
     with MFA TextGrids of every utterance in the folder ``textgrids`` if given."""
+    from tensorflow_datasets.core import registered
     from tensorflow_datasets.datasets.librispeech import librispeech_dataset_builder as lb
 
     bundled = load_corpus("bundled")
@@ -58,21 +59,24 @@ def prepared_librispeech(tmp_path, num_utterances=6, textgrids=None):
     by_id = _librispeech_folder(tmp_path / "src", utts)
     src = tmp_path / "src"
 
-    class LibrispeechLocal(lb.Builder):
-        """The real builder, reading a local folder instead of downloading."""
+    # Not registered by name: several tests in one process (and tests/test_multihost.py) each
+    # define it, and tfds refuses a second registration of one name.
+    with registered.skip_registration():
+        class LibrispeechLocal(lb.Builder):
+            """The real builder, reading a local folder instead of downloading."""
 
-        __module__ = lb.Builder.__module__  # the builder's README/checksums folder
+            __module__ = lb.Builder.__module__  # the builder's README/checksums folder
 
-        def _split_generators(self, dl_manager):
-            return {"dev_clean": self._local_examples()}
+            def _split_generators(self, dl_manager):
+                return {"dev_clean": self._local_examples()}
 
-        def _local_examples(self):
-            # The builder's own transcript parsing; FLAC decoded with soundfile instead of
-            # pydub (which needs ffmpeg): the Audio feature takes the int16 samples.
-            for trans in sorted(src.glob("LibriSpeech/*/*/*/*.txt")):
-                for key, ex in lb._generate_librispeech_examples(str(trans)):
-                    ex["speech"] = sf.read(ex["speech"], dtype="int16")[0]
-                    yield key, ex
+            def _local_examples(self):
+                # The builder's own transcript parsing; FLAC decoded with soundfile instead of
+                # pydub (which needs ffmpeg): the Audio feature takes the int16 samples.
+                for trans in sorted(src.glob("LibriSpeech/*/*/*/*.txt")):
+                    for key, ex in lb._generate_librispeech_examples(str(trans)):
+                        ex["speech"] = sf.read(ex["speech"], dtype="int16")[0]
+                        yield key, ex
 
     builder = LibrispeechLocal(data_dir=str(tmp_path / "tfds"))
     builder.download_and_prepare()
