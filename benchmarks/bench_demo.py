@@ -150,8 +150,9 @@ def run_demo(out: Path, smoke: bool, trace: str | None = None) -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     meta = json.loads((out / "results.json").read_text())["metadata"]
     timings = meta["timings_s"]
-    feat = sum(t.get("features_s", 0.0) for t in timings.values())
-    est = sum(v for t in timings.values() for k, v in t.items() if k != "features_s")
+    passes = ("features_s", "masked_features_s")  # the encoder's clean and masked passes
+    feat = sum(t.get(k, 0.0) for t in timings.values() for k in passes)
+    est = sum(v for t in timings.values() for k, v in t.items() if k not in passes)
     stages = [line[len(RSS_PREFIX):].split("\t", 1) for line in proc.stdout.splitlines()
               if line.startswith(RSS_PREFIX)]
     return {"wall_s": wall, "peak_rss_mb": peak_mb, "features_s": feat, "estimators_s": est,

@@ -6,7 +6,8 @@ bits and its fraction of the ceiling (log2 K or H(codes)); more than 90 % is sat
 
 Prints a markdown table (one row per measure x encoder) and each measure's wall seconds per
 encoder (``metadata.timings_s``); ``--timings`` adds a table of those seconds per encoder with
-the clean feature pass (``features_s``) beside them.
+the clean feature pass (``features_s``) and the masked one (``masked_features_s``, a run with
+``codes_masked``) beside them.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ def main(argv=None):
             print(f"| `{m}` | {enc} | {recs[0].extra['ceiling']:.2f} | " + " | ".join(cells)
                   + f" | {100 * max(fracs):.0f} % | {'' if secs is None else f'{secs:.0f}'} |")
     if args.timings:
-        print("\n| encoder | features (s) | " + " | ".join(f"`{m}` (s)" for m in label_free) + " |")
-        print("|---|---|" + "---|" * len(label_free))
+        print("\n| encoder | features (s) | masked pass (s) | "
+              + " | ".join(f"`{m}` (s)" for m in label_free) + " |")
+        print("|---|---|---|" + "---|" * len(label_free))
         for enc in res.encoders():
             t = timings.get(enc, {})
-            cells = [t.get(k) for k in ["features_s"] + [f"{m}_s" for m in label_free]]
+            cells = [t.get(k) for k in ["features_s", "masked_features_s"]
+                     + [f"{m}_s" for m in label_free]]
             print(f"| {enc} | " + " | ".join("" if c is None else f"{c:.0f}" for c in cells) + " |")
 
 

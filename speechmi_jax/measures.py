@@ -58,7 +58,8 @@ Decisions taken here (and nowhere else):
   masked (``Encoder.apply_masked``, each family as it was trained: ``encoders/base.py``),
   spans of ``views.masked_span_s`` hiding ``views.masked_fraction`` of each utterance's
   frames, placed by the seed and the utterance id (``features.Masking``); that pass is a
-  second cached feature extraction keeping only the masked frames. Its target and ceiling
+  second cached feature extraction keeping only the masked frames, made by the pipeline's
+  features stage for a measure registered with ``needs_masked`` (``Inputs.masked_features``). Its target and ceiling
   are ``codes_next_k``'s (codes of the *clean* input's log-mel window, at t itself), so what
   a masked frame's layer knows of the hidden audio comes from the context alone: for the
   log-mel baseline, whose masked frames are one constant, it is ~0. It costs one more encoder
@@ -104,12 +105,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from speechmi_jax import distributed
 from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.data import phones as phones_lib
 from speechmi_jax.data.corpus import no_usable_utterance
 from speechmi_jax.estimators import api, bootstrap, ctc, generic, spectral, views
-from speechmi_jax.features import Masking, extract_features, feature_cache_key
+from speechmi_jax.features import Masking
 
 log = logging.getLogger("speechmi_jax.measures")
 
@@ -123,9 +123,8 @@ class Inputs:
     corpus: Any             # data.corpus.Corpus the features were extracted from
     config: Any             # the run config (configs/base.py)
     checkpoint_dir: str     # where the measure's estimator bank checkpoints
-    input_features: Any = None  # log-mel FeatureSet of the same corpus (needs_input measures)
-    encoder_model: Any = None   # the encoders.Encoder (measures that run it again: codes_masked)
-    cache_dir: Any = None       # the feature cache folder (for such a second pass)
+    input_features: Any = None   # log-mel FeatureSet of the same corpus (needs_input measures)
+    masked_features: Any = None  # the encoder's masked pass, FeatureSet (needs_masked measures)
 
     @property
     def splits(self) -> np.ndarray:
@@ -138,9 +137,10 @@ class Measure:
     """A registry entry: ``compute(inputs) -> records`` of the ``records`` measures.
 
     settings: config keys (dotted) whose values decide the numbers; with the feature-cache
-    key(s) they key the saved part of a run. needs_input: also uses the log-mel features.
-    needs_encoder: runs the encoder itself again (``Inputs.encoder_model``), so it cannot be
-    computed from a feature set alone.
+    key(s) they key the saved part of a run. needs_input: also uses the log-mel features
+    (``Inputs.input_features``). needs_masked: also uses the encoder's masked pass
+    (``Inputs.masked_features``, spans as :func:`masking_of` the config), which the pipeline's
+    features stage then extracts; its cache key, not the clean one, keys the saved part.
     """
 
     name: str
@@ -148,14 +148,14 @@ class Measure:
     settings: tuple[str, ...]
     compute: Callable[[Inputs], list[dict]]
     needs_input: bool = False
-    needs_encoder: bool = False
+    needs_masked: bool = False
 
 
 REGISTRY: dict[str, Measure] = {}
 
 
 def register(name: str, records, settings, *, needs_input: bool = False,
-             needs_encoder: bool = False):
+             needs_masked: bool = False):
     """Decorator: adds ``compute`` to :data:`REGISTRY` as the measure ``name``."""
     def deco(compute):
         unknown = [r for r in records if r not in results_lib.MEASURES]
@@ -165,7 +165,7 @@ def register(name: str, records, settings, *, needs_input: bool = False,
         if name in REGISTRY:
             raise ValueError(f"measure {name!r} is registered twice")
         REGISTRY[name] = Measure(name, tuple(records), tuple(settings), compute, needs_input,
-                                 needs_encoder)
+                                 needs_masked)
         return compute
     return deco
 
@@ -396,27 +396,18 @@ def masking_of(config):
                    int(config.seed))
 
 
-def masked_features_key(enc, corpus, config) -> str:
-    """The feature-cache key of ``enc``'s masked pass over ``corpus`` (it adds the mask
-    embedding and the spans to the clean key's weights and corpus): it keys a saved
-    ``codes_masked`` part."""
-    return feature_cache_key(enc, corpus, masking=masking_of(config))
-
-
 @register("codes_masked", ("codes_masked",),
           ("probe", "max_train_frames", "views.masked_span_s", "views.masked_fraction",
            "views.input_context_s", "views.num_codes", "views.max_pairs", "seed"),
-          needs_input=True, needs_encoder=True)
+          needs_input=True, needs_masked=True)
 def codes_masked(x: Inputs) -> list[dict]:
-    """The MLM row as a measure: the encoder runs again with spans masked (a second, cached
-    feature pass keeping the masked frames); a linear softmax on the layer's frame t of that
-    pass (t inside a span) predicts the k-means code of the *clean* log-mel window at t."""
-    if x.encoder_model is None:
-        raise ValueError("codes_masked: the measure needs the encoder itself (Inputs."
-                         "encoder_model) to run it again with spans masked")
-    masking = masking_of(x.config)
-    mfs = extract_features(x.encoder_model, x.corpus, x.cache_dir, masking=masking,
-                           progress=bool(x.config.progress) and distributed.is_main())
+    """The MLM row as a measure: on the encoder's masked pass (``Inputs.masked_features``, a
+    second cached feature pass keeping the masked frames), a linear softmax on the layer's
+    frame t (t inside a span) predicts the k-means code of the *clean* log-mel window at t."""
+    mfs, masking = x.masked_features, masking_of(x.config)
+    if mfs is None:
+        raise ValueError("codes_masked: the measure needs the encoder's masked pass (Inputs."
+                         "masked_features)")
     if list(mfs.utt_ids) != list(x.fs.utt_ids) or mfs.frame_index is None:
         raise ValueError(f"codes_masked: the masked pass of {x.encoder} ({mfs.path}) does not "
                          f"hold the clean feature set's utterances")

@@ -4,10 +4,13 @@
 
 1. validates the config (``configs/base.py``) and, once the folder is held, loads the corpus
    and checks its splits before anything is written or computed;
-2. for each encoder: the feature cache key (weights + corpus content), then every measure of
-   ``config.measures`` (``measures.py``) whose saved part is missing, stale or damaged
-   (``rundir.py``) is computed, after one encoder pass over the corpus into the all-layer
-   feature cache (``features.py``) if the features are not cached yet;
+2. for each encoder: every measure's saved-part key (its settings and the feature cache keys
+   of the passes it reads: weights + corpus content + masking); then the features stage
+   (:class:`FeatureStage`) extracts, once each, the passes that the measures whose saved part
+   is missing, stale or damaged (``rundir.py``) read: the encoder's all-layer pass, its masked
+   pass when a measure is registered with ``needs_masked``, the log-mel pass for those with
+   ``needs_input`` (``features.py``, cached on disk); then the measures stage computes each
+   such measure from those passes (``measures.Inputs``: features only, never the encoder);
 3. writes ``results.json`` / ``results.csv``, ``report.md`` and the plots (``analysis/``).
 
 Killing a run at any point and rerunning the same command ends with the same results:
@@ -28,12 +31,14 @@ banks of equal shapes compile once across encoders and runs.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +50,7 @@ from speechmi_jax.configs import base as config_lib
 from speechmi_jax.data.corpus import load_corpus, no_usable_utterance
 from speechmi_jax.encoders import load_encoder
 from speechmi_jax.estimators.train import RELEASE_MIN_BYTES, trim_heap
-from speechmi_jax.features import extract_features, feature_cache_key
+from speechmi_jax.features import FeatureSet, extract_features, feature_cache_key
 from speechmi_jax import distributed, interrupt
 from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 
@@ -133,6 +138,91 @@ def saved_part(run: RunDir, file: str, measure: str, key: dict):
     return part
 
 
+@dataclasses.dataclass
+class Features:
+    """What the features stage hands one encoder's measures: each pass they read, or None."""
+
+    fs: FeatureSet                       # the encoder's all-layer pass
+    input_fs: Optional[FeatureSet]       # the log-mel pass (measures with needs_input)
+    masked_fs: Optional[FeatureSet]      # the masked pass (measures with needs_masked)
+
+
+class FeatureStage:
+    """The features stage of a run: the cache keys that key each measure's saved part, and
+    every pass an encoder's measures still to compute read, each extracted once: the encoder's
+    all-layer pass, its masked pass (``features.Masking`` as ``measures.masking_of`` the config)
+    when a measure needs it, and the log-mel pass (once a run, shared by every encoder)."""
+
+    def __init__(self, corpus, cache: Path, config, progress: bool):
+        self.corpus, self.cache, self.config, self.progress = corpus, cache, config, progress
+        registered = [measures_lib.REGISTRY[m] for m in config.measures]
+        self.masking = (measures_lib.masking_of(config)
+                        if any(m.needs_masked for m in registered) else None)
+        self.input_enc = (configured_encoder("logmel", config)
+                          if any(m.needs_input for m in registered) else None)
+        self.input_key = None if self.input_enc is None else feature_cache_key(self.input_enc,
+                                                                               corpus)
+        self.input_fs = None
+
+    def part_keys(self, enc) -> dict[str, dict]:
+        """Each configured measure's saved-part key (``part_key``) for encoder ``enc``."""
+        clean = feature_cache_key(enc, self.corpus)
+        masked = (None if self.masking is None
+                  else feature_cache_key(enc, self.corpus, masking=self.masking))
+        out = {}
+        for name in self.config.measures:
+            m = measures_lib.REGISTRY[name]
+            out[name] = part_key(name, self.config, masked if m.needs_masked else clean,
+                                 self.input_key if m.needs_input else None)
+        return out
+
+    def extract(self, enc, todo: list, timings: dict) -> Optional[Features]:
+        """The passes the measures ``todo`` read (None when there is none to compute);
+        seconds of the encoder's passes go to ``timings`` (``features_s``, ``masked_features_s``
+        and their ``_compile_s``)."""
+        if not todo:
+            return None
+        fs = self._timed(enc, None, timings, "features")
+        masked = (self._timed(enc, self.masking, timings, "masked_features")
+                  if any(m.needs_masked for m in todo) else None)
+        if self.input_fs is None and any(m.needs_input for m in todo):
+            self.input_fs = extract_features(self.input_enc, self.corpus, self.cache,
+                                             progress=self.progress)
+        return Features(fs, self.input_fs, masked)
+
+    def _timed(self, enc, masking, timings: dict, what: str) -> FeatureSet:
+        t0, c0 = time.perf_counter(), compile_seconds()
+        fs = extract_features(enc, self.corpus, self.cache, masking=masking,
+                              progress=self.progress)
+        timings[what + "_s"] = time.perf_counter() - t0
+        timings[what + "_compile_s"] = compile_seconds() - c0
+        return fs
+
+
+def compute_part(run: RunDir, stage: FeatureStage, name: str, m, key: dict, feats: Features,
+                 timings: dict) -> dict:
+    """The measures stage for one measure of encoder ``name``: its records from the features
+    stage's passes, saved as its part (``rundir.RunDir.save_part``), which is returned."""
+    file = measures_lib.file_name(name)
+    interrupt.check_all(f"{name} / {m.name} (not started)")
+    log.info("%s: %s", name, m.name)
+    t0, c0 = time.perf_counter(), compile_seconds()
+    try:
+        recs = m.compute(measures_lib.Inputs(
+            encoder=name, fs=feats.fs, corpus=stage.corpus, config=stage.config,
+            checkpoint_dir=run.checkpoint_dir(file, m.name, key),
+            input_features=feats.input_fs if m.needs_input else None,
+            masked_features=feats.masked_fs if m.needs_masked else None))
+    except interrupt.Interrupted as e:
+        raise interrupt.Interrupted(e.signum, f"{name} / {m.name}, {e.where}") from None
+    part = run.save_part(file, m.name, key, recs, time.perf_counter() - t0)
+    timings[m.name + "_compile_s"] = compile_seconds() - c0
+    del recs
+    if feats.fs.hidden.nbytes >= RELEASE_MIN_BYTES:
+        release_memory()
+    return part
+
+
 def run_experiment(config, out_dir, *, wait: bool = False) -> results_lib.Results:
     """Runs (or resumes) every encoder x measure of ``config`` into ``out_dir`` -> Results.
 
@@ -159,56 +249,26 @@ def _run(config, out: Path) -> results_lib.Results:
     cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
     use_compilation_cache(cache / "xla")
 
-    input_enc, input_fs = None, None
-    if any(measures_lib.REGISTRY[m].needs_input for m in config.measures):
-        input_enc = configured_encoder("logmel", config)
-        input_key = feature_cache_key(input_enc, corpus)
-    else:
-        input_key = None
-
     progress = bool(config.progress) and distributed.is_main()
+    stage = FeatureStage(corpus, cache, config, progress)
     timings: dict[str, dict[str, float]] = {}
     records: list[dict] = []
     for name in config.encoders:
         t = timings.setdefault(name, {})
         file = measures_lib.file_name(name)
         enc = configured_encoder(name, config)
-        features_key = feature_cache_key(enc, corpus)
-        fs = None
+        keys = stage.part_keys(enc)
+        parts = {m: saved_part(run, file, m, keys[m]) for m in config.measures}
+        todo = [measures_lib.REGISTRY[m] for m in config.measures if parts[m] is None]
+        feats = stage.extract(enc, todo, t)   # the features stage: every pass the measures need
+        del enc
+        for m in todo:
+            parts[m.name] = compute_part(run, stage, name, m, keys[m.name], feats, t)
         for measure in config.measures:
-            m = measures_lib.REGISTRY[measure]
-            fkey = (measures_lib.masked_features_key(enc, corpus, config) if m.needs_encoder
-                    else features_key)
-            key = part_key(measure, config, fkey, input_key if m.needs_input else None)
-            part = saved_part(run, file, measure, key)
-            if part is None:
-                if fs is None:
-                    t0, c0 = time.perf_counter(), compile_seconds()
-                    fs = extract_features(enc, corpus, cache, progress=progress)
-                    t["features_s"] = time.perf_counter() - t0
-                    t["features_compile_s"] = compile_seconds() - c0
-                if m.needs_input and input_fs is None:
-                    input_fs = extract_features(input_enc, corpus, cache, progress=progress)
-                interrupt.check_all(f"{name} / {measure} (not started)")
-                log.info("%s: %s", name, measure)
-                t0, c0 = time.perf_counter(), compile_seconds()
-                try:
-                    recs = m.compute(measures_lib.Inputs(
-                        encoder=name, fs=fs, corpus=corpus, config=config,
-                        checkpoint_dir=run.checkpoint_dir(file, measure, key),
-                        input_features=input_fs if m.needs_input else None,
-                        encoder_model=enc, cache_dir=cache))
-                except interrupt.Interrupted as e:
-                    raise interrupt.Interrupted(e.signum, f"{name} / {measure}, {e.where}") from None
-                part = run.save_part(file, measure, key, recs, time.perf_counter() - t0)
-                t[measure + "_compile_s"] = compile_seconds() - c0
-                del recs
-                if fs.hidden.nbytes >= RELEASE_MIN_BYTES:
-                    release_memory()
-            t[measure + "_s"] = part["seconds"]
-            records += part["records"]
-        big = fs is not None and fs.hidden.nbytes >= RELEASE_MIN_BYTES
-        del enc, fs
+            t[measure + "_s"] = parts[measure]["seconds"]
+            records += parts[measure]["records"]
+        big = feats is not None and feats.fs.hidden.nbytes >= RELEASE_MIN_BYTES
+        del feats, parts
         if big:
             release_memory()
 

@@ -60,10 +60,10 @@ def two_layers():
 
 def _config():
     c = config_base.base_config()
-    # (a measure that reruns the encoder, codes_masked, needs one: tests/test_masked.py; the
+    # (a measure on the masked pass, codes_masked: tests/test_masked.py; the
     # rank-based statistics, which are not bounds: tests/test_spectral.py)
     c.measures = [m for m in measures.REGISTRY
-                  if _label_free(m) and not measures.REGISTRY[m].needs_encoder
+                  if _label_free(m) and not measures.REGISTRY[m].needs_masked
                   and results.MEASURES[measures.REGISTRY[m].records[0]].unit == "bits"]
     c.probe.update(steps=40, l2=(1e-2,), num_bootstrap=100)
     c.infonce.update(k=16, steps=300, hidden=64, embed=32, learning_rates=(3e-3,),

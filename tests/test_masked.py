@@ -123,6 +123,32 @@ def test_masked_feature_pass_keeps_the_masked_frames(tmp_path):
     assert features.load_features(masked.path).frame_index is not None  # reopened from the cache
 
 
+def test_the_masked_pass_keys_only_the_measures_that_read_it(tmp_path):
+    """The features stage keys a ``needs_masked`` measure's part by the masked pass (spans and
+    the mask embedding added to the clean key), so a changed masking setting recomputes it and
+    nothing else; without such a measure no masked key is made."""
+    from speechmi_jax import pipeline
+    from speechmi_jax.configs import base
+    corpus = smi.load_corpus("bundled")
+    enc = smi.load_encoder("logmel")
+
+    def keys(measures, **views):
+        c = base.base_config()
+        c.measures = measures
+        c.views.update(views)
+        stage = pipeline.FeatureStage(corpus, tmp_path, base.validate(c), progress=False)
+        return stage, stage.part_keys(enc)
+
+    stage, a = keys(["phone", "codes_masked"])
+    masking = features.Masking(stage.config.views.masked_span_s,
+                               stage.config.views.masked_fraction, stage.config.seed)
+    assert a["codes_masked"]["features"] == features.feature_cache_key(enc, corpus, masking=masking)
+    assert a["phone"]["features"] == features.feature_cache_key(enc, corpus)
+    _, b = keys(["phone", "codes_masked"], masked_fraction=0.4)
+    assert b["phone"] == a["phone"] and b["codes_masked"]["features"] != a["codes_masked"]["features"]
+    assert keys(["phone"])[0].masking is None
+
+
 def test_codes_masked_in_a_pipeline_run_needs_context(tmp_path):
     """A tiny run of the measure: every bound lies in [0, H(codes)]; the log-mel baseline, whose
     masked frames are one constant, reads ~0 (it would read > 1 bit if the mask were not
