@@ -32,13 +32,13 @@ import sys
 from pathlib import Path
 
 
-from speechmi_jax import distributed, pipeline, zoo
+from speechmi_jax import distributed, measures, pipeline, zoo
 from speechmi_jax.analysis import report, results
 from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import demo
 from speechmi_jax.configs.base import ConfigError
 from speechmi_jax.configs.loader import load_config
-from speechmi_jax.encoders.registry import available_encoders
+from speechmi_jax.encoders.registry import available_encoders, claimed
 from speechmi_jax.interrupt import Interrupted
 from speechmi_jax.ssl import table1
 from speechmi_jax.ssl.trainer import pretrain_command
@@ -70,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="override a config value")
 
     p_run = sub.add_parser("run", parents=[common, writes],
-                           help="run an experiment config (a Python file with get_config())")
-    p_run.add_argument("config")
+                           help="run an experiment config (a Python file with get_config())",
+                           description=run_description())
+    p_run.add_argument("config", help="a Python file whose get_config(arg) returns the run's "
+                                      "config (configs/base.py)")
     p_run.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
     p_run.add_argument("--smoke", action="store_true", help="the config's small settings")
     p_run.add_argument("--set", dest="overrides", action="append", default=[],
@@ -94,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("encoders", help="list every built-in encoder name (baselines, Whisper, random "
                    "controls, the model zoo and its checkpoints)")
     return parser
+
+
+def run_description() -> str:
+    """``speechmi run --help``'s text: the measures and the encoder model types registered when
+    the parser is built (a config file may import plug-ins that register more)."""
+    return (f"Runs every encoder x measure of a config. Measures: "
+            f"{', '.join(measures.REGISTRY)}. Encoders: a built-in name (`speechmi encoders`) or "
+            f"a model folder whose config.json model_type is one of "
+            f"{', '.join(claimed('model_types'))}.")
 
 
 def main(argv=None) -> int:
