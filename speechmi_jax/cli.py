@@ -3,6 +3,9 @@
     speechmi demo [--out DIR] [--smoke]        the README's main job, on the bundled corpus
     speechmi run CONFIG.py [--out DIR] [--set key=value ...]
     speechmi report RUN_DIR                    rewrite report.md and plots from results.json
+    speechmi compare RUN_A RUN_B [--tolerance T]
+                                               every record of two runs side by side (exit 1
+                                               if any differs)
     speechmi pretrain CONFIG [--smoke] [--out DIR] [--set key=value ...]
                                                self-supervised pretraining (speechmi_jax/ssl)
 
@@ -48,7 +51,7 @@ EXPECTED_ERRORS = (ValueError, OSError, KeyError, ImportError, ArithmeticError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``speechmi`` command line: demo, run, report, pretrain, encoders."""
+    """The ``speechmi`` command line: demo, run, report, compare, pretrain, encoders."""
     parser = argparse.ArgumentParser(prog="speechmi", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="rewrite report.md and plots from a run's results.json")
     p_rep.add_argument("run_dir")
 
+    p_cmp = sub.add_parser("compare", parents=[common],
+                           help="compare every record of two runs (exit 0 if all are equal)")
+    p_cmp.add_argument("run_a", help="a run folder or its results.json / results.csv")
+    p_cmp.add_argument("run_b")
+    p_cmp.add_argument("--tolerance", type=float, default=0.0,
+                       help="largest difference of two numbers counted as equal (default 0: "
+                            "bit-identical)")
+
     p_pre = sub.add_parser("pretrain", parents=[common, writes], help="self-supervised pretraining "
                            f"(objectives: {', '.join(table1.names())})")
     p_pre.add_argument("config", help="a config file, an objective's config in "
@@ -116,6 +127,8 @@ def main(argv=None) -> int:
             print(name + note)
         return 0
     try:
+        if args.command == "compare":
+            return _compare(args.run_a, args.run_b, args.tolerance)
         if args.command != "report":
             distributed.start(distributed.launch_from(args))
         if args.command == "pretrain":
@@ -156,6 +169,13 @@ def main(argv=None) -> int:
         print(f"speechmi: error: {type(e).__name__}: {msg} (--debug shows the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _compare(run_a: str, run_b: str, tolerance: float) -> int:
+    comparison = results.compare_results(results.read_results(run_a), results.read_results(run_b),
+                                         tolerance)
+    print("\n".join(comparison.lines()))
+    return 0 if comparison.identical else 1
 
 
 def _command(argv) -> str:

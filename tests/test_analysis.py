@@ -114,6 +114,31 @@ def test_roundtrip_json_and_csv(tmp_path):
     assert back.measures() == ["phone_mi", "ctc_per"]
 
 
+def test_compare_runs_names_each_difference(tmp_path, capsys):
+    from speechmi_jax import cli
+    recs = [_rec("enc_a", l, "phone_mi", 1.0 + l, ceiling=4.5, step=10) for l in range(3)]
+    res_mod.write_results(tmp_path / "a", recs)
+    res_mod.write_results(tmp_path / "same", [dict(r) for r in recs])
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "same")]) == 0
+    assert "3 records in both: 3 equal, 0 differ; 0 only in the first, 0 only in the second" in \
+        capsys.readouterr().out
+    # one ulp in a CI end, an extra field, a missing record: each is named
+    changed = [dict(r, extra=dict(r["extra"])) for r in recs[:2]]
+    changed[0]["ci"] = [np.nextafter(changed[0]["ci"][0], 0.0), changed[0]["ci"][1]]
+    changed[1]["extra"]["step"] = 11
+    res_mod.write_results(tmp_path / "b", changed + [_rec("enc_b", 0, "phone_mi", 1.0)])
+    comp = res_mod.compare_results(res_mod.read_results(tmp_path / "a"), res_mod.read_results(tmp_path / "b"))
+    assert comp.same == [] and not comp.identical
+    assert [(k, f) for k, f, _ in comp.differ] == [(("enc_a", 0, "phone_mi"), "record.ci[0]"),
+                                                  (("enc_a", 1, "phone_mi"), "record.extra.step")]
+    assert comp.only_a == [("enc_a", 2, "phone_mi")] and comp.only_b == [("enc_b", 0, "phone_mi")]
+    loose = res_mod.compare_results(res_mod.read_results(tmp_path / "a"),
+                                    res_mod.read_results(tmp_path / "b"), tolerance=2.0)
+    assert len(loose.same) == 2 and not loose.differ
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert "differs: enc_a layer 1 phone_mi: record.extra.step" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("change,message", [
     ({"measure": "phone_info"}, "record 0: unknown measure 'phone_info'"),
     ({"unit": "nats"}, "record 0: measure 'phone_mi' is in 'bits', got unit 'nats'"),

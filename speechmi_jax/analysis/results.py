@@ -449,3 +449,64 @@ def _read_csv(path: Path) -> Results:
         return Results(records, {})
     except ResultsError as e:
         raise ResultsError(f"{path}: {e}") from None
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Two runs' records side by side (:func:`compare_results`)."""
+
+    same: list[tuple[str, int, str]]              # (encoder, layer, measure) equal within tolerance
+    differ: list[tuple[tuple[str, int, str], str, float]]   # key, first differing field, |a - b|
+    only_a: list[tuple[str, int, str]]
+    only_b: list[tuple[str, int, str]]
+
+    @property
+    def identical(self) -> bool:
+        return not (self.differ or self.only_a or self.only_b)
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """The comparison in words: counts, then the differing records (largest first)."""
+        out = [f"{len(self.same) + len(self.differ)} records in both: {len(self.same)} equal, "
+               f"{len(self.differ)} differ; {len(self.only_a)} only in the first, "
+               f"{len(self.only_b)} only in the second"]
+        for (enc, layer, measure), field, diff in sorted(self.differ, key=lambda d: -d[2])[:limit]:
+            out.append(f"  differs: {enc} layer {layer} {measure}: {field} (|a - b| = {diff:.3g})")
+        out += [f"  only in the first: {enc} layer {layer} {m}" for enc, layer, m in self.only_a[:limit]]
+        out += [f"  only in the second: {enc} layer {layer} {m}" for enc, layer, m in self.only_b[:limit]]
+        return out
+
+
+def _first_difference(a, b, where: str, tolerance: float) -> Optional[tuple[str, float]]:
+    """The first field where JSON values ``a`` and ``b`` differ (numbers: by more than
+    ``tolerance``) -> (field, |a - b| or inf), or None."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        if a.keys() != b.keys():
+            return f"{where} keys {sorted(set(a) ^ set(b))}", math.inf
+        found = (_first_difference(a[k], b[k], f"{where}.{k}", tolerance) for k in a)
+        return next((f for f in found if f), None)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return f"{where} length", math.inf
+        found = (_first_difference(x, y, f"{where}[{i}]", tolerance) for i, (x, y) in enumerate(zip(a, b)))
+        return next((f for f in found if f), None)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    if numbers:
+        return None if abs(a - b) <= tolerance else (where, abs(a - b))
+    return None if a == b else (where, math.inf)
+
+
+def compare_results(a: Results, b: Results, tolerance: float = 0.0) -> Comparison:
+    """Every record of ``a`` against ``b``'s of the same (encoder, layer, measure): value, CI,
+    unit and every ``extra`` field; numbers equal within ``tolerance`` (0: bit-identical)."""
+    keys_a = [(r.encoder, r.layer, r.measure) for r in a.records]
+    keys_b = {(r.encoder, r.layer, r.measure) for r in b.records}
+    out = Comparison([], [], [k for k in keys_a if k not in keys_b],
+                     [k for k in sorted(keys_b) if a.get(*k) is None])
+    for key in keys_a:
+        if key in keys_b:
+            diff = _first_difference(a.get(*key).to_dict(), b.get(*key).to_dict(), "record", tolerance)
+            if diff:
+                out.differ.append((key, *diff))
+            else:
+                out.same.append(key)
+    return out
