@@ -49,9 +49,10 @@ from speechmi_jax.analysis import results as results_lib
 from speechmi_jax.configs import base as config_lib
 from speechmi_jax.data.corpus import load_corpus, no_usable_utterance
 from speechmi_jax.encoders import load_encoder
-from speechmi_jax.estimators.train import RELEASE_MIN_BYTES, trim_heap
+from speechmi_jax.estimators.train import RELEASE_MIN_BYTES
 from speechmi_jax.features import FeatureSet, extract_features, feature_cache_key
 from speechmi_jax import distributed, interrupt
+from speechmi_jax.training import trim_heap
 from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 
 log = logging.getLogger("speechmi_jax.pipeline")

@@ -60,6 +60,8 @@ def claim(out_dir, *, wait: bool = False):
 
 
 def _checksum(doc: dict) -> str:
+    # A part's own digest over its JSON (key, records, seconds); checkpoint files are listed
+    # and verified by training.py, a different thing (files on disk, not a document).
     body = {k: v for k, v in doc.items() if k != "sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
 

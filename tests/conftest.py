@@ -56,7 +56,7 @@ def _release_memory_after_each_file():
 
     import jax
 
-    from speechmi_jax.estimators.train import trim_heap
+    from speechmi_jax.training import trim_heap
 
     gc.collect()
     jax.clear_caches()

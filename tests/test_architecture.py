@@ -30,6 +30,7 @@ LAYERS = (
     ("data", ("data", "zoo")),
     ("encoders", ("encoders",)),
     ("features", ("features",)),
+    ("training", ("training",)),
     ("estimators", ("estimators",)),
     ("ssl", ("ssl", "configs.pretrain", "configs.zoo")),
     ("measures", ("measures",)),

@@ -1,7 +1,7 @@
 """Bank checkpoints keep the resident set flat: what a save allocates goes back to the OS.
 
 An asynchronous Orbax save copies the bank's whole state to host buffers and serialises it on
-writer threads while training goes on; before ``train.trim_heap`` ran after each finished save,
+writer threads while training goes on; before ``training.trim_heap`` ran after each finished save,
 glibc kept the pages those buffers freed, and RSS climbed with every checkpoint (here ~150-190
 MB over 8 checkpoints of a 50 MB state; ~80 MB per checkpoint in the demo's InfoNCE bank).
 """
@@ -19,17 +19,18 @@ import pytest
 # is ~50 MB, on little data so the saves dominate: 8 checkpoints, 2 steps apart.
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, jax
-    from speechmi_jax.estimators import api, train
+    from speechmi_jax.estimators import api
+    from speechmi_jax import training
     def rss_anon_mb():
         for line in open("/proc/self/status"):
             if line.startswith("RssAnon:"):
                 return int(line.split()[1]) / 1024
     marks = []
-    save = train._Checkpointer.save
+    save = training.CheckpointStore.save
     def traced(self, step, state):
         save(self, step, state)
         marks.append(rss_anon_mb())
-    train._Checkpointer.save = traced
+    training.CheckpointStore.save = traced
     rng = np.random.default_rng(0)
     a = rng.normal(size=(2, 256, 256)).astype(np.float32)
     b = (a + rng.normal(size=a.shape)).astype(np.float32)

@@ -128,6 +128,31 @@ def test_sigterm_mid_run_checkpoints_says_how_to_resume_and_the_rerun_is_identic
             (ref / m / "model" / "model.safetensors").read_bytes()
 
 
+def test_corrupt_member_checkpoint_is_set_aside_and_the_older_step_is_used(tmp_path):
+    """Member 1's newest checkpoint overwritten with garbage of the same size: the rerun warns
+    naming it, moves it aside, resumes both members from the older step and ends with the
+    uninterrupted run's metrics and models, bit for bit. Catches: a trainer that restores a
+    checkpoint unverified (it exports the damaged state, or fails reading it)."""
+    _, config = trainer.load_pretrain_config("apc", [
+        "steps=20", "eval_every=10", "checkpoint_every=10", "optim.warmup_steps=5",
+        "population.seed=[0,1]", "population.lr=[0.003,0.001]"], smoke=True)
+    out = tmp_path / "run"
+    trainer.pretrain(config, out, progress=False)
+    files = lambda: {f"{m}/{f}": (out / m / f).read_bytes() for m in ("member-0", "member-1")
+                     for f in ("metrics.jsonl", "model/model.safetensors")}
+    uninterrupted = files()
+    ckpt = out / "member-1" / "checkpoints"
+    assert checkpoint_steps(ckpt) == [10, 20]
+    for f in (ckpt / "20" / "default").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name.lower():
+            f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    with pytest.warns(UserWarning, match="falling back to the previous checkpoint") as caught:
+        trainer.pretrain(config, out, progress=False)
+    assert any(f"checkpoint {ckpt.absolute() / '20'}: " in str(w.message) for w in caught)
+    assert (ckpt / "corrupt-20" / "default").is_dir() and checkpoint_steps(ckpt) == [10, 20]
+    assert files() == uninterrupted
+
+
 def _data2vec(tmp_path, name, anti_collapse: bool):
     # On the conv-stem backbone, where a teacher that is the student itself collapses within 30
     # steps; the guard is the same for every backbone.

@@ -11,7 +11,7 @@
 * ``fit_layer_chunks`` runs one bank per chunk of layers (bounding the memory that holds the
   features) and collects one result per layer; every estimator family calls it;
 * every ``checkpoint_every`` steps the whole state (params, optimizer state, step, RNG key,
-  best-so-far) is saved with an Orbax ``CheckpointManager``, together with a JSON record of the
+  best-so-far) is saved in a ``training.CheckpointStore``, together with a JSON record of the
   run's identity (problem, grid, data fingerprint) and a checksum of the state; once a save has
   finished, the size and SHA-256 of its files are listed too. On start, the newest checkpoint
   whose identity matches is restored; one whose files differ from their list, that cannot be
@@ -32,22 +32,17 @@ process saves).
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import gc
-import hashlib
-import json
 import math
-import warnings
 from functools import partial
 from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
+from jax.sharding import NamedSharding, PartitionSpec as PS
 
-from speechmi_jax import distributed, interrupt
+from speechmi_jax import distributed, interrupt, training
 from speechmi_jax.estimators import bank as bank_lib
 
 
@@ -88,14 +83,6 @@ class TrainConfig:
             )
 
 
-def make_mesh(config: TrainConfig) -> jax.sharding.Mesh:
-    devices = list(config.devices) if config.devices is not None else jax.devices()
-    shape = config.mesh_shape or (len(devices), 1)
-    if shape[0] * shape[1] != len(devices):
-        raise ValueError(f"mesh_shape={shape} needs {shape[0] * shape[1]} devices, got {len(devices)}")
-    return jax.make_mesh(shape, ("data", "probe"), (AxisType.Auto,) * 2, devices=devices)
-
-
 def pad_items(data: dict, layer_fields, multiple: int) -> tuple[dict, int]:
     """Pads every field along its item axis to a multiple of `multiple` (zeros, weight 0).
 
@@ -123,164 +110,6 @@ def _state_sharding(mesh, state: dict, grid_size: int):
     lp = NamedSharding(mesh, PS(None, "probe") if probe_split else PS())
     rep = NamedSharding(mesh, PS())
     return jax.tree.map(lambda x: lp if np.ndim(x) >= 2 else rep, state)
-
-
-def data_fingerprint(*arrays) -> str:
-    """Cheap identity of the data: shapes, dtypes and a strided sample of values (not a full hash)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.asarray(a)
-        h.update(repr((a.shape, str(a.dtype))).encode())
-        flat = a.reshape(-1)
-        stride = max(flat.size // 4096, 1)
-        h.update(np.ascontiguousarray(flat[::stride]).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _checksum(state) -> list[float]:
-    return [float(np.asarray(x, np.float64).sum()) for x in jax.tree.leaves(distributed.to_host(state))]
-
-
-def _checksums_match(a, b) -> bool:
-    return len(a) == len(b) and all(
-        (x == y) or (math.isnan(x) and math.isnan(y)) or (math.isinf(x) and x == y) for x, y in zip(a, b)
-    )
-
-
-FILE_LIST = "speechmi_files.json"
-
-
-def write_file_list(step_dir: Path) -> None:
-    """Records the size and SHA-256 of every file of a finished checkpoint step (FILE_LIST)."""
-    files = {}
-    for f in sorted(step_dir.rglob("*")):
-        if f.is_file() and f.name != FILE_LIST:
-            files[str(f.relative_to(step_dir))] = [f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest()]
-    tmp = step_dir / (FILE_LIST + ".tmp")
-    tmp.write_text(json.dumps({"files": files}))
-    tmp.rename(step_dir / FILE_LIST)
-
-
-def check_file_list(step_dir: Path) -> str | None:
-    """Why a step's files differ from its FILE_LIST (missing, resized, changed), or None when they
-    match or the step has no list (killed before writing it: Orbax's commit marker and the state
-    checksum then decide)."""
-    listed = step_dir / FILE_LIST
-    if not listed.is_file():
-        return None
-    try:
-        files = json.loads(listed.read_text())["files"]
-    except (ValueError, KeyError, TypeError) as e:
-        return f"file list {listed.name} unreadable ({type(e).__name__}: {e})"
-    for rel, (size, digest) in files.items():
-        f = step_dir / rel
-        if not f.is_file():
-            return f"file {rel} is missing"
-        if f.stat().st_size != size:
-            return f"file {rel} has {f.stat().st_size} bytes, {size} when saved"
-        if hashlib.sha256(f.read_bytes()).hexdigest() != digest:
-            return f"file {rel} differs from the saved one (SHA-256)"
-    return None
-
-
-def trim_heap() -> None:
-    """glibc's ``malloc_trim(0)``: hands the free pages of every malloc arena back to the OS
-    (glibc keeps what a process frees, and memory freed on other threads, in their arenas,
-    stays resident). A few ms; elsewhere than glibc a no-op."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-class _Checkpointer:
-    """Orbax CheckpointManager over the bank state plus a JSON identity/checksum record."""
-
-    def __init__(self, directory: str, identity: dict, max_to_keep: int):
-        self.directory = Path(directory).absolute()
-        self.identity = identity
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        )
-        self._unlisted: int | None = None  # step saved (asynchronously) but not yet in a file list
-
-    def save(self, step: int, state: dict):
-        self._list_finished()
-        meta = {"identity": self.identity, "checksum": _checksum(state), "step": int(step)}
-        self.manager.save(
-            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        )
-        self._unlisted = int(step)
-
-    def _list_finished(self):
-        """Waits for the pending asynchronous save, writes its file list (FILE_LIST) and returns
-        the save's buffers to the OS (``trim_heap``)."""
-        self.manager.wait_until_finished()
-        if (self._unlisted is not None and distributed.is_main()
-                and (self.directory / str(self._unlisted)).is_dir()):
-            write_file_list(self.directory / str(self._unlisted))
-            # An asynchronous save copies the whole state to host buffers and serialises it on
-            # Orbax's writer threads while the next steps run; glibc kept the pages they freed
-            # (no object outlives the save), so RSS rose by up to a state's size per save, ~80 MB
-            # per checkpoint in the demo's InfoNCE bank (BENCHMARKS.md, "Checkpoint memory").
-            trim_heap()
-        self._unlisted = None
-
-    def _set_aside(self, step: int, why: str):
-        """Warns and renames a bad step directory to corrupt-<step>[-n] (kept for inspection, no
-        longer a step), so the replayed run can save that step again. Every process finds the
-        same damage (one shared folder); process 0 renames."""
-        where = self.directory / str(step)
-        target = self.directory / f"corrupt-{step}"
-        n = 0
-        while target.exists():
-            n += 1
-            target = self.directory / f"corrupt-{step}-{n}"
-        if distributed.is_main():
-            where.rename(target)
-        distributed.barrier(f"set aside {where}")
-        self.manager.reload()
-        warnings.warn(f"checkpoint {where}: {why}; falling back to the previous checkpoint "
-                      f"(the bad one is moved to {target})", stacklevel=4)
-
-    def restore_latest(self, abstract_state):
-        """Newest good checkpoint's state, or None. Bad ones are set aside with a warning."""
-        for step in sorted(self.manager.all_steps(), reverse=True):
-            where = self.directory / str(step)
-            damage = check_file_list(where)
-            if damage:
-                # Found before Orbax reads anything: a restore that fails part-way leaves reads in
-                # flight whose callbacks then hit a closed event loop (one traceback each).
-                self._set_aside(step, damage)
-                continue
-            try:
-                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-            except Exception as e:  # noqa: BLE001 - any unreadable record means a bad checkpoint
-                self._set_aside(step, f"metadata unreadable ({type(e).__name__}: {e})")
-                continue
-            if meta.get("identity") != self.identity:
-                raise ValueError(
-                    f"checkpoint {where} belongs to a different run: saved identity "
-                    f"{meta.get('identity')} != this run's {self.identity}; use another checkpoint_dir"
-                )
-            try:
-                state = self.manager.restore(
-                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-                )["state"]
-                jax.block_until_ready(state)
-            except Exception as e:  # noqa: BLE001
-                self._set_aside(step, f"state unreadable ({type(e).__name__}: {e})")
-                continue
-            if not _checksums_match(_checksum(state), meta["checksum"]):
-                self._set_aside(step, "state checksum mismatch (corrupt files)")
-                continue
-            return state
-        return None
-
-    def close(self):
-        self._list_finished()
-        self.manager.close()
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(6,))
@@ -385,7 +214,7 @@ def fit_bank(
     trains (``device_put`` copies, and on CPU the copy is host memory too: without this a
     chunk's features sit in memory twice).
     """
-    mesh = make_mesh(config)
+    mesh = training.make_mesh(("data", "probe"), config.mesh_shape, config.devices)
     n_data = mesh.shape["data"]
     layer_fields = problem.layer_fields
     num_layers = next(v.shape[0] for k, v in train.items() if k in layer_fields)
@@ -398,7 +227,7 @@ def fit_bank(
     if config.batch_size is not None and config.batch_size > n_train:
         raise ValueError(f"batch_size={config.batch_size} exceeds the {n_train} training items")
 
-    fingerprint = (data_fingerprint(*train.values(), *dev.values())
+    fingerprint = (training.data_fingerprint(*train.values(), *dev.values())
                    if config.checkpoint_dir is not None else None)
 
     host_bytes = sum(v.nbytes for d in (train, dev, test) for v in d.values())
@@ -437,12 +266,11 @@ def fit_bank(
     ckpt, resumed_from = None, None
     if config.checkpoint_dir is not None:
         identity = _bank_identity(problem, grid, config, n_chunks, fingerprint, identity_extra)
-        identity = json.loads(json.dumps(identity))  # the form it takes after a JSON round trip
-        ckpt = _Checkpointer(config.checkpoint_dir, identity, config.max_to_keep)
+        ckpt = training.CheckpointStore(config.checkpoint_dir, identity, config.max_to_keep)
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-        restored = ckpt.restore_latest(abstract)
+        restored, _ = training.restore_latest([ckpt], abstract)
         if restored is not None:
-            state = restored
+            state = restored[0]
             resumed_from = int(state["step"])
 
     state = _train_chunks(problem, mesh, config, n_train, n_chunks, state, hp, train_d, dev_d,

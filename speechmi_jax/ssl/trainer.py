@@ -20,12 +20,14 @@ that differ in seed, learning rate, mask probability or APC shift n (``config.po
 * collapse guard (learned targets): when a member's dev target variance (data2vec) or codebook
   perplexity (wav2vec 2.0) falls under ``collapse.min_target_var`` / ``collapse.min_perplexity``
   the trainer warns with the numbers and records ``"collapse": true``.
-* every ``checkpoint_every`` steps an Orbax ``CheckpointManager`` per member saves its params,
-  optimiser state, EMA teacher, key and step (``keep`` newest). A rerun restores the newest step
-  saved by every member, drops later metrics records and replays: batches and keys are functions
-  of (seed, step), so the result is identical to an uninterrupted run. SIGINT / SIGTERM stop the
-  loop after the current step, which is checkpointed with the train metrics since the last
-  record (``pending_metrics.json``), so the resumed run writes the same records
+* every ``checkpoint_every`` steps a ``training.CheckpointStore`` per member saves its params,
+  optimiser state, EMA teacher, key and step (``keep`` newest) with a record of the run and a
+  checksum. A rerun restores the newest step saved in good order by every member (a member's
+  step whose files or checksum fail is moved aside to ``corrupt-<step>`` with a warning and
+  an older step is used), drops later metrics records and replays: batches and keys are
+  functions of (seed, step), so the result is identical to an uninterrupted run. SIGINT /
+  SIGTERM stop the loop after the current step, which is checkpointed with the train metrics
+  since the last record (``pending_metrics.json``), so the resumed run writes the same records
   (``interrupt.py``); one process holds the run folder at a time (``rundir.claim``).
 * at the end each member's encoder is exported (``model/config.json`` + ``model/model.safetensors``),
   and also at every step of ``config.export_steps`` (``models/step<N>/``), so the models along
@@ -34,8 +36,8 @@ that differ in seed, learning rate, mask probability or APC shift n (``config.po
 Several processes (``distributed.py``): the mesh holds every process' devices (members over
 devices as on one host, each member's batch over the rest: data parallelism over processes);
 every process draws the same batches (functions of (seed, step)) and copies in the rows its
-devices own; checkpoints are written by all together (Orbax) and resume on the same number of
-processes; metrics, event files, ``pretrain_config.json`` and exported models are written by
+devices own; checkpoints are written by all together (Orbax), their file lists by process 0,
+and resume on the same number of processes; metrics, event files, ``pretrain_config.json`` and exported models are written by
 process 0.
 
 Layout of ``out_dir``: ``pretrain_config.json``, ``targets.npz`` (HuBERT: the k-means centroids), and for P = 1 ``metrics.jsonl``,
@@ -55,10 +57,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as PS
+from jax.sharding import NamedSharding, PartitionSpec as PS
 
-from speechmi_jax import distributed, interrupt
+from speechmi_jax import distributed, interrupt, training
 from speechmi_jax.configs import arg as config_arg
 from speechmi_jax.configs import loader
 from speechmi_jax.ssl import data as data_lib
@@ -187,8 +188,8 @@ def mesh_shape(num_members: int, batch_size: int, num_devices: int) -> tuple[int
 
 
 def make_mesh(members: int, data: int):
-    return jax.make_mesh((members, data), ("member", "data"), (AxisType.Auto,) * 2,
-                         devices=jax.devices()[:members * data])
+    """The ("member", "data") mesh over the first members x data devices."""
+    return training.make_mesh(("member", "data"), (members, data), jax.devices()[:members * data])
 
 
 def make_functions(task, tx, final_lr_fraction: float):
@@ -231,14 +232,12 @@ def _slice(state, i):
     return jax.tree.map(lambda x: x[i], state)
 
 
-def _restore(managers, state, sharding):
-    """Newest step saved by every member -> (stacked state, step) or (state, 0)."""
-    common = set.intersection(*(set(m.all_steps()) for m in managers))
-    if not common:
-        return state, 0
-    step = max(common)
+def _restore(stores, state, sharding):
+    """Newest step saved in good order by every member -> (stacked state, step) or (state, 0)."""
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=sharding), state)
-    restored = [m.restore(step, args=ocp.args.StandardRestore(abstract)) for m in managers]
+    restored, step = training.restore_latest(stores, abstract)
+    if restored is None:
+        return state, 0
     return jax.tree.map(lambda *xs: jnp.stack(xs), *restored), step
 
 
@@ -305,12 +304,12 @@ def _batches(config, sets, task):
     return batch_of, dev
 
 
-def _checkpoint_managers(dirs, keep: int) -> list:
-    """One Orbax manager per member folder (``checkpoints/``, the newest ``keep`` kept)."""
-    return [ocp.CheckpointManager(
-        (d / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-        for d in dirs]
+def _checkpoint_stores(dirs, keep: int, identity: dict) -> list:
+    """One checkpoint store per member folder (``checkpoints/``, the newest ``keep`` kept; the
+    state is the item ``default``, and steps saved before stores kept a record resume)."""
+    return [training.CheckpointStore(d / "checkpoints", {"run": identity, "member": i}, keep,
+                                     item="default", unrecorded_ok=True)
+            for i, d in enumerate(dirs)]
 
 
 def _member_record(task, config, members, i: int, done: int, pending: list, dev_m,
@@ -332,13 +331,12 @@ def _progress_bar(config, start: int):
     return tqdm(total=config.steps, initial=start, desc=f"pretrain {config.objective}", unit="step")
 
 
-def _close_all(bar, managers, writers) -> None:
-    """Closes the progress bar, waits for and closes the checkpoint managers, the event files."""
+def _close_all(bar, stores, writers) -> None:
+    """Closes the progress bar, waits for and closes the checkpoint stores, the event files."""
     if bar is not None:
         bar.close()
-    for mgr in managers:
-        mgr.wait_until_finished()
-        mgr.close()
+    for store in stores:
+        store.close()
     for w in writers:
         w.close()
 
@@ -373,8 +371,8 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     state = init_jit(distributed.put(keys, rep))
 
     dirs = [_member_dir(out_dir, i, p) for i in range(p)]
-    managers = _checkpoint_managers(dirs, config.keep_checkpoints)
-    state, start = _restore(managers, state, NamedSharding(mesh, PS()))
+    stores = _checkpoint_stores(dirs, config.keep_checkpoints, identity)
+    state, start = _restore(stores, state, NamedSharding(mesh, PS()))
     state = jax.device_put(state, rep)
     main = distributed.is_main()
     for d in dirs if main else ():
@@ -415,22 +413,22 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
             stop = interrupt.requested_anywhere()  # SIGINT / SIGTERM: save this step, then stop
             scheduled = done % config.checkpoint_every == 0 or done == config.steps
             if scheduled or stop:
-                _save_members(managers, state, done, dirs, None if scheduled or not main else pending)
+                _save_members(stores, state, done, dirs, None if scheduled or not main else pending)
             if done in export_steps:
                 _export(task, state, [d / "models" / f"step{done}" for d in dirs])
             if done < config.steps:
                 interrupt.check_all(f"step {done} of {config.steps}", stop)
     finally:
-        _close_all(bar, managers, writers)
+        _close_all(bar, stores, writers)
     _export(task, state, [d / "model" for d in dirs])
     return last
 
 
-def _save_members(managers, state, step: int, dirs, pending=None) -> None:
+def _save_members(stores, state, step: int, dirs, pending=None) -> None:
     """Each member's checkpoint at ``step``; with ``pending`` (a stop between records), also
     the train metrics each member gathered since its last record."""
-    for i, mgr in enumerate(managers):
-        mgr.save(step, args=ocp.args.StandardSave(_slice(state, i)))
+    for i, store in enumerate(stores):
+        store.save(step, _slice(state, i))
         if pending is not None:
             _save_pending(dirs[i], step, pending[i])
 
