@@ -1,12 +1,14 @@
 """The pretraining loop on the bundled corpus (8 simulated devices): a short APC population run
-lowers the dev loss; a population of 2 equals 2 separate runs; SIGKILL mid-run then rerun gives
-identical metrics and model, and so does SIGTERM (which checkpoints the step it stops at); data2vec without its anti-collapse safeguards collapses and the
-guard fires, with them it does not; ``speechmi pretrain --smoke`` runs every objective (APC,
+lowers the dev loss; a population of 2 equals 2 separate runs; SIGTERM (which checkpoints the
+step it stops at), then SIGKILL mid-run, then a rerun gives identical metrics and model, and so
+does a rerun over a damaged checkpoint; data2vec without its anti-collapse safeguards collapses
+and the guard fires, with them it does not; ``speechmi pretrain --smoke`` runs every objective (APC,
 VQ-APC, HuBERT iterations 1 and 2, data2vec, wav2vec 2.0) and the exported models load with
 ``smi.load_encoder``."""
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from safetensors.numpy import load_file
 import speechmi_jax as smi
 from speechmi_jax import cli
 from speechmi_jax.ssl import trainer
-from resume_testing import checkpoint_steps, kill_after_first_checkpoint
+from resume_testing import checkpoint_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
@@ -84,14 +86,7 @@ def test_population_equals_separate_runs(reference, tmp_path):
             np.testing.assert_allclose(pa[k], pb[k], atol=1e-5, err_msg=k)
 
 
-def test_sigkill_mid_run_then_rerun_is_identical(reference):
-    root, ref = reference
-    out = root / "killed"
-    ckpt = out / "member-1" / "checkpoints"
-    saved = kill_after_first_checkpoint(_cmd(out), ckpt, cwd=ROOT)
-    assert saved and max(saved) < STEPS, f"expected a mid-run checkpoint, found steps {saved}"
-    assert not (out / "member-1" / "model").exists()
-    subprocess.run(_cmd(out), check=True, cwd=ROOT, capture_output=True)
+def _same_as_reference(out, ref):
     for i in range(2):
         m = f"member-{i}"
         assert (out / m / "metrics.jsonl").read_text() == (ref / m / "metrics.jsonl").read_text()
@@ -99,15 +94,17 @@ def test_sigkill_mid_run_then_rerun_is_identical(reference):
             (ref / m / "model" / "model.safetensors").read_bytes()
 
 
-def test_sigterm_mid_run_checkpoints_says_how_to_resume_and_the_rerun_is_identical(reference):
+def test_sigterm_then_sigkill_mid_run_then_rerun_is_identical(reference):
     """SIGTERM (a scheduler's pre-emption) once the first checkpoint exists: the run stops at
     the next step boundary, checkpoints that step (with the train metrics since the last
-    record), prints one line with the command that resumes it and exits 143 (128 + SIGTERM);
-    the same command then ends with the uninterrupted run's metrics and model, bit for bit.
-    Catches: SIGTERM killing the run where it stood (exit -15, no checkpoint of that step, no
-    word on resuming)."""
+    record), prints one line with the command that resumes it and exits 143 (128 + SIGTERM).
+    The same command, SIGKILLed as soon as it has saved a later step, leaves that step; run once
+    more it ends with the uninterrupted run's metrics and model, bit for bit. Catches: SIGTERM
+    killing the run where it stood (exit -15, no checkpoint of that step, no word on resuming);
+    a resume that replays other batches or loses the pending metrics (the files differ); a
+    kill that did not land mid-run (the asserted steps)."""
     root, ref = reference
-    out = root / "terminated"
+    out = root / "interrupted"
     ckpt = out / "member-1" / "checkpoints"
     child = subprocess.Popen(_cmd(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not checkpoint_steps(ckpt) and child.poll() is None:
@@ -120,37 +117,41 @@ def test_sigterm_mid_run_checkpoints_says_how_to_resume_and_the_rerun_is_identic
     assert "to resume, run the same command again: speechmi pretrain apc --out" in last, last
     assert 10 <= stopped < STEPS and checkpoint_steps(ckpt)[-1] == stopped
     assert not (out / "member-1" / "model").exists()
+    first = stopped
+    deadline = time.monotonic() + 600
+    child = subprocess.Popen(_cmd(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while checkpoint_steps(ckpt)[-1] == first and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.kill()
+    child.wait()
+    saved = checkpoint_steps(ckpt)
+    assert first < saved[-1] < STEPS, f"expected a later mid-run checkpoint, found steps {saved}"
+    assert not (out / "member-1" / "model").exists()
     subprocess.run(_cmd(out), check=True, cwd=ROOT, capture_output=True)
-    for i in range(2):
-        m = f"member-{i}"
-        assert (out / m / "metrics.jsonl").read_text() == (ref / m / "metrics.jsonl").read_text()
-        assert (out / m / "model" / "model.safetensors").read_bytes() == \
-            (ref / m / "model" / "model.safetensors").read_bytes()
+    _same_as_reference(out, ref)
 
 
-def test_corrupt_member_checkpoint_is_set_aside_and_the_older_step_is_used(tmp_path):
-    """Member 1's newest checkpoint overwritten with garbage of the same size: the rerun warns
-    naming it, moves it aside, resumes both members from the older step and ends with the
-    uninterrupted run's metrics and models, bit for bit. Catches: a trainer that restores a
-    checkpoint unverified (it exports the damaged state, or fails reading it)."""
-    _, config = trainer.load_pretrain_config("apc", [
-        "steps=20", "eval_every=10", "checkpoint_every=10", "optim.warmup_steps=5",
-        "population.seed=[0,1]", "population.lr=[0.003,0.001]"], smoke=True)
-    out = tmp_path / "run"
-    trainer.pretrain(config, out, progress=False)
-    files = lambda: {f"{m}/{f}": (out / m / f).read_bytes() for m in ("member-0", "member-1")
-                     for f in ("metrics.jsonl", "model/model.safetensors")}
-    uninterrupted = files()
+def test_corrupt_member_checkpoint_is_set_aside_and_the_older_step_is_used(reference):
+    """The uninterrupted run's folder, member 1's newest checkpoint overwritten with garbage of
+    the same size: the rerun warns naming it, moves it aside, resumes both members from the
+    older step and ends with the uninterrupted run's metrics and models, bit for bit. Catches: a
+    trainer that restores a checkpoint unverified (it exports the damaged state, or fails
+    reading it)."""
+    root, ref = reference
+    out = root / "corrupt"
+    shutil.copytree(ref, out)
     ckpt = out / "member-1" / "checkpoints"
-    assert checkpoint_steps(ckpt) == [10, 20]
-    for f in (ckpt / "20" / "default").rglob("*"):
+    assert checkpoint_steps(ckpt) == [30, 40]
+    for f in (ckpt / "40" / "default").rglob("*"):
         if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name.lower():
             f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    _, config = trainer.load_pretrain_config(
+        "apc", [a for a in RUN + POP if a not in ("--set", "--smoke")], smoke=True)
     with pytest.warns(UserWarning, match="falling back to the previous checkpoint") as caught:
         trainer.pretrain(config, out, progress=False)
-    assert any(f"checkpoint {ckpt.absolute() / '20'}: " in str(w.message) for w in caught)
-    assert (ckpt / "corrupt-20" / "default").is_dir() and checkpoint_steps(ckpt) == [10, 20]
-    assert files() == uninterrupted
+    assert any(f"checkpoint {ckpt.absolute() / '40'}: " in str(w.message) for w in caught)
+    assert (ckpt / "corrupt-40" / "default").is_dir() and checkpoint_steps(ckpt) == [30, 40]
+    _same_as_reference(out, ref)
 
 
 def _data2vec(tmp_path, name, anti_collapse: bool):
