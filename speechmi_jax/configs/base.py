@@ -135,7 +135,7 @@ ESTIMATOR_RANGES = {
     "k": count(2, "candidates"), "blocks_per_step": count(1), "dev_fraction": FRACTION,
     "num_bootstrap": count(1), "ci_level": FRACTION, "layer_chunk": count(1),
     "max_resident_bytes": count(1), "mesh_shape": count(1), "layers": count(0),
-    "blank_bias": between(-100, 100, unit="a logit"),
+    "blank_bias": between(-100, 100, unit="a logit"), "num_buckets": count(1),
 }
 
 

@@ -49,6 +49,12 @@ class Problem:
     # Whether the initial parameters are a dev candidate: yes for a probe (the label prior), no
     # for a critic whose init is a constant score (bound exactly 0, however broken training is).
     step0_candidate: bool = True
+    # The minibatch sampler, draw(key, step, n_train, batch_size) -> item indices [batch_size]
+    # (a deterministic function of key and step, so resume replays it); None: epoch_indices.
+    draw: Callable[..., jax.Array] | None = None
+    # Whether a minibatch is split over the "data" devices; False: every device computes all of
+    # it (for a loss that slices the minibatch in ways the split would cut across devices).
+    shard_minibatch: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +290,7 @@ def train_chunk(
         if batch_size is None:
             batch = train
         else:
-            idx = epoch_indices(st["key"], st["step"], n_train, batch_size)
+            idx = (problem.draw or epoch_indices)(st["key"], st["step"], n_train, batch_size)
             if problem.map_layers:
                 params, opt, _ = bank_step(problem, optimizer, st["params"], st["opt"], hp, train, idx,
                                            constrain_rows)

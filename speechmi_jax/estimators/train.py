@@ -4,8 +4,9 @@
 
 * mesh axes ("data", "probe"): items are sharded over "data" (the full-batch gradient becomes a
   sum of per-device partial sums that XLA all-reduces; minibatch runs keep the training items on
-  every device and shard each drawn batch), the P grid points over "probe". The same
-  code runs on 1 CPU, 8 simulated CPUs, a GPU box or a TPU slice; only the mesh changes.
+  every device and shard each drawn batch, unless ``Problem.shard_minibatch`` is False), the P
+  grid points over "probe". The same code runs on 1 CPU, 8 simulated CPUs, a GPU box or a TPU
+  slice; only the mesh changes.
 * every ``eval_every`` steps the dev loss of every estimator is measured and the best-so-far
   snapshot updated (inside the same jitted call, no host round trip per step);
 * ``fit_layer_chunks`` runs one bank per chunk of layers (bounding the memory that holds the
@@ -100,8 +101,9 @@ def pad_items(data: dict, layer_fields, multiple: int) -> tuple[dict, int]:
     return out, n
 
 
-def _data_sharding(mesh, data: dict, layer_fields) -> dict:
-    spec = lambda k, v: PS(None, "data") if k in layer_fields else PS("data")
+def _data_sharding(mesh, data: dict, layer_fields, split: bool = True) -> dict:
+    """Items split over "data" (or, with split=False, on every device)."""
+    spec = lambda k, v: PS() if not split else PS(None, "data") if k in layer_fields else PS("data")
     return {k: NamedSharding(mesh, spec(k, v)) for k, v in data.items()}
 
 
@@ -114,9 +116,10 @@ def _state_sharding(mesh, state: dict, grid_size: int):
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(6,))
 def _train_chunk_jit(problem, mesh, optimizer, batch_size, n_train, n_steps, state, hp, train, dev):
-    shardings = _data_sharding(mesh, train, problem.layer_fields)
+    split = problem.shard_minibatch
+    shardings = _data_sharding(mesh, train, problem.layer_fields, split)
     constrain = lambda batch: jax.lax.with_sharding_constraint(batch, shardings)
-    one_layer = _data_sharding(mesh, train, ())
+    one_layer = _data_sharding(mesh, train, (), split)
     constrain_rows = lambda batch: jax.lax.with_sharding_constraint(batch, one_layer)
     return bank_lib.train_chunk(
         problem, optimizer, batch_size, n_train, n_steps, state, hp, train, dev, constrain, constrain_rows
@@ -248,7 +251,8 @@ def fit_bank(
 
     dev_d, test_d = put(dev, given[1]), put(test, given[2])
     # Full batch: items sharded over "data". Minibatches: every device holds all training items
-    # (a gather from sharded rows costs a collective per step) and the drawn batch is sharded.
+    # (a gather from sharded rows costs a collective per step) and the drawn batch is sharded
+    # (unless the problem keeps it whole on every device: Problem.shard_minibatch).
     train_d = put(train, given[0], None if config.batch_size is None else NamedSharding(mesh, PS()))
     hp = jax.tree.map(lambda x: distributed.put(x, NamedSharding(mesh, PS())), grid.arrays())
     del train, dev, test, given
