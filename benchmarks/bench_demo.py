@@ -187,22 +187,22 @@ def print_rss_table(by_stage: list[tuple[float, str]]):
 
 def compare_results(new: Path, old: Path):
     """Prints how the records of run ``new`` differ from those of run ``old`` (results.json):
-    per measure the largest |difference| and how many new values leave the old CI."""
-    load = lambda d: {(r["encoder"], r["layer"], r["measure"]): r
-                      for r in json.loads((d / "results.json").read_text())["records"]}
-    a, b = load(old), load(new)
-    if a.keys() != b.keys():
-        print(f"records differ: only in {old}: {sorted(a.keys() - b.keys())[:5]}, "
-              f"only in {new}: {sorted(b.keys() - a.keys())[:5]}")
+    per measure the largest |difference| and how many new values leave the old CI
+    (``results.measure_summary``)."""
+    from speechmi_jax.analysis import results
+
+    a, b = results.read_results(old), results.read_results(new)
+    comparison = results.compare_results(a, b)
+    if comparison.only_a or comparison.only_b:
+        print(f"records differ: only in {old}: {comparison.only_a[:5]}, "
+              f"only in {new}: {comparison.only_b[:5]}")
     print(f"results vs {old}:")
     print("| measure | records | identical | max abs diff | outside the old CI |")
     print("| --- | --- | --- | --- | --- |")
-    for m in sorted({k[2] for k in a.keys() & b.keys()}):
-        keys = [k for k in a.keys() & b.keys() if k[2] == m]
-        diffs = [abs(b[k]["value"] - a[k]["value"]) for k in keys]
-        out = sum(not (a[k]["ci"][0] <= b[k]["value"] <= a[k]["ci"][1]) for k in keys
-                  if a[k].get("ci"))
-        print(f"| {m} | {len(keys)} | {sum(d == 0 for d in diffs)} | {max(diffs):.3g} | {out} |")
+    for r in sorted(results.measure_summary(a, b), key=lambda r: r["measure"]):
+        if r["records"] > r["missing_before"]:
+            print(f"| {r['measure']} | {r['records'] - r['missing_before']} | {r['identical']} | "
+                  f"{r['max_abs_diff']:.3g} | {r['outside_old_ci']} |")
 
 
 def encoder_cost(names, batch: int = 2, seconds: float = 10.0, repeats: int = 3) -> list[dict]:

@@ -38,18 +38,16 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> dict:
     return {"wall_s": seconds, "max_rss_mb": rss_kb / 1024}
 
 
-def compare(new: dict, old: dict) -> list[str]:
-    key = lambda r: (r["encoder"], r["layer"], r["measure"])
-    before = {key(r): r for r in old["records"]}
-    by_measure: dict[str, list] = {}
-    for r in new["records"]:
-        by_measure.setdefault(r["measure"], []).append((r, before.get(key(r))))
+def compare(new: Path, old: Path) -> list[str]:
+    """Per measure, the demo's records against an earlier run's (``results.measure_summary``;
+    imported here: timing the demo needs no installed package, comparing its records does)."""
+    from speechmi_jax.analysis import results
+
+    rows = results.measure_summary(results.read_results(old), results.read_results(new))
     lines = ["| measure | records | identical | in the earlier CI | missing before |", "| --- | --- | --- | --- | --- |"]
-    for m, pairs in by_measure.items():
-        same = sum(o is not None and o["value"] == r["value"] and o["ci"] == r["ci"] for r, o in pairs)
-        inside = sum(o is not None and o["ci"][0] <= r["value"] <= o["ci"][1] for r, o in pairs)
-        missing = sum(o is None for _, o in pairs)
-        lines.append(f"| `{m}` | {len(pairs)} | {same} | {inside} | {missing} |")
+    for r in rows:
+        inside = r["records"] - r["missing_before"] - r["outside_old_ci"]
+        lines.append(f"| `{r['measure']}` | {r['records']} | {r['identical']} | {inside} | {r['missing_before']} |")
     return lines
 
 
@@ -89,8 +87,7 @@ def main():
     totals = {c: sum(t.get(c, 0.0) for t in timings.values()) for c in cols}
     print("| total | " + " | ".join(f"{totals[c]:.0f}" for c in cols) + " |")
     if a.compare:
-        old = json.loads((a.compare / "results.json").read_text())
-        print("\n" + "\n".join(compare(res, old)))
+        print("\n" + "\n".join(compare(clone / "runs" / "demo", a.compare)))
     print(f"\nwork folder: {work}")
 
 

@@ -137,6 +137,13 @@ def test_compare_runs_names_each_difference(tmp_path, capsys):
     assert len(loose.same) == 2 and not loose.differ
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     assert "differs: enc_a layer 1 phone_mi: record.extra.step" in capsys.readouterr().out
+    # per measure: layer 0 moved out of its old CI, enc_b is new, layers 1 and 2 are unchanged
+    moved = [dict(recs[0], value=recs[0]["value"] + 0.5)] + recs[1:]
+    res_mod.write_results(tmp_path / "c", moved + [_rec("enc_b", 0, "phone_mi", 1.0)])
+    assert res_mod.measure_summary(res_mod.read_results(tmp_path / "a"),
+                                   res_mod.read_results(tmp_path / "c")) == [
+        {"measure": "phone_mi", "records": 4, "identical": 2, "max_abs_diff": 0.5,
+         "outside_old_ci": 1, "missing_before": 1}]
 
 
 @pytest.mark.parametrize("change,message", [

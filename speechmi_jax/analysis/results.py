@@ -510,3 +510,24 @@ def compare_results(a: Results, b: Results, tolerance: float = 0.0) -> Compariso
             else:
                 out.same.append(key)
     return out
+
+
+def measure_summary(old: Results, new: Results) -> list[dict]:
+    """Per measure of ``new`` (in order of first appearance), against ``old``: its records, how
+    many equal ``old``'s exactly (:func:`compare_results`), the largest |value difference|,
+    how many values lie outside ``old``'s CI and how many records ``old`` lacks."""
+    same = set(compare_results(old, new).same)
+    rows: dict[str, dict] = {}
+    for r in new.records:
+        row = rows.setdefault(r.measure, {"measure": r.measure, "records": 0, "identical": 0,
+                                          "max_abs_diff": 0.0, "outside_old_ci": 0,
+                                          "missing_before": 0})
+        row["records"] += 1
+        o = old.get(r.encoder, r.layer, r.measure)
+        if o is None:
+            row["missing_before"] += 1
+            continue
+        row["identical"] += (r.encoder, r.layer, r.measure) in same
+        row["max_abs_diff"] = max(row["max_abs_diff"], abs(r.value - o.value))
+        row["outside_old_ci"] += not o.ci[0] <= r.value <= o.ci[1]
+    return list(rows.values())
