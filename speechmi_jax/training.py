@@ -166,7 +166,8 @@ class CheckpointStore:
             # An asynchronous save copies the whole state to host buffers and serialises it on
             # Orbax's writer threads while the next steps run; glibc kept the pages they freed
             # (no object outlives the save), so RSS rose by up to a state's size per save, ~80 MB
-            # per checkpoint in the demo's InfoNCE bank (BENCHMARKS.md, "Checkpoint memory").
+            # per checkpoint in the demo's InfoNCE bank (tests/test_est_checkpoint_memory.py fails
+            # when the pages stay).
             trim_heap()
         self._unlisted = None
 

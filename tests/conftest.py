@@ -1,4 +1,5 @@
-"""Test setup: 8 simulated CPU devices, so sharded code runs for real in every test run; one
+"""Test setup: 8 simulated CPU devices, so sharded code runs for real in every test run; LLVM
+level 0 for the code XLA emits (the tests compile more than they run); one
 persistent XLA compilation cache for the whole run.
 
 XLA reads the flag when the backend starts and JAX reads its cache settings when it is
@@ -15,7 +16,12 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# LLVM's optimisation level 0 for the CPU code XLA emits: the tests' models are tiny, so their
+# compilations cost more than their runs; at level 0 a smoke pretraining run spends 32 % less
+# CPU (BENCHMARKS.md, "Test suite"). XLA's own graph optimisations still run; only the machine
+# code is less tuned.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                                   "--xla_backend_optimization_level=0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
