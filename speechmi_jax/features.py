@@ -344,8 +344,11 @@ def _cached(plan: _Plan, cache_dir: Path, name: str, shards=None) -> FeatureSet:
             _encode(plan, layout, partial, done)
         else:
             _merge(layout, partial, [load_features(cache_dir / n) for n in shards])
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
+        # Renamed before the lock is released: a process waiting on it must find the finished
+        # entry, not the moment between (it would start the entry afresh in a new .partial and,
+        # renaming its own, replace this one: measured under load, 2 batches encoded twice).
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
     return load_features(final)
 
 

@@ -19,11 +19,12 @@ SIZES = {  # name -> the log-mel transformer's shape (50 frames/s, pre-LN, FF = 
     "4x256": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
 }
 STEPS = 2000
-EXPORT_STEPS = [100, 300, 1000, 2000]  # log-spaced checkpoints along training (+ step 0)
+# log-spaced checkpoints along training (+ step 0), those up to the recipe's steps
+EXPORT_STEPS = [100, 300, 1000, 2000, 3000, 4000, 6000]
 
 
-def recipe(objective: str, size: str, arg: str, name: str, seeds=(0,)):
-    """A zoo recipe: ``objective`` on the ``size`` backbone, 2 s crops x 16, 2000 steps."""
+def recipe(objective: str, size: str, arg: str, name: str, seeds=(0,), steps: int = STEPS):
+    """A zoo recipe: ``objective`` on the ``size`` backbone, 2 s crops x 16, ``steps`` steps."""
     c = common.base_config()
     c.objective = objective
     c.corpus = os.path.join(PRETRAIN_DIR, "manifest.tsv")
@@ -31,11 +32,11 @@ def recipe(objective: str, size: str, arg: str, name: str, seeds=(0,)):
     c.model.logmel = dict(SIZES[size], stack=2, pos_conv_kernel=16, pos_conv_groups=16)
     c.crop_seconds = 2.0
     c.batch_size = 16
-    c.steps = STEPS
+    c.steps = steps
     c.eval_every = 100
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
-    c.export_steps = list(EXPORT_STEPS)
+    c.export_steps = [s for s in EXPORT_STEPS if s <= steps]
     c.max_dev_batches = 4
     c.optim.warmup_steps = 300
     c.population.seed = list(seeds)

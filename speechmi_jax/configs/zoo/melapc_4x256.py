@@ -3,7 +3,8 @@
 Views: frames <= t -> frame t + 2 (40 ms ahead; Chung et al.'s n = 3 at 100 frames/s); Z_target:
 the stacked log-mel frame; p_psi: L1 regression (Gaussian on the residual for the bound).
 Backbone: 80-band log-mel, 2 frames stacked (50 frames/s), 4 causal pre-LN layers of width 256.
-2000 steps of 16 x 2 s crops.
+6000 steps of 16 x 2 s crops (53 h of audio, ~18 passes over the 3 h set): at 2000 steps its
+phone-MI and PER curves were still falling (README, "Model zoo").
 
     speechmi pretrain zoo/melapc_4x256 --out runs/zoo/melapc-4x256 \
         --set corpus=$PRETRAIN_DIR/manifest.tsv
@@ -15,6 +16,6 @@ from speechmi_jax.configs.zoo import common
 
 
 def get_config(arg: str = ""):
-    c = common.recipe("apc", "4x256", arg, "melapc_4x256")
+    c = common.recipe("apc", "4x256", arg, "melapc_4x256", steps=6000)
     c.population.shift = [2]
     return c
