@@ -5,7 +5,8 @@ Three parts (each its own flag; results go to BENCHMARKS.md, "Estimator bank"):
 --step      One banked Adam step of 13 layers x 8 probes (D=768, 40 classes, batch 4096) vs
             (i) the same 104 probes each as its own jitted step in a Python loop and (ii) a
             PyTorch loop of one nn.Linear + Adam per probe (s3prl-style). GFLOP/s against a
-            float32 matmul peak measured in the same run.
+            float32 matmul peak measured in the same run. ``--torch-device cuda`` runs the
+            PyTorch loop on the GPU that JAX uses (``--precision``: float32 or tf32 on both).
 --converge  Time until all 13 layers' probe bounds are within 0.01 bits of the converged optimum
             of one shared l2-regularised objective: the bank with full-batch L-BFGS vs PyTorch
             minibatch Adam epochs (one probe per layer, the s3prl way). This compares
@@ -30,20 +31,19 @@ import numpy as np
 
 from speechmi_jax import units
 from speechmi_jax.estimators import api, bank, known, probe
-from timing import median_seconds  # benchmarks/timing.py
+from timing import add_device_args, describe_devices, median_seconds, setup_devices  # benchmarks/timing.py
 
 L, P, D, C, B = 13, 8, 768, 40, 4096
 
 
-def matmul_peak() -> float:
-    """GFLOP/s of a float32 2048^3 matmul (the machine's practical peak)."""
-    n = 2048
+def matmul_peak(n: int = 2048) -> float:
+    """GFLOP/s of a float32 n^3 matmul (the machine's practical peak)."""
     a = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda x: x @ x)
     return 2 * n**3 / median_seconds(lambda: f(a).block_until_ready(), 5) / 1e9
 
 
-def bench_step():
+def bench_step(args, device, sync):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(L, B, D)).astype(np.float32))
     y = jnp.asarray(rng.integers(0, C, B).astype(np.int32))
@@ -81,9 +81,9 @@ def bench_step():
     import torch
 
     torch.manual_seed(0)
-    tx = [torch.from_numpy(np.asarray(x[l])) for l in range(L)]
-    ty = torch.from_numpy(np.asarray(y)).long()
-    heads = [torch.nn.Linear(D, C) for _ in range(L * P)]
+    tx = [torch.from_numpy(np.asarray(x[l])).to(device) for l in range(L)]
+    ty = torch.from_numpy(np.asarray(y)).long().to(device)
+    heads = [torch.nn.Linear(D, C).to(device) for _ in range(L * P)]
     opts = [torch.optim.Adam(h.parameters(), lr=1e-3) for h in heads]
 
     def torch_loop():
@@ -91,14 +91,17 @@ def bench_step():
             o.zero_grad()
             torch.nn.functional.cross_entropy(h(tx[i // P]), ty).backward()
             o.step()
+        sync()
 
     t_torch = median_seconds(torch_loop, 3)
-    peak = matmul_peak()
+    n_peak = 8192 if jax.default_backend() == "gpu" else 2048
+    peak = matmul_peak(n_peak)
     # The bank's own matmul shape, forward only: [B, D] x [D, P * C] per layer.
     w = jnp.zeros((L, D, P * C), jnp.float32)
     fwd = jax.jit(lambda x, w: jnp.einsum("lnd,ldk->lnk", x, w))
     shape_peak = 2 * B * D * C * P * L / median_seconds(lambda: fwd(x, w).block_until_ready(), 5) / 1e9
-    print(f"torch threads {torch.get_num_threads()}; float32 matmul peak {peak:.1f} GFLOP/s (2048^3), "
+    print(describe_devices(args))
+    print(f"torch threads {torch.get_num_threads()}; float32 matmul peak {peak:.1f} GFLOP/s ({n_peak}^3), "
           f"{shape_peak:.1f} GFLOP/s for the bank's shape ({L} x [{B}, {D}] x [{D}, {P * C}])")
     print("| implementation | s / step (104 probes) | GFLOP/s | % of 2048^3 peak | % of same-shape matmul "
           "| time / bank |")
@@ -252,10 +255,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--torch-lrs", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2])
     parser.add_argument("--critic-steps", type=int, default=1500)
+    add_device_args(parser)
     args = parser.parse_args()
     print(f"devices: {jax.devices()}")
+    device, sync = setup_devices(args)  # --converge and --critics keep PyTorch on the CPU
     if args.step:
-        bench_step()
+        bench_step(args, device, sync)
     if args.converge:
         bench_converge(args.n_train, args.n_eval, args.l2, args.ref_steps, args.epochs, args.torch_lrs)
     if args.critics:

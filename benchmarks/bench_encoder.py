@@ -8,7 +8,8 @@ large ``jnp.dot``.
 
     python benchmarks/bench_encoder.py [--seconds 10] [--reps 7]
 
-Takes ~2-4 min on a 2-core CPU (compile ~10 s, each forward a few seconds).
+Takes ~2-4 min on a 2-core CPU (compile ~10 s, each forward a few seconds). On a GPU machine,
+``--torch-device cuda`` puts the reference on the GPU JAX uses (``--batch``, ``--precision``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from speechmi_jax.encoders import wav2vec2
+from timing import add_device_args, describe_devices, setup_devices  # benchmarks/timing.py
 
 
 def forward_flops(arch: wav2vec2.Arch, num_samples: int) -> dict[str, float]:
@@ -64,6 +66,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--arch", default="hubert-base")
+    parser.add_argument("--batch", type=int, default=1)
+    add_device_args(parser)
     args = parser.parse_args()
 
     import torch
@@ -71,9 +75,10 @@ def main():
 
     threads = os.cpu_count()
     torch.set_num_threads(threads)
+    device, sync = setup_devices(args)
     num_samples = int(args.seconds * wav2vec2.SAMPLE_RATE)
-    x = np.random.default_rng(0).standard_normal((1, num_samples)).astype(np.float32)
-    lengths = np.array([num_samples], np.int32)
+    x = np.random.default_rng(0).standard_normal((args.batch, num_samples)).astype(np.float32)
+    lengths = np.full((args.batch,), num_samples, np.int32)
 
     enc = wav2vec2.random_wav2vec2_family(args.arch, seed=0)
     arch = wav2vec2.arch_from_config(enc.config)
@@ -84,12 +89,13 @@ def main():
 
     model_cls = {"hubert": "HubertModel", "wav2vec2": "Wav2Vec2Model", "wavlm": "WavLMModel",
                  "data2vec-audio": "Data2VecAudioModel"}[arch.model_type]
-    model = getattr(transformers, model_cls)(enc.config).eval()
-    xt = torch.from_numpy(x)
+    model = getattr(transformers, model_cls)(enc.config).eval().to(device)
+    xt = torch.from_numpy(x).to(device)
 
     def run_torch():
         with torch.no_grad():
             model(xt, output_hidden_states=True)
+        sync()
 
     def run_ours():
         enc(xj, lj).hidden_states.block_until_ready()
@@ -99,9 +105,11 @@ def main():
     for _ in range(args.reps):
         ours.append(_time(run_ours))
         ref.append(_time(run_torch))
-    peak = matmul_peak()
+    n_peak = 8192 if jax.default_backend() == "gpu" else 2048
+    peak = matmul_peak(n_peak)
     t_ours, t_ref = statistics.median(ours), statistics.median(ref)
-    flops = forward_flops(arch, num_samples)
+    flops = {k: v * args.batch for k, v in forward_flops(arch, num_samples).items()}
+    frames = args.batch * int(wav2vec2.num_frames(arch, np.asarray(num_samples)))
     total = sum(flops.values())
 
     cpu = platform.processor() or platform.machine()
@@ -110,15 +118,17 @@ def main():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    print(f"machine: {cpu}, {threads} threads; jax {jax.__version__}, torch {torch.__version__}")
-    print(f"{args.arch}, batch 1, {args.seconds:g} s audio, float32, {args.reps} interleaved reps")
+    print(f"machine: {cpu}, {threads} threads; {describe_devices(args)}")
+    print(f"{args.arch}, batch {args.batch}, {args.seconds:g} s audio each, float32 weights, "
+          f"all hidden states, {args.reps} interleaved reps")
     print(f"compile (ours, first call): {compile_s:.1f} s")
-    print(f"ours  (jit, warm): median {t_ours * 1e3:8.1f} ms   all: {[round(t * 1e3) for t in ours]}")
-    print(f"torch (eval):      median {t_ref * 1e3:8.1f} ms   all: {[round(t * 1e3) for t in ref]}")
-    print(f"speed-up vs torch: {t_ref / t_ours:.2f}x")
+    print(f"ours  (jit, warm): median {t_ours * 1e3:8.1f} ms   all: {[round(t * 1e3, 1) for t in ours]}")
+    print(f"torch (eval):      median {t_ref * 1e3:8.1f} ms   all: {[round(t * 1e3, 1) for t in ref]}")
+    print(f"speed-up vs torch: {t_ref / t_ours:.2f}x; frames/s: ours {frames / t_ours:.0f}, "
+          f"torch {frames / t_ref:.0f} ({frames} frames per call)")
     print(f"forward FLOPs: {total / 1e9:.1f} GFLOP "
           + ", ".join(f"{k} {v / total:.0%}" for k, v in flops.items()))
-    print(f"matmul peak (jnp.dot 2048^2 f32): {peak:.1f} GFLOP/s")
+    print(f"matmul peak (jnp.dot {n_peak}^2 f32, {args.precision}): {peak:.1f} GFLOP/s")
     print(f"achieved: ours {total / t_ours / 1e9:.1f} GFLOP/s = {total / t_ours / 1e9 / peak:.0%} of peak; "
           f"torch {total / t_ref / 1e9:.1f} GFLOP/s = {total / t_ref / 1e9 / peak:.0%}")
 

@@ -15,6 +15,7 @@ reference; the product's step also computes the objective's bound (Gaussian p_ps
 PyTorch one only the loss.
 
     python benchmarks/bench_pretrain.py --repeats 10
+    python benchmarks/bench_pretrain.py --torch-device cuda   # both on the GPU (JAX's default backend)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 
 from speechmi_jax.encoders import audio_features as af
 from speechmi_jax.ssl import models, trainer
-from timing import median_seconds  # benchmarks/timing.py
+from timing import add_device_args, describe_devices, median_seconds, setup_devices  # benchmarks/timing.py
 
 B, S, K = 16, 32000, 100
 
@@ -53,14 +54,14 @@ def jax_step_seconds(task, config, members, repeats, batch):
     return median_seconds(run, repeats)
 
 
-def torch_model(m: dict, causal: bool, out_dim: int):
+def torch_model(m: dict, causal: bool, out_dim: int, device):
     """The log-mel transformer of ``model.logmel`` (m) in PyTorch, with a linear head."""
     import torch
     from torch import nn
 
     d, stack, k, g = m["hidden_size"], m["stack"], m["pos_conv_kernel"], m["pos_conv_groups"]
-    mel = torch.tensor(af.mel_filterbank(), dtype=torch.float32)
-    window = torch.hann_window(af.N_FFT)
+    mel = torch.tensor(af.mel_filterbank(), dtype=torch.float32, device=device)
+    window = torch.hann_window(af.N_FFT, device=device)
 
     class LogMelTransformer(nn.Module):
         def __init__(self):
@@ -85,22 +86,22 @@ def torch_model(m: dict, causal: bool, out_dim: int):
             pad = (k - 1, 0) if causal else (k // 2, k - 1 - k // 2)
             x = x + nn.functional.gelu(self.pos(nn.functional.pad(x.transpose(1, 2), pad))).transpose(1, 2)
             t = x.shape[1]
-            attn = torch.triu(torch.ones(t, t, dtype=torch.bool), 1) if causal else None
+            attn = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), 1) if causal else None
             for layer in self.layers:
                 x = layer(x, src_mask=attn)
             return self.head(self.norm(x)), lm
-    return LogMelTransformer()
+    return LogMelTransformer().to(device)
 
 
-def torch_step_seconds(config, repeats, audio, objective):
+def torch_step_seconds(config, repeats, audio, objective, device, sync):
     import torch
 
     causal = objective == "apc"
-    model = torch_model(dict(config.model.logmel), causal, config.model.logmel.stack * 80 if causal else K)
+    model = torch_model(dict(config.model.logmel), causal, config.model.logmel.stack * 80 if causal else K, device)
     opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.01)
-    w = torch.tensor(np.asarray(audio))
+    w = torch.tensor(np.asarray(audio), device=device)
     t = S // models.lmt.MelArch(**dict(config.model.logmel)).hop
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
     n = int(config.population.shift[0])
 
     def run():
@@ -108,25 +109,28 @@ def torch_step_seconds(config, repeats, audio, objective):
             pred, lm = model(w)
             loss = (pred[:, :-n] - lm[:, n:].detach()).abs().mean()
         else:
-            masked = torch.rand(B, t, generator=gen) < 0.5
-            codes = torch.randint(0, K, (B, t), generator=gen)
+            masked = torch.rand(B, t, generator=gen, device=device) < 0.5
+            codes = torch.randint(0, K, (B, t), generator=gen, device=device)
             logits, _ = model(w, masked)
             loss = torch.nn.functional.cross_entropy(logits[masked], codes[masked])
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
     return median_seconds(run, repeats)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=10)
+    add_device_args(ap)
     args = ap.parse_args()
     import torch
 
+    device, sync = setup_devices(args)
     cores = os.cpu_count()
-    print(f"jax {jax.__version__} on {jax.devices()}, torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads, {cores} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{describe_devices(args)}; torch with {torch.get_num_threads()} threads, {cores} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
     rng = np.random.default_rng(0)
     audio = jnp.asarray(0.1 * rng.standard_normal((B, S)), jnp.float32)
     lengths = jnp.full((B,), S, jnp.int32)
@@ -142,7 +146,7 @@ def main():
             task = trainer.build_task(config, None, None, Path("."))
             batch = {"audio": audio, "lengths": lengths}
         j = jax_step_seconds(task, config, trainer.population(config), args.repeats, batch)
-        t = torch_step_seconds(config, args.repeats, audio, config.objective)
+        t = torch_step_seconds(config, args.repeats, audio, config.objective, device, sync)
         rows.append((name, j, t, int(bb.num_frames(np.asarray(S)))))
 
     small = recipe("melapc_3x128")
@@ -152,10 +156,12 @@ def main():
     j_pop = jax_step_seconds(task, small, members, args.repeats, batch)
     j_one = jax_step_seconds(task, small, members[:1], args.repeats, batch)
 
-    print(f"\n| step (batch {B} x 2 s, the zoo recipe) | JAX ms | PyTorch ms | PyTorch / JAX | JAX frames/s/core |")
+    per_core = jax.default_backend() == "cpu"
+    unit = "JAX frames/s/core" if per_core else "JAX frames/s"
+    print(f"\n| step (batch {B} x 2 s, the zoo recipe) | JAX ms | PyTorch ms | PyTorch / JAX | {unit} |")
     print("| --- | --- | --- | --- | --- |")
     for name, j, t, frames in rows:
-        print(f"| `{name}` | {1e3 * j:.0f} | {1e3 * t:.0f} | {t / j:.2f} | {B * frames / j / cores:.0f} |")
+        print(f"| `{name}` | {1e3 * j:.0f} | {1e3 * t:.0f} | {t / j:.2f} | {B * frames / j / (cores if per_core else 1):.0f} |")
     p = len(members)
     print("\n| `melapc_3x128` population | ms per step | sequential / population |")
     print("| --- | --- | --- |")

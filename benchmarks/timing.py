@@ -15,3 +15,39 @@ def median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return float(np.median(times))
+
+
+def add_device_args(parser) -> None:
+    """``--torch-device`` and ``--precision``: the flags every JAX-vs-PyTorch benchmark takes."""
+    parser.add_argument("--torch-device", default="cpu",
+                        help="where the PyTorch reference runs: cpu, or cuda on a GPU machine "
+                             "(JAX uses its default backend, the GPU where there is one)")
+    parser.add_argument("--precision", choices=("float32", "tf32"), default="float32",
+                        help="float32 matmuls on both sides, or TensorFloat-32 on both (GPU only)")
+
+
+def setup_devices(args):
+    """Applies ``--precision`` to JAX and PyTorch alike; returns (torch device, sync) where
+    ``sync()`` waits for the PyTorch work queued on that device (a no-op on CPU)."""
+    import jax
+    import torch
+
+    tf32 = args.precision == "tf32"
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    device = torch.device(args.torch_device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return device, sync
+
+
+def describe_devices(args) -> str:
+    """One line naming both sides' devices and the matmul precision, for every table's header."""
+    import jax
+    import torch
+
+    gpu = ""
+    if args.torch_device.startswith("cuda"):
+        gpu = f" ({torch.cuda.get_device_name()})"
+    return (f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}); "
+            f"torch {torch.__version__} on {args.torch_device}{gpu}; {args.precision} matmuls")
