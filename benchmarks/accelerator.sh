@@ -16,7 +16,7 @@ python3 -c "import jax; print('jax devices:', jax.devices())"
 for precision in float32 tf32; do
   for batch in 1 8; do
     echo "== bench_encoder.py --batch $batch --precision $precision"
-    python3 bench_encoder.py --torch-device cuda --precision "$precision" --batch "$batch" --reps 20
+    python3 bench_encoder.py --torch-device cuda --precision "$precision" --batch "$batch" --reps 20 --parts
   done
   echo "== bench_bank.py --step --precision $precision"
   python3 bench_bank.py --step --torch-device cuda --precision "$precision"

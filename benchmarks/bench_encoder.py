@@ -67,6 +67,8 @@ def main():
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--arch", default="hubert-base")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--parts", action="store_true",
+                        help="also time the conv stem alone on both sides (the rest is the difference)")
     add_device_args(parser)
     args = parser.parse_args()
 
@@ -107,6 +109,21 @@ def main():
         ref.append(_time(run_torch))
     n_peak = 8192 if jax.default_backend() == "gpu" else 2048
     peak = matmul_peak(n_peak)
+    if args.parts:
+        stem = wav2vec2.FeatureEncoder(arch, name="feature_extractor")
+        stem_fn = jax.jit(lambda p, w, n: stem.apply({"params": p}, w, n)[0])
+        stem_params = enc.params["feature_extractor"]
+
+        def run_torch_stem():
+            with torch.no_grad():
+                model.feature_extractor(xt)
+            sync()
+
+        stem_fn(stem_params, xj, lj).block_until_ready()
+        run_torch_stem()
+        s_ours = statistics.median(
+            _time(lambda: stem_fn(stem_params, xj, lj).block_until_ready()) for _ in range(args.reps))
+        s_ref = statistics.median(_time(run_torch_stem) for _ in range(args.reps))
     t_ours, t_ref = statistics.median(ours), statistics.median(ref)
     flops = {k: v * args.batch for k, v in forward_flops(arch, num_samples).items()}
     frames = args.batch * int(wav2vec2.num_frames(arch, np.asarray(num_samples)))
@@ -126,6 +143,9 @@ def main():
     print(f"torch (eval):      median {t_ref * 1e3:8.1f} ms   all: {[round(t * 1e3, 1) for t in ref]}")
     print(f"speed-up vs torch: {t_ref / t_ours:.2f}x; frames/s: ours {frames / t_ours:.0f}, "
           f"torch {frames / t_ref:.0f} ({frames} frames per call)")
+    if args.parts:
+        print(f"conv stem alone: ours {s_ours * 1e3:.1f} ms, torch {s_ref * 1e3:.1f} ms; the rest "
+              f"(projection + transformer): ours {(t_ours - s_ours) * 1e3:.1f} ms, torch {(t_ref - s_ref) * 1e3:.1f} ms")
     print(f"forward FLOPs: {total / 1e9:.1f} GFLOP "
           + ", ".join(f"{k} {v / total:.0%}" for k, v in flops.items()))
     print(f"matmul peak (jnp.dot {n_peak}^2 f32, {args.precision}): {peak:.1f} GFLOP/s")

@@ -120,6 +120,11 @@ def torch_step_seconds(config, repeats, audio, objective, device, sync):
     return median_seconds(run, repeats)
 
 
+def ms(seconds: float) -> str:
+    """Milliseconds, with two decimals below 100 ms (GPU steps)."""
+    return f"{1e3 * seconds:.0f}" if seconds >= 0.1 else f"{1e3 * seconds:.2f}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=10)
@@ -161,12 +166,12 @@ def main():
     print(f"\n| step (batch {B} x 2 s, the zoo recipe) | JAX ms | PyTorch ms | PyTorch / JAX | {unit} |")
     print("| --- | --- | --- | --- | --- |")
     for name, j, t, frames in rows:
-        print(f"| `{name}` | {1e3 * j:.0f} | {1e3 * t:.0f} | {t / j:.2f} | {B * frames / j / (cores if per_core else 1):.0f} |")
+        print(f"| `{name}` | {ms(j)} | {ms(t)} | {t / j:.2f} | {B * frames / j / (cores if per_core else 1):.0f} |")
     p = len(members)
     print("\n| `melapc_3x128` population | ms per step | sequential / population |")
     print("| --- | --- | --- |")
-    print(f"| {p} members, one vmapped step | {1e3 * j_pop:.0f} | {p * j_one / j_pop:.2f} |")
-    print(f"| {p} members, {p} steps of one | {1e3 * p * j_one:.0f} | 1.00 |")
+    print(f"| {p} members, one vmapped step | {ms(j_pop)} | {p * j_one / j_pop:.2f} |")
+    print(f"| {p} members, {p} steps of one | {ms(p * j_one)} | 1.00 |")
 
 
 if __name__ == "__main__":
