@@ -42,10 +42,17 @@ FILE_LIST = "speechmi_files.json"
 META = "meta"
 
 
+def default_devices() -> list:
+    """The devices a bank, a measure or a pretraining run uses when its caller names none:
+    ``jax.devices()``, every process' (the test suite narrows it to one outside its sharding
+    tests)."""
+    return jax.devices()
+
+
 def make_mesh(axes: tuple[str, ...], shape=None, devices=None) -> jax.sharding.Mesh:
-    """A mesh named ``axes`` over ``devices`` (default ``jax.devices()``, every process'),
-    ``shape`` devices per axis (default: all on the first axis)."""
-    devices = list(devices) if devices is not None else jax.devices()
+    """A mesh named ``axes`` over ``devices`` (default :func:`default_devices`), ``shape``
+    devices per axis (default: all on the first axis)."""
+    devices = list(devices) if devices is not None else default_devices()
     shape = shape or (len(devices),) + (1,) * (len(axes) - 1)
     if math.prod(shape) != len(devices):
         raise ValueError(f"mesh_shape={shape} needs {math.prod(shape)} devices, got {len(devices)}")

@@ -1,9 +1,9 @@
 """The Colab notebooks, executed end to end on the CPU with their SMOKE settings.
 
 A notebook kernel is a new process: it runs this venv's python (a kernelspec written to a temp
-dir) and inherits this process' environment, which carries the 8 simulated CPU devices and the
-shared XLA compilation cache of tests/conftest.py, the smoke switch, the output folder and
-``SPEECHMI_SKIP_INSTALL=1`` (the install cells never run here).
+dir) and inherits this process' environment, which carries the 8 simulated CPU devices (one for
+the quickstart) and the shared XLA compilation cache of tests/conftest.py, the smoke switch, the
+output folder and ``SPEECHMI_SKIP_INSTALL=1`` (the install cells never run here).
 """
 
 import importlib.util
@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from xla_env import xla_flags  # tests/xla_env.py
 
 ROOT = Path(__file__).resolve().parents[1]
 COLAB = ROOT / "colab"
@@ -78,7 +79,8 @@ def test_committed_notebooks_are_clean_and_guard_their_installs(name):
     assert any("SMOKE" in c.source for c in code)
 
 
-def test_quickstart_runs_end_to_end(kernel_env):
+def test_quickstart_runs_end_to_end(kernel_env, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", xla_flags(1))  # the sharded notebook is the next test's
     nb = execute("quickstart")
     text = outputs_text(nb)
     assert "CpuDevice" in text and "660 utterances" in text

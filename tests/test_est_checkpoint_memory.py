@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from xla_env import child_env  # tests/xla_env.py
 
 # Resident anonymous memory (MB) right after each save of an InfoNCE bank whose state (params,
 # Adam moments, best-so-far: 2 layers x 2 learning rates of a 256 -> 1024 -> 128 critic pair)
@@ -41,8 +42,8 @@ SCRIPT = textwrap.dedent("""
     print(repr(marks))
 """)
 
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
-                                                                  os.environ.get("PYTHONPATH")]))}
+ENV = child_env(PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH")])))
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc (Linux)")

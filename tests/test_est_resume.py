@@ -13,6 +13,7 @@ import pytest
 
 from speechmi_jax.estimators import api
 from resume_testing import checkpoint_steps, kill_after_first_checkpoint
+from xla_env import child_env  # tests/xla_env.py
 
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, jax
@@ -32,8 +33,8 @@ SCRIPT = textwrap.dedent("""
 
 
 # The scripts import this checkout's package, not whichever one is installed.
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
-                                                                  os.environ.get("PYTHONPATH")]))}
+ENV = child_env(PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH")])))
 
 
 def _run(tmp_path, ckpt):

@@ -11,7 +11,6 @@ equal shapes).
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from speechmi_jax import cli
+from xla_env import child_env  # tests/xla_env.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
@@ -37,9 +37,9 @@ def load_module(path: Path):
 
 
 def smoke_env() -> dict:
-    """The test process' environment (8 simulated CPU devices, offline hub, the shared XLA
-    cache: tests/conftest.py), without progress bars."""
-    return {**os.environ, "TQDM_DISABLE": "1"}
+    """The test process' environment (offline hub, the shared XLA cache: tests/conftest.py) on
+    one simulated device, without progress bars."""
+    return child_env(TQDM_DISABLE="1")
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import speechmi_jax as smi
+from xla_env import child_env  # tests/xla_env.py
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +275,7 @@ _CLAIM = textwrap.dedent("""
 
 
 def _python(script, *args, **kwargs):
-    env = {**os.environ, "XLA_FLAGS": ""}
+    env = child_env()
     return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
@@ -370,7 +371,7 @@ def test_two_runs_sharing_a_feature_cache_never_read_a_half_written_entry(tmp_pa
         assert a.poll() is None, a.communicate()[0]
         with open(tmp_path / "b.log", "w") as log_b:
             b = subprocess.Popen([sys.executable, "-c", _EXTRACT, str(cache), str(go)],
-                                 env={**os.environ, "XLA_FLAGS": ""}, stdout=log_b,
+                                 env=child_env(), stdout=log_b,
                                  stderr=subprocess.STDOUT, text=True)
             while "waiting for it to finish" not in (tmp_path / "b.log").read_text() \
                     and b.poll() is None:
@@ -426,7 +427,7 @@ def test_small_dev_split_pretrains_and_a_second_writer_is_refused(tmp_path):
     cmd = [sys.executable, "-m", "speechmi_jax.cli", "pretrain", "apc", "--smoke", "--out",
            str(out), "--set", "max_dev_utterances=6", "--set", "steps=2", "--set",
            "checkpoint_every=2"]
-    env = {**os.environ, "XLA_FLAGS": ""}
+    env = child_env()
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     outs = [p.communicate() for p in procs]

@@ -25,6 +25,7 @@ import pytest
 from speechmi_jax import distributed
 from speechmi_jax.configs import demo
 from resume_testing import checkpoint_steps
+from xla_env import xla_flags  # tests/xla_env.py
 
 HEARTBEAT_S = 10
 RUN = [demo.__file__, "--smoke", "--set", "encoders=['logmel']",
@@ -41,7 +42,7 @@ def _free_port() -> int:
 
 def _env(devices: int, cache: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in distributed.ENV.values()}
-    return {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    return {**env, "XLA_FLAGS": xla_flags(devices),
             "JAX_COMPILATION_CACHE_DIR": str(cache), **extra}
 
 

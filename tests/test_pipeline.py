@@ -4,7 +4,6 @@ directory (stale, damaged and reused parts, kill and resume), encoder windows, C
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from speechmi_jax.data import phones
 from speechmi_jax.estimators import views
 from speechmi_jax.rundir import RunDir
 from resume_testing import checkpoint_steps
+from xla_env import child_env  # tests/xla_env.py
 
 BUNDLED = Path(demo.__file__).resolve().parents[1] / "data" / "bundled"
 
@@ -225,7 +225,7 @@ def _run_cli(out, extra=(), own_compile_cache=False):
     args = [sys.executable, "-m", "speechmi_jax.cli", "demo", "--out", str(out)]
     for o in _tiny_overrides(extra):
         args += ["--set", o]
-    env = {**os.environ, "XLA_FLAGS": ""}
+    env = child_env()
     if own_compile_cache:  # the run's default: <out>/cache/xla (every compile kept)
         env.pop("JAX_COMPILATION_CACHE_DIR")
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

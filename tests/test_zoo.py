@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import speechmi_jax as smi
 from speechmi_jax import cli, zoo
 from speechmi_jax.zoo import metric
+from xla_env import child_env  # tests/xla_env.py
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"apc", "hubert"}  # Table 1's two families on one backbone
@@ -91,9 +93,11 @@ def test_shipped_model_reproduces_its_recorded_dev_metric(name):
 
 def test_recipe_trains_exports_checkpoints_and_ships(tmp_path):
     bundled = ROOT / "speechmi_jax" / "data" / "bundled"
-    env = dict(os.environ, PRETRAIN_DIR=str(bundled), RUNS=str(tmp_path / "runs"), SMOKE="1")
-    subprocess.run(["bash", "experiments/train_zoo.sh", "melapc_3x128"], check=True, cwd=ROOT, env=env,
-                   capture_output=True)
+    env = child_env(PRETRAIN_DIR=str(bundled), RUNS=str(tmp_path / "runs"), SMOKE="1",
+                    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))  # its `python`
+    done = subprocess.run(["bash", "experiments/train_zoo.sh", "melapc_3x128"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs" / "melapc-3x128"  # a population of two seeds
     for m in ("member-0", "member-1"):
         assert sorted(p.name for p in (run / m / "models").iterdir()) == ["step2", "step4"]

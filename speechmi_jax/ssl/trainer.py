@@ -189,7 +189,7 @@ def mesh_shape(num_members: int, batch_size: int, num_devices: int) -> tuple[int
 
 def make_mesh(members: int, data: int):
     """The ("member", "data") mesh over the first members x data devices."""
-    return training.make_mesh(("member", "data"), (members, data), jax.devices()[:members * data])
+    return training.make_mesh(("member", "data"), (members, data), training.default_devices()[:members * data])
 
 
 def make_functions(task, tx, final_lr_fraction: float):
@@ -357,7 +357,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
         ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
     batch_of, dev = _batches(config, sets, task)
 
-    shape = mesh_shape(p, config.batch_size, len(jax.devices()))
+    shape = mesh_shape(p, config.batch_size, len(training.default_devices()))
     mesh = make_mesh(*shape)
     data_sh, rep = NamedSharding(mesh, PS("data")), NamedSharding(mesh, PS("member"))
     put_batch = lambda b: jax.tree.map(lambda x: distributed.put(x, data_sh), b)
