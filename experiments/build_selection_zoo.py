@@ -4,7 +4,7 @@ Two Table 1 families (APC on the causal log-mel backbone, HuBERT-style masked pr
 bidirectional one) at three sizes: 2 x 128 (seeds 0 and 1), 3 x 128 (seed 0) and the shipped
 4 x 256 models (seed 0). The small runs are exported at steps 0 (the initialisation), 100, 200,
 500, 1000 and 2000; the shipped recipes are taken as they are (steps 0, 100, 300, 1000, 2000;
-APC's recipe now runs on to 6000 with checkpoints at 3000, 4000 and 6000 too), so their runs
+both recipes now run on to 6000 with checkpoints at 3000, 4000 and 6000 too), so their runs
 are the package's models, here with every checkpoint. 8 models, 46 distinct (model, checkpoint)
 points when the study's results (experiments/results/selection_bundled.json) were computed,
 with both shipped recipes at 2000 steps. A model's seed is its population seed (its batches are

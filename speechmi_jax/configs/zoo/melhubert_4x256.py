@@ -3,8 +3,9 @@
 Views: unmasked frames -> a masked frame (spans of 10 frames = 200 ms, mask_prob 0.65);
 Z_target: k-means (K = 100) ids of MFCC + deltas fitted on the pretraining set; p_psi: softmax
 over the ids. Backbone: 80-band log-mel, 2 frames stacked (50 frames/s), 4 bidirectional pre-LN
-layers of width 256 (3.3 M parameters). 2000 steps of 16 x 2 s crops (18 h of audio, ~6 passes
-over the 3 h set).
+layers of width 256 (3.3 M parameters). 6000 steps of 16 x 2 s crops (53 h of audio, ~18 passes
+over the 3 h set): at 2000 steps its phone MI was inside its initialisation's CI (README, "Model
+zoo").
 
     speechmi pretrain zoo/melhubert_4x256 --out runs/zoo/melhubert-4x256 \
         --set corpus=$PRETRAIN_DIR/manifest.tsv
@@ -16,4 +17,4 @@ from speechmi_jax.configs.zoo import common
 
 
 def get_config(arg: str = ""):
-    return common.recipe("hubert", "4x256", arg, "melhubert_4x256")
+    return common.recipe("hubert", "4x256", arg, "melhubert_4x256", steps=6000)
