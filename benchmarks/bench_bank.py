@@ -31,16 +31,9 @@ import numpy as np
 
 from speechmi_jax import units
 from speechmi_jax.estimators import api, bank, known, probe
-from timing import add_device_args, describe_devices, median_seconds, setup_devices  # benchmarks/timing.py
+from timing import add_device_args, describe_devices, matmul_peak, median_seconds, setup_devices  # benchmarks/timing.py
 
 L, P, D, C, B = 13, 8, 768, 40, 4096
-
-
-def matmul_peak(n: int = 2048) -> float:
-    """GFLOP/s of a float32 n^3 matmul (the machine's practical peak)."""
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    return 2 * n**3 / median_seconds(lambda: f(a).block_until_ready(), 5) / 1e9
 
 
 def bench_step(args, device, sync):
@@ -94,8 +87,7 @@ def bench_step(args, device, sync):
         sync()
 
     t_torch = median_seconds(torch_loop, 3)
-    n_peak = 8192 if jax.default_backend() == "gpu" else 2048
-    peak = matmul_peak(n_peak)
+    n_peak, peak = matmul_peak()
     # The bank's own matmul shape, forward only: [B, D] x [D, P * C] per layer.
     w = jnp.zeros((L, D, P * C), jnp.float32)
     fwd = jax.jit(lambda x, w: jnp.einsum("lnd,ldk->lnk", x, w))

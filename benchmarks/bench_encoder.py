@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from speechmi_jax.encoders import wav2vec2
-from timing import add_device_args, describe_devices, setup_devices  # benchmarks/timing.py
+from timing import add_device_args, describe_devices, matmul_peak, setup_devices  # benchmarks/timing.py
 
 
 def forward_flops(arch: wav2vec2.Arch, num_samples: int) -> dict[str, float]:
@@ -50,15 +50,6 @@ def _time(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """GFLOP/s of a jitted float32 [n, n] x [n, n] jnp.dot (median of reps)."""
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    dot(a, a).block_until_ready()
-    times = [_time(lambda: dot(a, a).block_until_ready()) for _ in range(reps)]
-    return 2.0 * n**3 / statistics.median(times) / 1e9
 
 
 def main():
@@ -107,8 +98,7 @@ def main():
     for _ in range(args.reps):
         ours.append(_time(run_ours))
         ref.append(_time(run_torch))
-    n_peak = 8192 if jax.default_backend() == "gpu" else 2048
-    peak = matmul_peak(n_peak)
+    n_peak, peak = matmul_peak()
     if args.parts:
         stem = wav2vec2.FeatureEncoder(arch, name="feature_extractor")
         stem_fn = jax.jit(lambda p, w, n: stem.apply({"params": p}, w, n)[0])

@@ -17,6 +17,19 @@ def median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
+def matmul_peak() -> tuple[int, float]:
+    """(n, GFLOP/s) of a jitted float32 [n, n] x [n, n] ``jnp.dot`` on random data, the machine's
+    practical matmul peak (median of 5 after a warm-up call): n = 8192 on a GPU, which a 2048^3
+    product leaves mostly idle, 2048 elsewhere."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 8192 if jax.default_backend() == "gpu" else 2048
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    return n, 2.0 * n**3 / median_seconds(lambda: dot(a, a).block_until_ready(), 5) / 1e9
+
+
 def add_device_args(parser) -> None:
     """``--torch-device`` and ``--precision``: the flags every JAX-vs-PyTorch benchmark takes."""
     parser.add_argument("--torch-device", default="cpu",

@@ -7,8 +7,9 @@ imported, so both are set before anything imports jax. They are environment vari
 every process a test starts (``speechmi`` runs, scripts, notebook kernels, pytest-xdist
 workers) inherits them: a step compiled once is loaded from disk by every later process that
 traces it again. Processes that tests start take ``xla_env.child_env()``: the same, on one
-device unless the test asks for more. A ``JAX_COMPILATION_CACHE_DIR`` set by the caller is kept (e.g. one that
-outlives the run); otherwise the cache is a temporary folder removed when the run ends.
+device unless the test asks for more. A ``JAX_COMPILATION_CACHE_DIR`` set by the caller is kept
+(e.g. one that outlives the run); otherwise the cache is a temporary folder removed when the run
+ends.
 """
 
 import os
