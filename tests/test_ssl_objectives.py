@@ -100,3 +100,22 @@ def test_mlm_on_hmm_source_reports_code_entropy_and_beats_prior():
         assert float(m["bound_bits"]) <= float(m["h_target_bits"])
         assert float(m["masked_acc"]) > prior + 0.3, (float(m["masked_acc"]), prior)
         assert float(m["bound_bits"]) > 0.2  # an untrained predictor scores <= 0 bits
+
+
+def test_mlm_unmasked_weight_adds_the_unmasked_real_frames_mean_loss_only():
+    """HuBERT's loss on unmasked frames: the mean CE over unmasked *real* frames (padding never
+    counts), weighted; the reported bound stays the masked frames' (the Table 1 view)."""
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(2, 6, 5)), jnp.float32)
+    codes = jnp.asarray(rng.integers(0, 5, size=(2, 6)))
+    real = jnp.asarray([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], bool)
+    masked = jnp.asarray([[0, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], bool)
+    ce = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), np.asarray(codes)[..., None], -1)[..., 0]
+    m_ce = ce[np.asarray(masked)].mean()
+    u_ce = ce[np.asarray(real & ~masked)].mean()  # 3 + 3 unmasked real frames; 2 padded left out
+    base = objectives.mlm(logits, codes, masked, 2.0)
+    both = objectives.mlm(logits, codes, masked, 2.0, real=real, unmasked_weight=0.5)
+    np.testing.assert_allclose(float(base["loss"]), m_ce, rtol=1e-6)
+    np.testing.assert_allclose(float(both["loss"]), m_ce + 0.5 * u_ce, rtol=1e-6)
+    np.testing.assert_allclose(float(both["bound_bits"]), float(base["bound_bits"]), rtol=1e-6)
+    np.testing.assert_allclose(float(both["bound_bits"]), 2.0 - m_ce / np.log(2), rtol=1e-5)

@@ -257,7 +257,8 @@ class MaskedTask:
 
     backbone: :class:`MelBackbone` (bidirectional; the zoo's) or :class:`ConvBackbone` (the
     wav2vec2 family, exported in the transformers layout).
-    num_codes, h_target_bits: HuBERT's K and the plug-in entropy of its fitted ids.
+    num_codes, h_target_bits: HuBERT's K and the plug-in entropy of its fitted ids;
+    unmasked_weight: HuBERT's weight on the unmasked frames' loss (0 = masked frames only).
     top_k, normalize_targets, ema_decay: data2vec's target (normalize_targets is its
     anti-collapse safeguard; ema_decay = 0 makes the teacher the student itself).
     """
@@ -267,6 +268,7 @@ class MaskedTask:
     mask_span: int = 10
     num_codes: int = 0
     h_target_bits: float = 0.0
+    unmasked_weight: float = 0.0
     top_k: int = 2
     normalize_targets: bool = True
     ema_decay: float = 0.999
@@ -335,7 +337,8 @@ class MaskedTask:
             return m["loss"], m
         hidden, _, head = self.model.apply({"params": params}, audio, lengths, masked)
         if self.kind == "hubert":
-            m = objectives.mlm(head, batch["codes"], masked, self.h_target_bits)
+            m = objectives.mlm(head, batch["codes"], masked, self.h_target_bits, real=real,
+                               unmasked_weight=self.unmasked_weight)
         else:
             teacher = self.backbone.module().apply({"params": aux["teacher"]}, audio, lengths)
             target = objectives.data2vec_targets(teacher.hidden_states, real, self.top_k,

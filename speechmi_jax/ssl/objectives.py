@@ -145,25 +145,33 @@ def apc(pred, frames, mask, shift, *, p_psi: str = "gaussian"):
     return _report(loss, nll, h, frames=n)
 
 
-def mlm(logits, codes, masked, h_target_bits):
+def mlm(logits, codes, masked, h_target_bits, real=None, unmasked_weight: float = 0.0):
     """HuBERT-style masked prediction of cluster ids (Hsu et al. 2021, arXiv:2106.07447).
 
     Views: the unmasked frames -> the id at a masked frame. Z_target: k-means ids of features
     (MFCC, then a layer of the previous iteration's model), fixed during training. p_psi: softmax
     over the K codes. H(Z_target): the plug-in entropy of the fitted ids over the training frames,
-    passed in (``h_target_bits``, <= log2 K). Loss: cross-entropy at masked frames (nats).
+    passed in (``h_target_bits``, <= log2 K). Loss: cross-entropy at masked frames (nats), plus
+    ``unmasked_weight`` times the mean cross-entropy at the unmasked real frames (the paper's
+    L = alpha L_m + (1 - alpha) L_u up to scale; 0 = masked frames only, the paper's default).
+    nll_bits, bound_bits and masked_acc are always of the masked frames: the Table 1 view.
 
-    logits [B, T, K], codes [B, T] int, masked [B, T] bool (masked real frames).
+    logits [B, T, K], codes [B, T] int, masked [B, T] bool (masked real frames), real [B, T] bool
+    (needed when unmasked_weight > 0).
     """
     w = masked.astype(jnp.float32)
     n = jnp.maximum(w.sum(), 1.0)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     ce = -jnp.take_along_axis(logp, codes[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    loss = (ce * w).sum() / n
+    masked_loss = (ce * w).sum() / n
+    loss = masked_loss
+    if unmasked_weight:
+        wu = (real & ~masked).astype(jnp.float32)
+        loss = loss + unmasked_weight * (ce * wu).sum() / jnp.maximum(wu.sum(), 1.0)
     acc = ((jnp.argmax(logits, -1) == codes) * w).sum() / n
     h_bits = jnp.asarray(h_target_bits, jnp.float32)
-    return {"loss": loss, "nll_bits": nats_to_bits(loss), "h_target_bits": h_bits,
-            "bound_bits": h_bits - nats_to_bits(loss), "masked_acc": acc, "frames": n}
+    return {"loss": loss, "nll_bits": nats_to_bits(masked_loss), "h_target_bits": h_bits,
+            "bound_bits": h_bits - nats_to_bits(masked_loss), "masked_acc": acc, "frames": n}
 
 
 def instance_norm(x, mask, eps: float = 1e-5):

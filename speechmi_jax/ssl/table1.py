@@ -51,7 +51,7 @@ def _hubert(config, backbone, ctx):
         np.savez(ctx.out_dir / "targets.npz", centroids=np.asarray(info["centroids"]),
                  source=str(t.source), layer=t.layer, h_target_bits=info["h_target_bits"])
     return models.MaskedTask("hubert", backbone, num_codes=t.k, h_target_bits=info["h_target_bits"],
-                             **_masked_settings(config))
+                             unmasked_weight=t.unmasked_weight, **_masked_settings(config))
 
 
 APC_H = "Gaussian entropy of the targets (an estimate; cancels between models with one target)"

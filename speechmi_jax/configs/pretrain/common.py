@@ -68,8 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         backbone="logmel", logmel=dict(LOGMEL_BACKBONE),
         vq_codes=32, vq_temperature=1.0, hf_config=dict(model_type="hubert", **SMALL_BACKBONE, **HUBERT_POS)))
+    # HuBERT's targets; unmasked_weight: its loss weight on the unmasked frames (0 = masked only)
     c.targets = ml_collections.ConfigDict(dict(source="mfcc", layer=0, k=50, seed=0, iters=50,
-                                               max_frames=50000))
+                                               max_frames=50000, unmasked_weight=0.0))
     c.data2vec = ml_collections.ConfigDict(dict(top_k=2, normalize_targets=True, ema_decay=0.995))
     c.wav2vec2 = ml_collections.ConfigDict(dict(
         num_negatives=10, codebook_groups=2, codebook_vars=32, final_dim=32, gumbel_temperature=2.0,
@@ -125,6 +126,7 @@ RANGES = {
     "targets.seed": SEED,
     "targets.iters": count(1),
     "targets.max_frames": count(1),
+    "targets.unmasked_weight": at_least(0),
     "data2vec.top_k": count(1, "layers"),
     "data2vec.ema_decay": between(0, 1),
     "wav2vec2.num_negatives": count(1), "wav2vec2.codebook_groups": count(1),
