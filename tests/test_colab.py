@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from run_checks import check_run  # tests/run_checks.py
 from xla_env import xla_flags  # tests/xla_env.py
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,5 +104,7 @@ def test_tpu_sweep_runs_sharded_over_8_devices(kernel_env, tmp_path, monkeypatch
     assert {"text/markdown", "image/png"} <= output_types(nb)
     config = json.loads((kernel_env / "config.json").read_text())
     assert config["probe"]["mesh_shape"] == [8, 1] and config["corpus"] == "bundled"
-    check_results(kernel_env, {e: 3 for e in encoders},
-                  ("phone_mi", "phone_acc", "infonce_next_k", "infonce_input", "ctc_per"))
+    # The smoke run of experiments/configs/ssl_base_librispeech.py (the notebook's config): every
+    # record present, finite and inside its ceiling, as test_experiments.py checks the others.
+    assert config["measures"] == ["phone", "infonce_next_k", "infonce_input", "ctc"]
+    check_run(kernel_env, encoders, config["measures"])

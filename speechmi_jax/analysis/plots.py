@@ -8,16 +8,24 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-import matplotlib
+from speechmi_jax.analysis.results import MEASURES, Results, direction
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-from speechmi_jax.analysis.results import MEASURES, Results, direction  # noqa: E402
+@functools.cache
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, imported at the first figure: it costs ~0.6 s, which
+    every ``speechmi`` process would pay at start (pretraining and runs draw none until the end)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _label(measure: str) -> str:
@@ -25,7 +33,7 @@ def _label(measure: str) -> str:
 
 
 def _colors(encoders):
-    cmap = plt.get_cmap("tab10")
+    cmap = _pyplot().get_cmap("tab10")
     return {enc: cmap(i % 10) for i, enc in enumerate(encoders)}
 
 
@@ -33,8 +41,8 @@ def _grid(num_panels: int, panel_size: tuple[float, float]):
     """Up to 3 panels a row -> (figure, axes [rows, cols])."""
     ncols = min(3, num_panels)
     nrows = math.ceil(num_panels / ncols)
-    return plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-                        squeeze=False, dpi=110)
+    return _pyplot().subplots(nrows, ncols, squeeze=False, dpi=110,
+                              figsize=(panel_size[0] * ncols, panel_size[1] * nrows))
 
 
 def plot_layer_curves(res: Results, path: str | Path,
@@ -132,5 +140,5 @@ def _finish(fig, axes, num_panels: int, title: str, path) -> Path:
     fig.tight_layout(rect=(0, min(0.3, (0.1 + 0.22 * rows) / height), 1, 1 - 0.35 / height))
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path

@@ -45,7 +45,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from speechmi_jax import distributed
 from speechmi_jax.estimators import bootstrap, validate
@@ -61,6 +61,8 @@ from speechmi_jax.estimators.train import DEFAULT_RESIDENT_BYTES, fit_bank, fit_
 def gaussianize(*parts: np.ndarray) -> list[np.ndarray]:
     """Normal scores of the pooled per-coordinate ranks of parts [n_i, D] (ties averaged); a
     strictly increasing map per coordinate. Constant coordinates become 0."""
+    from scipy import stats  # ~0.5 s to import: only where used
+
     x = np.concatenate(parts).astype(np.float64)
     ranks = stats.rankdata(x, axis=0)
     z = special.ndtri((ranks - 0.5) / x.shape[0])
