@@ -66,19 +66,27 @@ def _checksum(doc: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
-def _write_config(out: Path, config_json: str):
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        held = cfg_path.read_text()
-        if held != config_json:
-            raise ValueError(
-                f"{cfg_path} holds a different config: this run directory belongs to another "
-                f"experiment. Use a new --out, or delete {out} to start over.")
-    (out / "parts").mkdir(parents=True, exist_ok=True)
+def check_config(cfg_path: Path, config_json: str) -> None:
+    """Raises ValueError if ``cfg_path`` holds another config than ``config_json``: the folder
+    belongs to another run (a ``speechmi run`` experiment or a pretraining run)."""
+    if cfg_path.exists() and cfg_path.read_text() != config_json:
+        raise ValueError(
+            f"{cfg_path} holds a different config: this folder belongs to another run. Use a "
+            f"new --out, or delete {cfg_path.parent} to start over.")
+
+
+def write_config(cfg_path: Path, config_json: str) -> None:
+    """Writes the run's config once (atomically: a crash leaves no torn file)."""
     if not cfg_path.exists():
         tmp = cfg_path.with_suffix(".json.tmp")
         tmp.write_text(config_json)
         tmp.replace(cfg_path)
+
+
+def _write_config(out: Path, config_json: str):
+    check_config(out / "config.json", config_json)
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    write_config(out / "config.json", config_json)
 
 
 class RunDir:

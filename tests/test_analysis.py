@@ -114,6 +114,17 @@ def test_roundtrip_json_and_csv(tmp_path):
     assert back.measures() == ["phone_mi", "ctc_per"]
 
 
+def test_first_difference_relative_scales_large_numbers_only():
+    a = {"bound": 300.0, "bits": [0.5, 2.0], "name": "apc"}
+    assert res_mod.first_difference(a, dict(a, bound=300.0015), "m", 1e-5, relative=True) is None
+    assert res_mod.first_difference(a, dict(a, bound=300.0015), "m", 1e-5) == pytest.approx(
+        ("m.bound", 0.0015))
+    # under 1 the difference stays absolute: 2e-5 on 0.5 is not 4e-5 relative, but still > 1e-5
+    field, d = res_mod.first_difference(a, dict(a, bits=[0.50002, 2.0]), "m", 1e-5, relative=True)
+    assert field == "m.bits[0]" and d == pytest.approx(2e-5)
+    assert res_mod.first_difference(a, dict(a, name="hubert"), relative=True)[0] == ".name"
+
+
 def test_compare_runs_names_each_difference(tmp_path, capsys):
     from speechmi_jax import cli
     recs = [_rec("enc_a", l, "phone_mi", 1.0 + l, ceiling=4.5, step=10) for l in range(3)]

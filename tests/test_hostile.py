@@ -436,7 +436,8 @@ def test_small_dev_split_pretrains_and_a_second_writer_is_refused(tmp_path):
     err = outs[1 - ok][1].strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert f"run folder {out} is in use by pid {procs[ok].pid} on host" in err, err
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    from speechmi_jax.ssl import trainer
+    records = trainer.read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 2]
     assert all(np.isfinite(r["dev_loss"]) and np.isfinite(r["dev_bound_bits"]) for r in records)
 

@@ -15,7 +15,7 @@ from speechmi_jax import cli, measures, pipeline
 from speechmi_jax.configs.loader import load_config
 from speechmi_jax.encoders import registry as encoders
 from speechmi_jax.features import load_features
-from speechmi_jax.ssl import table1
+from speechmi_jax.ssl import table1, trainer
 
 CONFIG = '''
 import toy_plugins  # registers the objective
@@ -35,7 +35,7 @@ def test_objective_plugin_trains_through_the_cli(tmp_path, capsys):
     path.write_text(CONFIG)
     assert cli.main(["pretrain", str(path), "--smoke", "--out", str(tmp_path / "run")]) == 0
     assert table1.objective("toy_next_frame").family == "APC"
-    recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    recs = trainer.read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert recs[-1]["step"] == 4 and np.isfinite(recs[-1]["dev_loss"])
     cfg = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert cfg["causal"] is True  # the row says causal: the backbone follows it

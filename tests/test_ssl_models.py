@@ -133,3 +133,16 @@ def test_pretrain_config_errors_are_one_line_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and what in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_pretraining_folder_of_another_config_is_refused_untouched(tmp_path, capsys):
+    """The same check as a ``speechmi run`` folder's (rundir.check_config), before any work."""
+    from speechmi_jax import cli
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "pretrain_config.json").write_text('{"objective": "hubert"}\n')
+    assert cli.main(["pretrain", "apc", "--smoke", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'pretrain_config.json'} holds a different config" in err, err
+    assert (out / "pretrain_config.json").read_text() == '{"objective": "hubert"}\n'
+    assert [p.name for p in out.iterdir() if p.name != "speechmi.lock"] == ["pretrain_config.json"]

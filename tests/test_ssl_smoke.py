@@ -13,9 +13,6 @@ from speechmi_jax import cli
 from speechmi_jax.ssl import trainer
 
 
-def _records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
 
 def _data2vec(tmp_path, name, anti_collapse: bool):
     # On the conv-stem backbone, where a teacher that is the student itself collapses within 30
@@ -29,7 +26,7 @@ def _data2vec(tmp_path, name, anti_collapse: bool):
         warnings.simplefilter("always")
         trainer.pretrain(config, tmp_path / name, progress=False)
     fired = [w for w in caught if issubclass(w.category, trainer.CollapseWarning)]
-    return _records(tmp_path / name / "metrics.jsonl"), fired
+    return trainer.read_metrics(tmp_path / name / "metrics.jsonl"), fired
 
 
 def test_learned_target_collapses_without_safeguard_and_guard_fires(tmp_path):
@@ -55,7 +52,7 @@ def test_pretrain_smoke_every_objective_exports_a_loadable_encoder(tmp_path):
         assert cli.main(["pretrain", name, "--smoke", "--out", str(out), *conv]) == 0
         model_type = json.loads((out / "model" / "config.json").read_text())["model_type"]
         assert model_type == ("wav2vec2" if conv else "speechmi-logmel-transformer"), model_type
-        last = _records(out / "metrics.jsonl")[-1]
+        last = trainer.read_metrics(out / "metrics.jsonl")[-1]
         assert np.isfinite([last["dev_loss"], last["dev_bound_bits"], last["dev_h_target_bits"]]).all()
         if name == "vqapc":
             assert 1.0 <= last["dev_perplexity"] <= 32.0
@@ -71,4 +68,4 @@ def test_pretrain_smoke_every_objective_exports_a_loadable_encoder(tmp_path):
     out = tmp_path / "hubert-it2"
     assert cli.main(["pretrain", "hubert", "--smoke", "--out", str(out), "--set",
                      f"targets.source={tmp_path / 'hubert' / 'model'}", "--set", "targets.layer=1"]) == 0
-    assert _records(out / "metrics.jsonl")[-1]["dev_h_target_bits"] > 0
+    assert trainer.read_metrics(out / "metrics.jsonl")[-1]["dev_h_target_bits"] > 0

@@ -3,7 +3,6 @@ lowers the dev loss; a population of 2 equals 2 separate runs; SIGTERM (which ch
 step it stops at), then SIGKILL mid-run, then a rerun gives identical metrics and model, and so
 does a rerun over a damaged checkpoint. Every other objective: test_ssl_smoke.py."""
 
-import json
 import re
 import shutil
 import signal
@@ -33,9 +32,6 @@ def _cmd(out, extra=()):
     return [sys.executable, "-m", "speechmi_jax.cli", "pretrain", "apc", "--out", str(out), *RUN, *POP, *extra]
 
 
-def _records(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
@@ -49,7 +45,7 @@ def reference(tmp_path_factory):
 def test_short_run_lowers_dev_loss(reference):
     _, out = reference
     for i in range(2):
-        recs = _records(out / f"member-{i}" / "metrics.jsonl")
+        recs = trainer.read_metrics(out / f"member-{i}" / "metrics.jsonl")
         assert [r["step"] for r in recs] == [0, 10, 20, 30, 40]
         assert recs[-1]["dev_loss"] < 0.9 * recs[0]["dev_loss"], (recs[0]["dev_loss"], recs[-1]["dev_loss"])
         for r in recs:  # every record carries the objective's bound and H(Z_target)
@@ -67,7 +63,7 @@ def test_population_equals_separate_runs(reference, tmp_path):
             + [f"population.seed=[{seed}]", f"population.lr=[{lr}]"], smoke=True)
         single = tmp_path / f"single-{i}"
         trainer.pretrain(config, single, progress=False)
-        pop, sep = _records(out / f"member-{i}" / "metrics.jsonl"), _records(single / "metrics.jsonl")
+        pop, sep = trainer.read_metrics(out / f"member-{i}" / "metrics.jsonl"), trainer.read_metrics(single / "metrics.jsonl")
         assert len(pop) == len(sep)
         for a, b in zip(pop, sep):
             for k, v in a.items():

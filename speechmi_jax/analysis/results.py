@@ -476,22 +476,27 @@ class Comparison:
         return out
 
 
-def _first_difference(a, b, where: str, tolerance: float) -> Optional[tuple[str, float]]:
+def first_difference(a, b, where: str = "", tolerance: float = 0.0, *,
+                     relative: bool = False) -> Optional[tuple[str, float]]:
     """The first field where JSON values ``a`` and ``b`` differ (numbers: by more than
-    ``tolerance``) -> (field, |a - b| or inf), or None."""
+    ``tolerance``) -> (field, the difference or inf), or None. ``relative``: a number's
+    difference is |a - b| / max(1, |a|) (for trees mixing bits with bounds of hundreds of
+    bits), else |a - b|."""
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         if a.keys() != b.keys():
             return f"{where} keys {sorted(set(a) ^ set(b))}", math.inf
-        found = (_first_difference(a[k], b[k], f"{where}.{k}", tolerance) for k in a)
+        found = (first_difference(a[k], b[k], f"{where}.{k}", tolerance, relative=relative) for k in a)
         return next((f for f in found if f), None)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
             return f"{where} length", math.inf
-        found = (_first_difference(x, y, f"{where}[{i}]", tolerance) for i, (x, y) in enumerate(zip(a, b)))
+        found = (first_difference(x, y, f"{where}[{i}]", tolerance, relative=relative)
+                 for i, (x, y) in enumerate(zip(a, b)))
         return next((f for f in found if f), None)
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
     if numbers:
-        return None if abs(a - b) <= tolerance else (where, abs(a - b))
+        d = abs(a - b) / (max(1.0, abs(a)) if relative else 1.0)
+        return None if d <= tolerance else (where, d)
     return None if a == b else (where, math.inf)
 
 
@@ -504,7 +509,7 @@ def compare_results(a: Results, b: Results, tolerance: float = 0.0) -> Compariso
                      [k for k in sorted(keys_b) if a.get(*k) is None])
     for key in keys_a:
         if key in keys_b:
-            diff = _first_difference(a.get(*key).to_dict(), b.get(*key).to_dict(), "record", tolerance)
+            diff = first_difference(a.get(*key).to_dict(), b.get(*key).to_dict(), "record", tolerance)
             if diff:
                 out.differ.append((key, *diff))
             else:

@@ -241,6 +241,11 @@ def _restore(stores, state, sharding):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *restored), step
 
 
+def read_metrics(path) -> list[dict]:
+    """The records of a ``metrics.jsonl`` (a member's curve), in order."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
 def _truncate_metrics(path: Path, step: int):
     """Drops the records after ``step`` (all of them for a fresh start): the replay rewrites them."""
     if not path.exists():
@@ -283,13 +288,14 @@ def pretrain(config, out_dir, *, progress: bool = True, wait: bool = False) -> l
         return _pretrain(config, Path(out_dir), progress)
 
 
-def _run_identity(config, out_dir: Path) -> tuple[dict, Path]:
-    """(the config as JSON, where it is kept); a folder holding another config's run is refused."""
+def _run_identity(config, out_dir: Path) -> tuple[dict, Path, str]:
+    """(the config as JSON, where it is kept, its text there); a folder holding another
+    config's run is refused."""
     identity = json.loads(config.to_json())
     ident_path = out_dir / "pretrain_config.json"
-    distributed.on_main(lambda: _check_identity(ident_path, identity),
-                        f"checking {ident_path}")
-    return identity, ident_path
+    text = json.dumps(identity, indent=2, sort_keys=True) + "\n"
+    distributed.on_main(lambda: rundir.check_config(ident_path, text), f"checking {ident_path}")
+    return identity, ident_path, text
 
 
 def _batches(config, sets, task):
@@ -345,7 +351,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     members = population(config)
     p = len(members)
     export_steps = set(config.export_steps)
-    identity, ident_path = _run_identity(config, out_dir)
+    identity, ident_path, ident_text = _run_identity(config, out_dir)
 
     corpus = load_corpus(config.corpus)
     sets = {"train": data_lib.load_split(corpus, config.train_split, config.max_utterances),
@@ -354,7 +360,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     # Written once the corpus and the targets load: a run refused before this point leaves the
     # folder free for the corrected command.
     if distributed.is_main():
-        ident_path.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+        rundir.write_config(ident_path, ident_text)
     batch_of, dev = _batches(config, sets, task)
 
     shape = mesh_shape(p, config.batch_size, len(training.default_devices()))
@@ -439,12 +445,6 @@ def _export(task, state, folders: list[Path]):
         params = distributed.to_host(_slice(state["params"], i))
         if distributed.is_main():
             task.export(params, folder)
-
-
-def _check_identity(ident_path: Path, identity: dict):
-    if ident_path.exists() and json.loads(ident_path.read_text()) != identity:
-        raise ValueError(f"{ident_path.parent} holds a run of another config ({ident_path}); use "
-                         f"another --out")
 
 
 def _collapse_guard(task, config, rec: dict) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speechmi_jax import training
 from speechmi_jax.zoo import ZOO_DIR
 from speechmi_jax.zoo import metric
 from speechmi_jax.ssl import models, trainer
@@ -87,13 +88,18 @@ def _export_init(config: dict, dst: Path, seed: int) -> None:
         _fp16_copy(Path(tmp), dst)
 
 
-def _final_state(run: Path):
-    import orbax.checkpoint as ocp
-
-    with ocp.CheckpointManager((run / "checkpoints").absolute()) as mgr:
-        step = mgr.latest_step()
-        state = mgr.restore(step, args=ocp.args.StandardRestore())
-    return state, step
+def _final_state(mdir: Path, config: dict, member: int):
+    """(state, step) of the member's newest checkpoint, read as the trainer resumes it: files,
+    run identity and checksum verified (``training.CheckpointStore``)."""
+    store = training.CheckpointStore(mdir / "checkpoints", {"run": config, "member": member},
+                                     config["keep_checkpoints"], item="default", unrecorded_ok=True)
+    try:
+        states, step = training.restore_latest([store], None)
+    finally:
+        store.close()
+    if states is None:
+        raise ValueError(f"{mdir / 'checkpoints'}: no checkpoint to ship")
+    return states[0], step
 
 
 DEV_KEYS = ("loss", "nll_bits", "h_target_bits", "bound_bits", "perplexity", "masked_acc", "target_var")
@@ -126,7 +132,7 @@ def ship_one(recipe: str, run: Path, pretrain_dir: Path, zoo_dir: Path = ZOO_DIR
     name = name or model_name(recipe)
     config = json.loads((run / "pretrain_config.json").read_text())
     mdir = run / f"member-{member}" if (run / f"member-{member}").is_dir() else run
-    records = [json.loads(line) for line in (mdir / "metrics.jsonl").read_text().splitlines() if line]
+    records = trainer.read_metrics(mdir / "metrics.jsonl")
     final = records[-1]
     out = zoo_dir / name
     if out.exists():
@@ -141,7 +147,7 @@ def ship_one(recipe: str, run: Path, pretrain_dir: Path, zoo_dir: Path = ZOO_DIR
     seed = config["population"]["seed"][member if len(config["population"]["seed"]) > 1 else 0]
     _export_init(config, out / "step0", seed)
 
-    state, step = _final_state(mdir)
+    state, step = _final_state(mdir, config, member)
     if step != config["steps"]:
         raise ValueError(f"{mdir}: newest checkpoint is step {step}, the run has {config['steps']} steps")
     centroids, targets_source = None, None
