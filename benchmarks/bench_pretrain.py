@@ -3,7 +3,7 @@ population step vs P sequential steps. Results go to BENCHMARKS.md ("Pretraining
 
 * MLM: ``configs/zoo/melhubert_4x256.py`` (stacked log-mel -> 4 bidirectional pre-LN layers of
   width 256, span-masked input with a learned embedding, softmax over 100 codes at masked
-  frames, AdamW) as the product's jitted train step vs a PyTorch module of the same shape and
+  frames plus the recipe's ``targets.unmasked_weight`` times that at unmasked frames, AdamW) as the product's jitted train step vs a PyTorch module of the same shape and
   loss (``torch.stft`` log-mel, ``nn.TransformerEncoderLayer`` pre-LN).
 * APC: ``configs/zoo/melapc_4x256.py`` (the same backbone made causal, L1 on the stacked log-mel
   frame t + 2) vs the PyTorch module with a causal mask and a left-padded positional conv.
@@ -112,7 +112,8 @@ def torch_step_seconds(config, repeats, audio, objective, device, sync):
             masked = torch.rand(B, t, generator=gen, device=device) < 0.5
             codes = torch.randint(0, K, (B, t), generator=gen, device=device)
             logits, _ = model(w, masked)
-            loss = torch.nn.functional.cross_entropy(logits[masked], codes[masked])
+            ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), codes, reduction="none")
+            loss = ce[masked].mean() + config.targets.unmasked_weight * ce[~masked].mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -144,7 +145,8 @@ def main():
         config = recipe(name)
         bb = trainer.backbone(config)
         if config.objective == "hubert":
-            task = models.MaskedTask("hubert", bb, num_codes=K, h_target_bits=float(np.log2(K)))
+            task = models.MaskedTask("hubert", bb, num_codes=K, h_target_bits=float(np.log2(K)),
+                                     unmasked_weight=config.targets.unmasked_weight)
             codes = jnp.asarray(rng.integers(0, K, (B, int(bb.num_frames(np.asarray(S))))), jnp.int32)
             batch = {"audio": audio, "lengths": lengths, "codes": codes}
         else:
