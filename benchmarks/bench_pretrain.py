@@ -16,6 +16,11 @@ PyTorch one only the loss.
 
     python benchmarks/bench_pretrain.py --repeats 10
     python benchmarks/bench_pretrain.py --torch-device cuda   # both on the GPU (JAX's default backend)
+    python benchmarks/bench_pretrain.py --parts               # where the JAX step's time goes
+
+``--parts`` times the MLM recipe's backbone alone (JAX, forward and forward + backward to the
+last hidden state, no head or optimiser) as built and with 1 layer, with 2 layers, with 2
+layers of FFN width 256 and with 2 layers of one head, then the grouped positional conv alone.
 """
 
 from __future__ import annotations
@@ -52,6 +57,38 @@ def jax_step_seconds(task, config, members, repeats, batch):
         box["s"], m = step(box["s"], batch, hp)
         jax.block_until_ready(m)
     return median_seconds(run, repeats)
+
+
+def backbone_parts(repeats: int, audio, lengths):
+    """Rows (what, forward ms, forward + backward ms) of the MLM recipe's backbone and variants."""
+    from jax import lax
+
+    rows = []
+    for what, sets in (("as built (4 layers)", []), ("1 layer", ["model.logmel.num_layers=1"]),
+                       ("2 layers", ["model.logmel.num_layers=2"]),
+                       ("2 layers, FFN width 256", ["model.logmel.num_layers=2", "model.logmel.intermediate_size=256"]),
+                       ("2 layers, 1 head", ["model.logmel.num_layers=2", "model.logmel.num_heads=1"])):
+        config = trainer.load_pretrain_config("zoo/melhubert_4x256", ["corpus=unused", *sets])[1]
+        module = trainer.backbone(config).module()
+        params = module.init(jax.random.PRNGKey(0), audio[:1, :16000], lengths[:1] // 2)
+        last = lambda p: module.apply(p, audio, lengths).hidden_states[-1]
+        rows.append((what, *_fwd_and_grad(last, params, repeats)))
+    m = recipe("melhubert_4x256").model.logmel
+    d, k, g = m.hidden_size, m.pos_conv_kernel, m.pos_conv_groups
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((B, S // 320, d)), jnp.float32)
+    w = jnp.asarray(0.05 * rng.standard_normal((k, d // g, d)), jnp.float32)
+    conv = lambda w: lax.conv_general_dilated(x, w, (1,), [(k // 2, k - 1 - k // 2)],
+                                              dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=g)
+    rows.append((f"positional conv alone ({B} x {S // 320} x {d}, kernel {k}, {g} groups)",
+                 *_fwd_and_grad(conv, w, repeats)))
+    return rows
+
+
+def _fwd_and_grad(fn, params, repeats):
+    fwd, grad = jax.jit(fn), jax.jit(jax.grad(lambda p: jnp.sum(fn(p) ** 2)))
+    return (median_seconds(lambda: jax.block_until_ready(fwd(params)), repeats),
+            median_seconds(lambda: jax.block_until_ready(grad(params)), repeats))
 
 
 def torch_model(m: dict, causal: bool, out_dim: int, device):
@@ -130,7 +167,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=10)
     add_device_args(ap)
+    ap.add_argument("--parts", action="store_true", help="time the MLM backbone's parts (JAX only)")
     args = ap.parse_args()
+    if args.parts:
+        rng = np.random.default_rng(0)
+        audio = jnp.asarray(0.1 * rng.standard_normal((B, S)), jnp.float32)
+        print(f"jax {jax.__version__} on {jax.default_backend()}, load average {os.getloadavg()[0]:.1f}")
+        print(f"\n| MLM backbone, batch {B} x 2 s | forward ms | forward + backward ms | ratio |")
+        print("| --- | --- | --- | --- |")
+        for what, f, fb in backbone_parts(args.repeats, audio, jnp.full((B,), S, jnp.int32)):
+            print(f"| {what} | {ms(f)} | {ms(fb)} | {fb / f:.1f} |")
+        return 0
     import torch
 
     device, sync = setup_devices(args)
