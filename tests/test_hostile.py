@@ -546,3 +546,31 @@ def test_a_misnamed_manifest_column_lists_the_expected_ones(tmp_path):
     with pytest.raises(ManifestError, match=r"no column 'audio'; its columns .*expected columns "
                                             r"audio and speaker \(required\)"):
         read_manifest(path)
+
+
+def test_a_pretraining_run_started_before_a_config_key_existed_still_resumes(tmp_path, caplog):
+    """A run folder written before a config key was added (here ``targets.unmasked_weight``,
+    whose default keeps the old behaviour) resumes under the new code: its stored config and its
+    checkpoints' identity lack the key. A value other than the default is another config.
+    Catches: ``holds a different config`` (or a checkpoint of ``a different run``) for every
+    run started before an upgrade."""
+    import logging
+
+    from speechmi_jax.ssl import trainer
+    sets = ["steps=2", "checkpoint_every=2"]
+    _, old = trainer.load_pretrain_config("apc", sets, smoke=True)
+    del old.targets.unmasked_weight  # the config as the older code wrote it
+    out = tmp_path / "run"
+    trainer.pretrain(old, out, progress=False)
+    stored = (out / "pretrain_config.json").read_text()
+    assert "unmasked_weight" not in stored
+    metrics = (out / "metrics.jsonl").read_text()
+    _, new = trainer.load_pretrain_config("apc", sets, smoke=True)
+    with caplog.at_level(logging.INFO, logger="speechmi_jax.ssl"):
+        trainer.pretrain(new, out, progress=False)  # restores its step-2 checkpoint
+    assert "was written before config keys were added" in caplog.text
+    assert (out / "pretrain_config.json").read_text() == stored
+    assert (out / "metrics.jsonl").read_text() == metrics
+    _, other = trainer.load_pretrain_config("apc", [*sets, "targets.unmasked_weight=0.5"], smoke=True)
+    with pytest.raises(ValueError, match="holds a different config"):
+        trainer.pretrain(other, out, progress=False)
