@@ -3,8 +3,9 @@ population step vs P sequential steps. Results go to BENCHMARKS.md ("Pretraining
 
 * MLM: ``configs/zoo/melhubert_4x256.py`` (stacked log-mel -> 4 bidirectional pre-LN layers of
   width 256, span-masked input with a learned embedding, softmax over 100 codes at masked
-  frames plus the recipe's ``targets.unmasked_weight`` times that at unmasked frames, AdamW) as the product's jitted train step vs a PyTorch module of the same shape and
-  loss (``torch.stft`` log-mel, ``nn.TransformerEncoderLayer`` pre-LN).
+  frames plus the recipe's ``targets.unmasked_weight`` times that at unmasked frames, AdamW)
+  as the product's jitted train step vs a PyTorch module of the same shape and loss
+  (``torch.stft`` log-mel, ``nn.TransformerEncoderLayer`` pre-LN).
 * APC: ``configs/zoo/melapc_4x256.py`` (the same backbone made causal, L1 on the stacked log-mel
   frame t + 2) vs the PyTorch module with a causal mask and a left-padded positional conv.
 * population: one vmapped step of the 3 x 128 recipe with P = 2 members vs 2 steps of one.
@@ -33,6 +34,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from speechmi_jax.encoders import audio_features as af
 from speechmi_jax.ssl import models, trainer
@@ -41,8 +43,8 @@ from timing import add_device_args, describe_devices, median_seconds, setup_devi
 B, S, K = 16, 32000, 100
 
 
-def recipe(name: str):
-    return trainer.load_pretrain_config(f"zoo/{name}", ["corpus=unused"])[1]
+def recipe(name: str, overrides=()):
+    return trainer.load_pretrain_config(f"zoo/{name}", ["corpus=unused", *overrides])[1]
 
 
 def jax_step_seconds(task, config, members, repeats, batch):
@@ -61,15 +63,12 @@ def jax_step_seconds(task, config, members, repeats, batch):
 
 def backbone_parts(repeats: int, audio, lengths):
     """Rows (what, forward ms, forward + backward ms) of the MLM recipe's backbone and variants."""
-    from jax import lax
-
     rows = []
     for what, sets in (("as built (4 layers)", []), ("1 layer", ["model.logmel.num_layers=1"]),
                        ("2 layers", ["model.logmel.num_layers=2"]),
                        ("2 layers, FFN width 256", ["model.logmel.num_layers=2", "model.logmel.intermediate_size=256"]),
                        ("2 layers, 1 head", ["model.logmel.num_layers=2", "model.logmel.num_heads=1"])):
-        config = trainer.load_pretrain_config("zoo/melhubert_4x256", ["corpus=unused", *sets])[1]
-        module = trainer.backbone(config).module()
+        module = trainer.backbone(recipe("melhubert_4x256", sets)).module()
         params = module.init(jax.random.PRNGKey(0), audio[:1, :16000], lengths[:1] // 2)
         last = lambda p: module.apply(p, audio, lengths).hidden_states[-1]
         rows.append((what, *_fwd_and_grad(last, params, repeats)))

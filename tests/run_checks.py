@@ -51,5 +51,3 @@ def check_run(run_dir: Path, encoders, groups):
     csv_rows = (run_dir / "results.csv").read_text().strip().splitlines()
     assert len(csv_rows) == len(records) + 1
     return records
-
-

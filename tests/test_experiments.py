@@ -25,6 +25,8 @@ from xla_env import child_env  # tests/xla_env.py
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
 CONFIG_NAMES = ("ssl_base_librispeech", "ssl_large_librispeech", "whisper_bundled")
+
+
 def load_module(path: Path):
     spec = importlib.util.spec_from_file_location(f"speechmi_test_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)

@@ -325,12 +325,13 @@ def _batches(config, sets, task):
     return batch_of, dev
 
 
-def _checkpoint_stores(dirs, keep: int, identity: dict) -> list:
-    """One checkpoint store per member folder (``checkpoints/``, the newest ``keep`` kept; the
-    state is the item ``default``, and steps saved before stores kept a record resume)."""
-    return [training.CheckpointStore(d / "checkpoints", {"run": identity, "member": i}, keep,
-                                     item="default", unrecorded_ok=True)
-            for i, d in enumerate(dirs)]
+def checkpoint_store(member_dir: Path, identity: dict, member: int, keep: int):
+    """Member ``member``'s checkpoint store (``<member_dir>/checkpoints/``, the newest ``keep``
+    kept; the state is the item ``default``, and steps saved before stores kept a record
+    resume); ``identity``: the run's config as stored in ``pretrain_config.json``."""
+    return training.CheckpointStore(Path(member_dir) / "checkpoints",
+                                    {"run": identity, "member": member}, keep, item="default",
+                                    unrecorded_ok=True)
 
 
 def _member_record(task, config, members, i: int, done: int, pending: list, dev_m,
@@ -392,7 +393,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
     state = init_jit(distributed.put(keys, rep))
 
     dirs = [_member_dir(out_dir, i, p) for i in range(p)]
-    stores = _checkpoint_stores(dirs, config.keep_checkpoints, identity)
+    stores = [checkpoint_store(d, identity, i, config.keep_checkpoints) for i, d in enumerate(dirs)]
     state, start = _restore(stores, state, NamedSharding(mesh, PS()))
     state = jax.device_put(state, rep)
     main = distributed.is_main()

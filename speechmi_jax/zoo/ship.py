@@ -90,9 +90,8 @@ def _export_init(config: dict, dst: Path, seed: int) -> None:
 
 def _final_state(mdir: Path, config: dict, member: int):
     """(state, step) of the member's newest checkpoint, read as the trainer resumes it: files,
-    run identity and checksum verified (``training.CheckpointStore``)."""
-    store = training.CheckpointStore(mdir / "checkpoints", {"run": config, "member": member},
-                                     config["keep_checkpoints"], item="default", unrecorded_ok=True)
+    run identity and checksum verified (``trainer.checkpoint_store``)."""
+    store = trainer.checkpoint_store(mdir, config, member, config["keep_checkpoints"])
     try:
         states, step = training.restore_latest([store], None)
     finally:
