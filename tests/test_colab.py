@@ -96,7 +96,11 @@ def test_tpu_sweep_runs_sharded_over_8_devices(kernel_env, tmp_path, monkeypatch
                                                   ROOT / "experiments" / "tiny_checkpoints.py")
     tiny = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tiny)
-    encoders = tiny.write_tiny_checkpoints(tmp_path / "tiny")
+    # The four base-style families and a pre-LN ("stable layer norm") large-style WavLM: the
+    # large experiment's config is this one with other encoders (test_experiments.py), so its
+    # smoke run is this one's with pre-LN encoders; same shapes, so no extra compilation.
+    encoders = (tiny.write_tiny_checkpoints(tmp_path / "tiny")
+                + tiny.write_tiny_checkpoints(tmp_path / "tiny", ("wavlm",), large=True))
     monkeypatch.setenv("SPEECHMI_ENCODERS", json.dumps(encoders))
     nb = execute("tpu_sweep")
     text = outputs_text(nb)
@@ -105,6 +109,7 @@ def test_tpu_sweep_runs_sharded_over_8_devices(kernel_env, tmp_path, monkeypatch
     config = json.loads((kernel_env / "config.json").read_text())
     assert config["probe"]["mesh_shape"] == [8, 1] and config["corpus"] == "bundled"
     # The smoke run of experiments/configs/ssl_base_librispeech.py (the notebook's config): every
-    # record present, finite and inside its ceiling, as test_experiments.py checks the others.
+    # record present, finite and inside its ceiling, as test_experiments.py checks the others;
+    # the pre-LN model's last hidden state includes the encoder's final LayerNorm.
     assert config["measures"] == ["phone", "infonce_next_k", "infonce_input", "ctc"]
     check_run(kernel_env, encoders, config["measures"])

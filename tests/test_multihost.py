@@ -1,7 +1,8 @@
 """Several processes, one run (``distributed.py``), tested as 2 processes x 2 CPU devices on
 localhost against 1 process x 4 devices: ``speechmi run --smoke`` (a probe and an InfoNCE bank)
 and ``speechmi pretrain --smoke`` give the same records and the same model; a process killed
-mid-run ends the other with an error naming it, and rerunning both resumes to the same records;
+mid-run ends the other with an error naming it, and rerunning both resumes to the records of
+the one-process run (the two-process run is that killed and resumed one);
 TFDS LibriSpeech is copied by process, in contiguous parts.
 
 Not bit-identical across the two layouts: the bank's full-batch sums are all-reduced across
@@ -79,11 +80,31 @@ def _records(out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The run config on 1 process x 4 devices and on 2 processes x 2 devices."""
+    """The run config on 1 process x 4 devices, then on 2 processes x 2 devices with one of them
+    killed mid-run (after the phone probe finished and the InfoNCE bank checkpointed) and both
+    rerun: the folder, and what happened at the kill."""
     root = tmp_path_factory.mktemp("multihost")
-    for n in (1, 2):
-        _speechmi(["run", *RUN, "--out", str(root / f"run{n}")], n, root / "xla", root / f"run{n}")
-    return root
+    _speechmi(["run", *RUN, "--out", str(root / "run1")], 1, root / "xla", root / "run1")
+    out = root / "run2"
+    args = ["run", *RUN, "--out", str(out)]
+    procs = _start(args, 2, root / "xla", root / "killed")
+    ckpt = lambda: [s for d in out.glob("checkpoints/logmel/infonce_next_k-*") for s in
+                    checkpoint_steps(d)]
+    deadline = time.monotonic() + 600
+    while not ckpt() and procs[0].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ckpt() and procs[0].poll() is None, "the InfoNCE bank never checkpointed"
+    phone_part = out / "parts" / "logmel__phone.json"
+    finished = phone_part.stat().st_mtime_ns
+    procs[1].send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    rc = procs[0].wait(timeout=HEARTBEAT_S + 60)
+    kill = {"rc": rc, "waited": time.monotonic() - t0, "log": (root / "killed.p0.log").read_text(),
+            "results_after_kill": (out / "results.json").exists()}
+    procs[1].wait()
+    _speechmi(args, 2, root / "xla", root / "rerun")
+    kill["phone_part_reused"] = phone_part.stat().st_mtime_ns == finished
+    return root, kill
 
 
 def test_launch_reads_flags_then_environment():
@@ -105,7 +126,9 @@ def test_launch_reads_flags_then_environment():
 
 
 def test_run_on_two_processes_matches_one(runs):
-    one, two = runs / "run1", runs / "run2"
+    """The two-process run (killed once and rerun) against the one-process run."""
+    root, _ = runs
+    one, two = root / "run1", root / "run2"
     assert first_difference(_records(one), _records(two), "records", 1e-5, relative=True) is None
     # Each process encoded its share into a shard; process 0 merged them: the same entry.
     (entry,) = [p for p in (two / "cache").iterdir() if p.is_dir() and p.name != "xla"]
@@ -116,31 +139,13 @@ def test_run_on_two_processes_matches_one(runs):
         p.name for p in (one / "parts").iterdir())
 
 
-def test_lost_process_stops_the_other_and_rerun_resumes(runs, tmp_path):
-    out = tmp_path / "run"
-    args = ["run", *RUN, "--out", str(out)]
-    procs = _start(args, 2, runs / "xla", tmp_path / "killed")
-    ckpt = lambda: [s for d in out.glob("checkpoints/logmel/infonce_next_k-*") for s in
-                    checkpoint_steps(d)]
-    deadline = time.monotonic() + 600
-    while not ckpt() and procs[0].poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ckpt() and procs[0].poll() is None, "the InfoNCE bank never checkpointed"
-    phone_part = out / "parts" / "logmel__phone.json"
-    finished = phone_part.stat().st_mtime_ns
-    procs[1].send_signal(signal.SIGKILL)
-    t0 = time.monotonic()
-    rc = procs[0].wait(timeout=HEARTBEAT_S + 60)
-    waited = time.monotonic() - t0
-    procs[1].wait()
-    log = (tmp_path / "killed.p0.log").read_text()
-    assert rc != 0 and "unhealthy" in log and "stopped sending heartbeats" in log, log[-2000:]
-    assert not (out / "results.json").exists()
-    _speechmi(args, 2, runs / "xla", tmp_path / "rerun")
-    assert phone_part.stat().st_mtime_ns == finished, "the finished measure is reused"
-    assert first_difference(_records(out), _records(runs / "run2"), "records", 1e-5,
-                            relative=True) is None
-    print(f"the survivor stopped {waited:.1f} s after the kill (heartbeat {HEARTBEAT_S} s)")
+def test_lost_process_stops_the_other_and_rerun_resumes(runs):
+    _, kill = runs
+    assert kill["rc"] != 0 and "unhealthy" in kill["log"], kill["log"][-2000:]
+    assert "stopped sending heartbeats" in kill["log"], kill["log"][-2000:]
+    assert not kill["results_after_kill"]
+    assert kill["phone_part_reused"], "the finished measure is reused"
+    print(f"the survivor stopped {kill['waited']:.1f} s after the kill (heartbeat {HEARTBEAT_S} s)")
 
 
 def test_pretrain_on_two_processes_matches_one(tmp_path):
