@@ -63,5 +63,5 @@ setup(
         "tfds": TFDS,
         "whisper-base": WHISPER_BASE,
     },
-    entry_points={"console_scripts": ["speechmi=speechmi_jax.cli:main"]},
+    entry_points={"console_scripts": ["speechmi=speechmi_jax.launch:main"]},
 )

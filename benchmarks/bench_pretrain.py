@@ -21,24 +21,33 @@ PyTorch one only the loss.
 
 ``--parts`` times the MLM recipe's backbone alone (JAX, forward and forward + backward to the
 last hidden state, no head or optimiser) as built and with 1 layer, with 2 layers, with 2
-layers of FFN width 256 and with 2 layers of one head, then the grouped positional conv alone.
+layers of FFN width 256 and with 2 layers of one head, then the grouped positional conv alone,
+and counts the minor page faults of a forward + backward (``getrusage``; the malloc settings
+of ``speechmi_jax/launch.py``, or glibc's with ``SPEECHMI_MALLOC=default``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import lax
+from speechmi_jax import launch
 
-from speechmi_jax.encoders import audio_features as af
-from speechmi_jax.ssl import models, trainer
-from timing import add_device_args, describe_devices, median_seconds, setup_devices  # benchmarks/timing.py
+# Before numpy / jax / torch are imported, as the `speechmi` command does (speechmi_jax/launch.py);
+# SPEECHMI_MALLOC=default measures with glibc's own settings. Both steps run under the same ones.
+MALLOC_KEPT = launch.keep_freed_memory()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
+
+from speechmi_jax.encoders import audio_features as af  # noqa: E402
+from speechmi_jax.ssl import models, trainer  # noqa: E402
+from timing import add_device_args, describe_devices, median_seconds, setup_devices  # noqa: E402 (benchmarks/timing.py)
 
 B, S, K = 16, 32000, 100
 
@@ -62,7 +71,8 @@ def jax_step_seconds(task, config, members, repeats, batch):
 
 
 def backbone_parts(repeats: int, audio, lengths):
-    """Rows (what, forward ms, forward + backward ms) of the MLM recipe's backbone and variants."""
+    """Rows (what, forward s, forward + backward s, page faults per forward + backward) of the
+    MLM recipe's backbone and variants."""
     rows = []
     for what, sets in (("as built (4 layers)", []), ("1 layer", ["model.logmel.num_layers=1"]),
                        ("2 layers", ["model.logmel.num_layers=2"]),
@@ -85,9 +95,13 @@ def backbone_parts(repeats: int, audio, lengths):
 
 
 def _fwd_and_grad(fn, params, repeats):
+    """-> forward s, forward + backward s (medians), minor page faults per forward + backward."""
     fwd, grad = jax.jit(fn), jax.jit(jax.grad(lambda p: jnp.sum(fn(p) ** 2)))
-    return (median_seconds(lambda: jax.block_until_ready(fwd(params)), repeats),
-            median_seconds(lambda: jax.block_until_ready(grad(params)), repeats))
+    f = median_seconds(lambda: jax.block_until_ready(fwd(params)), repeats)
+    jax.block_until_ready(grad(params))  # compiled: the faults below are the steps' own
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fb = median_seconds(lambda: jax.block_until_ready(grad(params)), repeats)  # repeats + 1 calls
+    return f, fb, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (repeats + 1)
 
 
 def torch_model(m: dict, causal: bool, out_dim: int, device):
@@ -157,6 +171,10 @@ def torch_step_seconds(config, repeats, audio, objective, device, sync):
     return median_seconds(run, repeats)
 
 
+def malloc_note() -> str:
+    return "malloc: speechmi's (launch.py)" if MALLOC_KEPT else "malloc: glibc's defaults"
+
+
 def ms(seconds: float) -> str:
     """Milliseconds, with two decimals below 100 ms (GPU steps)."""
     return f"{1e3 * seconds:.0f}" if seconds >= 0.1 else f"{1e3 * seconds:.2f}"
@@ -171,18 +189,20 @@ def main():
     if args.parts:
         rng = np.random.default_rng(0)
         audio = jnp.asarray(0.1 * rng.standard_normal((B, S)), jnp.float32)
-        print(f"jax {jax.__version__} on {jax.default_backend()}, load average {os.getloadavg()[0]:.1f}")
-        print(f"\n| MLM backbone, batch {B} x 2 s | forward ms | forward + backward ms | ratio |")
-        print("| --- | --- | --- | --- |")
-        for what, f, fb in backbone_parts(args.repeats, audio, jnp.full((B,), S, jnp.int32)):
-            print(f"| {what} | {ms(f)} | {ms(fb)} | {fb / f:.1f} |")
+        print(f"jax {jax.__version__} on {jax.default_backend()}, {malloc_note()}, "
+              f"{malloc_note()}, load average {os.getloadavg()[0]:.1f}")
+        print(f"\n| MLM backbone, batch {B} x 2 s | forward ms | forward + backward ms | ratio "
+              "| page faults per forward + backward |")
+        print("| --- | --- | --- | --- | --- |")
+        for what, f, fb, faults in backbone_parts(args.repeats, audio, jnp.full((B,), S, jnp.int32)):
+            print(f"| {what} | {ms(f)} | {ms(fb)} | {fb / f:.1f} | {faults:,.0f} |")
         return 0
     import torch
 
     device, sync = setup_devices(args)
     cores = os.cpu_count()
     print(f"{describe_devices(args)}; torch with {torch.get_num_threads()} threads, {cores} cores, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"{malloc_note()}, load average {os.getloadavg()[0]:.1f}")
     rng = np.random.default_rng(0)
     audio = jnp.asarray(0.1 * rng.standard_normal((B, S)), jnp.float32)
     lengths = jnp.full((B,), S, jnp.int32)

@@ -16,5 +16,5 @@ export SPEECHMI_PRETRAIN_DIR=$PRETRAIN_DIR
 ZOO=$(python -c "import speechmi_jax.zoo.ship as s; print(' '.join(s.RECIPES))")
 mkdir -p "$RUNS"
 for recipe in ${@:-$ZOO}; do
-  python -m speechmi_jax.cli pretrain "zoo/$recipe" --out "$RUNS/${recipe//_/-}" ${SMOKE:+--smoke}
+  python -m speechmi_jax.launch pretrain "zoo/$recipe" --out "$RUNS/${recipe//_/-}" ${SMOKE:+--smoke}
 done
