@@ -190,7 +190,7 @@ def main():
         rng = np.random.default_rng(0)
         audio = jnp.asarray(0.1 * rng.standard_normal((B, S)), jnp.float32)
         print(f"jax {jax.__version__} on {jax.default_backend()}, {malloc_note()}, "
-              f"{malloc_note()}, load average {os.getloadavg()[0]:.1f}")
+              f"load average {os.getloadavg()[0]:.1f}")
         print(f"\n| MLM backbone, batch {B} x 2 s | forward ms | forward + backward ms | ratio "
               "| page faults per forward + backward |")
         print("| --- | --- | --- | --- | --- |")
