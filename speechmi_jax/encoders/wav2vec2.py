@@ -660,6 +660,9 @@ def init_params(arch: Arch, rng, dtype=jnp.float32):
                                             jnp.full((1,), n, jnp.int32))["params"]
 
 
+_init_params_jit = jax.jit(init_params, static_argnums=0)
+
+
 # ----------------------------------------------------------------------------- loaders
 
 def make_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32, config=None,
@@ -764,7 +767,7 @@ def random_wav2vec2_family(arch: str, *, seed: int = 0, dtype=jnp.float32) -> En
     """A randomly initialised encoder (the random-init control), e.g. ``hubert-base``."""
     config = random_config(arch)
     a = arch_from_config(config)
-    params = jax.jit(functools.partial(init_params, a))(jax.random.PRNGKey(seed))
+    params = _init_params_jit(a, jax.random.PRNGKey(seed))  # one compilation per arch, any seed
     # masked_spec_embed ~ U[0, 1) as transformers initialises it
     emb = jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(seed), 1), (a.hidden_size,))
     return make_encoder(a, params, name=f"random:{arch}@{seed}", dtype=dtype, config=config,
