@@ -61,7 +61,7 @@ def jax_step_seconds(task, config, members, repeats, batch):
     shape = trainer.mesh_shape(len(members), B, len(jax.devices()))
     init, step, _ = trainer.compiled(task, optim, shape)
     state = init(jnp.stack([jax.random.PRNGKey(m["seed"]) for m in members]))
-    hp = trainer.hyperparameters(members, config)
+    hp = trainer.hyperparameters(members, config, task)
     box = {"s": state}
 
     def run():

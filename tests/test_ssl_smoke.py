@@ -64,8 +64,16 @@ def test_pretrain_smoke_every_objective_exports_a_loadable_encoder(tmp_path):
         enc = smi.load_encoder(out / "model")
         hidden = enc(np.zeros((1, 16000), np.float32), [16000]).hidden_states
         assert hidden.shape[0] == enc.num_layers + 1 and np.isfinite(np.asarray(hidden)).all()
-    # HuBERT iteration 2: k-means of a middle layer of the iteration-1 model.
+    # HuBERT iteration 2: k-means of a middle layer of the iteration-1 model. Its targets'
+    # entropy differs from iteration 1's, yet the step compiled for iteration 1 is reused (the
+    # entropy is a traced hyperparameter) and reports iteration 2's own entropy.
     out = tmp_path / "hubert-it2"
+    misses = trainer.compiled.cache_info().misses
     assert cli.main(["pretrain", "hubert", "--smoke", "--out", str(out), "--set",
                      f"targets.source={tmp_path / 'hubert' / 'model'}", "--set", "targets.layer=1"]) == 0
-    assert trainer.read_metrics(out / "metrics.jsonl")[-1]["dev_h_target_bits"] > 0
+    assert trainer.compiled.cache_info().misses == misses
+    h1, h2 = (float(np.load(tmp_path / d / "targets.npz")["h_target_bits"]) for d in ("hubert", "hubert-it2"))
+    assert abs(h1 - h2) > 1e-3
+    for d, h in (("hubert", h1), ("hubert-it2", h2)):
+        np.testing.assert_allclose(trainer.read_metrics(tmp_path / d / "metrics.jsonl")[-1]["dev_h_target_bits"],
+                                   h, rtol=1e-5)

@@ -257,7 +257,10 @@ class MaskedTask:
 
     backbone: :class:`MelBackbone` (bidirectional; the zoo's) or :class:`ConvBackbone` (the
     wav2vec2 family, exported in the transformers layout).
-    num_codes, h_target_bits: HuBERT's K and the plug-in entropy of its fitted ids;
+    num_codes, h_target_bits: HuBERT's K and the plug-in entropy of its fitted ids (only the
+    reported bound reads the entropy; it reaches the step as the traced ``hp["h_target_bits"]``,
+    ``trainer.hyperparameters``, so it is left out of the task's hash and equality and runs
+    whose targets differ in entropy share one compiled step);
     unmasked_weight: HuBERT's weight on the unmasked frames' loss (0 = masked frames only).
     top_k, normalize_targets, ema_decay: data2vec's target (normalize_targets is its
     anti-collapse safeguard; ema_decay = 0 makes the teacher the student itself).
@@ -267,7 +270,7 @@ class MaskedTask:
     backbone: Backbone
     mask_span: int = 10
     num_codes: int = 0
-    h_target_bits: float = 0.0
+    h_target_bits: float = dataclasses.field(default=0.0, compare=False)
     unmasked_weight: float = 0.0
     top_k: int = 2
     normalize_targets: bool = True
@@ -337,7 +340,7 @@ class MaskedTask:
             return m["loss"], m
         hidden, _, head = self.model.apply({"params": params}, audio, lengths, masked)
         if self.kind == "hubert":
-            m = objectives.mlm(head, batch["codes"], masked, self.h_target_bits, real=real,
+            m = objectives.mlm(head, batch["codes"], masked, hp["h_target_bits"], real=real,
                                unmasked_weight=self.unmasked_weight)
         else:
             teacher = self.backbone.module().apply({"params": aux["teacher"]}, audio, lengths)

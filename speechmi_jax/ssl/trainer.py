@@ -158,9 +158,13 @@ def lr_schedule(step, warmup, total, final_fraction: float):
     return jnp.where(step < warmup, warm, decay)
 
 
-def hyperparameters(members, config):
+def hyperparameters(members, config, task):
+    """The traced values of a step, one per member [P]: the population's and the schedule's,
+    and the task's fitted constants (HuBERT's ``h_target_bits``), which vary between runs of
+    one shape and so must not key the compiled step (:func:`compiled`)."""
     p = len(members)
     return {"warmup": jnp.full((p,), config.optim.warmup_steps, jnp.int32),
+            "h_target_bits": jnp.full((p,), getattr(task, "h_target_bits", 0.0), jnp.float32),
             "total": jnp.full((p,), config.steps, jnp.int32),
             "lr": jnp.asarray([m["lr"] for m in members], jnp.float32),
             "mask_prob": jnp.asarray([m["mask_prob"] for m in members], jnp.float32),
@@ -388,7 +392,7 @@ def _pretrain(config, out_dir: Path, progress: bool) -> list[dict]:
 
     optim = tuple(sorted((k, v) for k, v in config.optim.to_dict().items() if k != "warmup_steps"))
     init_jit, step_jit, eval_jit = compiled(task, optim, shape)
-    hp = jax.tree.map(lambda x: distributed.put(x, rep), hyperparameters(members, config))
+    hp = jax.tree.map(lambda x: distributed.put(x, rep), hyperparameters(members, config, task))
     keys = np.stack([np.asarray(jax.random.PRNGKey(m["seed"])) for m in members])
     state = init_jit(distributed.put(keys, rep))
 

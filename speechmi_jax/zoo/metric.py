@@ -87,7 +87,7 @@ def evaluate(config, params, aux, centroids, slice_spec: dict) -> dict:
     code_frames = int(task.backbone.num_frames(np.asarray(crop))) if task.has_codes else 0
     batch = data_lib.dev_batches(dev, len(dev), crop, task.frame_hop, code_frames, 1)[0]
     member = trainer.population(config)[0]
-    hp = {k: v[0] for k, v in trainer.hyperparameters([member], config).items()}
+    hp = {k: v[0] for k, v in trainer.hyperparameters([member], config, task).items()}
     key = jax.random.fold_in(jax.random.PRNGKey(member["seed"]), trainer.EVAL_FOLD)
     _, m = jax.jit(lambda p, a, b: task.loss(p, a, b, key, hp, False))(params, aux, batch)
     return {k: float(m[k]) for k in METRICS}
