@@ -164,6 +164,7 @@ def test_random_init_runs_and_depends_on_seed():
     assert qa.shape == (12, 768, 768) and float(np.abs(qa - qb).max()) > 1e-2
     # layers are not copies of each other (nn.scan splits the init rng per layer); std ~ 0.02
     assert float(np.abs(qa[0] - qa[1]).max()) > 1e-2 and abs(float(qa.std()) - 0.02) < 2e-3
+    assert a.apply_fn is b.apply_fn  # one architecture, one forward (compiled once)
 
 
 def test_bfloat16_forward_is_close():

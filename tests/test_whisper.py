@@ -117,6 +117,7 @@ def test_random_whisper_init():
     np.testing.assert_array_equal(np.asarray(p["layers_0"]["fc1"]["bias"]), 0.0)
     other = whisper.random_whisper("whisper-tiny", seed=4)
     assert not np.allclose(k, np.asarray(other.params["layers_0"]["fc1"]["kernel"]))
+    assert other.apply_fn is enc.apply_fn  # one architecture, one forward (compiled once)
     with pytest.raises(ValueError, match="unknown Whisper architecture"):
         whisper.random_whisper("whisper-huge")
 

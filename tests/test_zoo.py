@@ -73,6 +73,8 @@ def test_every_zoo_name_loads_and_checkpoints_differ():
                     assert np.abs(h[-1] - first[-1]).max() > 1e-2
         final = smi.load_encoder(n)
         assert final.num_layers == enc.num_layers and zoo.resolve(n) == zoo.resolve(f"{n}@step{s}")
+        # Checkpoints of one architecture share one forward function, hence its executables.
+        assert final.apply_fn is enc.apply_fn and final.masked_apply_fn is enc.masked_apply_fn
     with pytest.raises(ValueError, match=r"unknown checkpoint 'step1'.*@step<N>"):
         smi.load_encoder(f"{zoo.names()[0]}@step1")
     with pytest.raises(ValueError, match="random:<arch>"):  # '@' after random: stays a seed

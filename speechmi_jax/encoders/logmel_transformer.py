@@ -35,6 +35,7 @@ earlier causal-only format (``model_type: speechmi-causal-logmel``: 100 Hz, caus
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -205,9 +206,11 @@ def init_params(arch: MelArch, rng):
                                         jnp.full((1,), n, jnp.int32))["params"]
 
 
-def make_encoder(arch: MelArch, params, *, name: str, mask_embedding=None,
-                 dtype=jnp.float32) -> Encoder:
-    """An :class:`Encoder` around :class:`LogMelTransformer` (module docstring: frames, masking)."""
+@functools.lru_cache(maxsize=None)
+def apply_fns(arch: MelArch, dtype=jnp.float32):
+    """The pure (apply_fn, masked_apply_fn) of an architecture: one pair per (arch, dtype), so
+    that every encoder of that architecture (a model and its initialisation, checkpoints of
+    one run) shares their compiled executables (``Encoder`` jits them)."""
     model = LogMelTransformer(arch, dtype)
 
     def apply_fn(params, waveforms, lengths) -> EncoderOutput:
@@ -217,6 +220,13 @@ def make_encoder(arch: MelArch, params, *, name: str, mask_embedding=None,
         emb = None if mask_params is None else mask_params[MASK_EMBEDDING]
         return model.apply({"params": params}, waveforms, lengths, frame_mask, emb)
 
+    return apply_fn, masked_apply_fn
+
+
+def make_encoder(arch: MelArch, params, *, name: str, mask_embedding=None,
+                 dtype=jnp.float32) -> Encoder:
+    """An :class:`Encoder` around :class:`LogMelTransformer` (module docstring: frames, masking)."""
+    apply_fn, masked_apply_fn = apply_fns(arch, dtype)
     mask_params = None if mask_embedding is None else {MASK_EMBEDDING: jnp.asarray(mask_embedding)}
     return Encoder(name=name, apply_fn=apply_fn, params=jax.tree.map(jnp.asarray, params),
                    num_layers=arch.num_layers, hidden_size=arch.hidden_size,

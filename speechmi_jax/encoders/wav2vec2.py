@@ -665,13 +665,11 @@ _init_params_jit = jax.jit(init_params, static_argnums=0)
 
 # ----------------------------------------------------------------------------- loaders
 
-def make_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32, config=None,
-                 mask_embedding=None) -> Encoder:
-    """An :class:`Encoder` around :class:`Wav2Vec2Family` with these parameters.
-
-    ``mask_embedding`` [D] (the checkpoint's ``masked_spec_embed``) gives it the masking hook
-    (``Encoder.apply_masked``: the embedding replaces the feature projection's output at masked
-    frames, as transformers' ``mask_time_indices``); without it the hook is absent."""
+@functools.lru_cache(maxsize=None)
+def apply_fns(arch: Arch, dtype=jnp.float32):
+    """The pure (apply_fn, masked_apply_fn) of an architecture: one pair per (arch, dtype), so
+    that every encoder of that architecture (checkpoints, random-init controls) shares their
+    compiled executables (``Encoder`` jits them)."""
     model = Wav2Vec2Family(arch, dtype)
 
     def apply_fn(params, waveforms, lengths) -> EncoderOutput:
@@ -681,6 +679,17 @@ def make_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32, config=Non
         return model.apply({"params": params}, waveforms, lengths, frame_mask,
                            mask_params["masked_spec_embed"])
 
+    return apply_fn, masked_apply_fn
+
+
+def make_encoder(arch: Arch, params, *, name: str, dtype=jnp.float32, config=None,
+                 mask_embedding=None) -> Encoder:
+    """An :class:`Encoder` around :class:`Wav2Vec2Family` with these parameters.
+
+    ``mask_embedding`` [D] (the checkpoint's ``masked_spec_embed``) gives it the masking hook
+    (``Encoder.apply_masked``: the embedding replaces the feature projection's output at masked
+    frames, as transformers' ``mask_time_indices``); without it the hook is absent."""
+    apply_fn, masked_apply_fn = apply_fns(arch, dtype)
     mask_params = None
     if mask_embedding is not None:
         emb = np.asarray(mask_embedding, np.float32)

@@ -233,17 +233,21 @@ def _window_samples(arch: WhisperArch, window_seconds: Optional[float]) -> int:
     return samples
 
 
+@functools.lru_cache(maxsize=None)
 def make_apply_fn(arch: WhisperArch, dtype=jnp.float32, window_seconds: Optional[float] = None):
     """The pure ``(params, waveforms [B, S], lengths [B]) -> EncoderOutput`` of an encoder.
 
     Each row is cut into ``C = ceil(S / W)`` windows of ``W`` samples (zero past its length),
     each window becomes a [W / 160, n_mels] log-mel and is encoded alone; frames are
     concatenated and cropped to ``ceil(S / 320)``. hidden_states: [L + 1, B, ceil(S/320), D].
+    One function per (arch, dtype, window), so encoders that share them share their compiled
+    executables (``Encoder`` jits them).
     """
     masked = make_masked_apply_fn(arch, dtype, window_seconds)
     return lambda params, waveforms, lengths: masked(params, None, waveforms, lengths, None)
 
 
+@functools.lru_cache(maxsize=None)
 def make_masked_apply_fn(arch: WhisperArch, dtype=jnp.float32,
                          window_seconds: Optional[float] = None):
     """:func:`make_apply_fn` with the masking hook: ``(params, mask_params, waveforms, lengths,
