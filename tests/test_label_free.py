@@ -137,6 +137,27 @@ def test_kmeans_codes_are_fitted_on_training_rows_only():
         views.kmeans_codes(x, fit[:5], 2, seed=0)
 
 
+def test_kmeans_codes_of_the_same_inputs_are_fitted_once(monkeypatch):
+    # Encoders of one frame grid predict the same input codes: the second call reuses the fit;
+    # other rows, another training set or another seed fit again, and a caller's changes to
+    # the ids it got do not reach the next caller.
+    fits = []
+    real_fit = views.kmeans.kmeans_fit
+    monkeypatch.setattr(views.kmeans, "kmeans_fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3)).astype(np.float16)
+    fit = np.arange(300) < 200
+    first = views.kmeans_codes(x, fit, 4, seed=0)
+    first[:] = -1
+    again = views.kmeans_codes(x.copy(), fit.copy(), 4, seed=0)
+    assert len(fits) == 1 and (again >= 0).all()
+    y = x.copy()
+    y[250, 0] += 1
+    for args in ((y, fit, 4, 0), (x, np.arange(300) < 150, 4, 0), (x, fit, 4, 1), (x, fit, 3, 0)):
+        views.kmeans_codes(*args)
+    assert len(fits) == 5
+
+
 def test_aligned_negatives_need_k_utterances_per_speaker(two_layers, tmp_path):
     fs, inputs = two_layers   # dev: 10 utterances per speaker
     config = _config()
