@@ -65,7 +65,7 @@ def probe_l2(repeats: int = 2):
     z = np.stack(layers)
     groups = np.arange(n) // 100
     split = np.where(np.arange(n) < n_train, "train", np.where(np.arange(n) < n_train + n_dev, "dev", "test"))
-    print(f"| l2 grid | wall (s) | " + " | ".join(f"layer {i} (truth {t:.2f} bits)" for i, t in enumerate(truths))
+    print("| l2 grid | wall (s) | " + " | ".join(f"layer {i} (truth {t:.2f} bits)" for i, t in enumerate(truths))
           + " | chosen l2 |")
     print("| --- | --- |" + " --- |" * len(truths) + " --- |")
     for grid in [(1e-3,), (1e-2,), (1e-3, 1e-2), (1e-3, 1e-2, 1e-1)]:

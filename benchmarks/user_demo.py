@@ -2,8 +2,9 @@
 a fresh virtualenv, empty product caches (no feature cache, no XLA compilation cache: the run
 directory is new and ``JAX_COMPILATION_CACHE_DIR`` is unset), each step under ``/usr/bin/time -v``.
 
-    python benchmarks/user_demo.py                 # install + demo; ~6-7 min on 2 cores
+    python benchmarks/user_demo.py                 # install + demo; 10-17 min on 2 cores
     python benchmarks/user_demo.py --compare runs/demo_before   # and check the records
+    python benchmarks/user_demo.py --table runs/demo_before     # only the split of a run
 
 Prints install and demo wall time and peak RSS, the load average before and after, and the
 demo's own split from ``results.json`` (per encoder: encoding, each measure, and the seconds
@@ -51,11 +52,29 @@ def compare(new: Path, old: Path) -> list[str]:
     return lines
 
 
+def split_table(res: dict) -> list[str]:
+    """The demo's own split from its results.json (``res``): per encoder, encoding, each measure
+    and the seconds XLA spent compiling in each, and their totals, as a markdown table."""
+    timings = res["metadata"]["timings_s"]
+    cols = sorted({k for t in timings.values() for k in t})
+    lines = ["| encoder | " + " | ".join(cols) + " |", "| --- | " + " | ".join("---" for _ in cols) + " |"]
+    for enc, t in timings.items():
+        lines.append(f"| {enc} | " + " | ".join(f"{t[c]:.0f}" if c in t else "" for c in cols) + " |")
+    totals = {c: sum(t.get(c, 0.0) for t in timings.values()) for c in cols}
+    lines.append("| total | " + " | ".join(f"{totals[c]:.0f}" for c in cols) + " |")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     ap.add_argument("--compare", type=Path, default=None, help="an earlier run folder (results.json)")
+    ap.add_argument("--table", type=Path, default=None,
+                    help="only print the split of an earlier run folder (results.json) and stop")
     a = ap.parse_args()
+    if a.table:
+        print("\n".join(split_table(json.loads((a.table / "results.json").read_text()))))
+        return
     repo = Path(subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip())
     work = a.keep or Path(tempfile.mkdtemp(prefix="speechmi-user-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -78,14 +97,7 @@ def main():
     print(f"| install (`pip install -e \".[demo]\"`, pip's cache warm) | {install['wall_s']:.0f} | "
           f"{install['max_rss_mb']:.0f} |")
     print(f"| demo (`speechmi demo --out runs/demo`, cold) | {demo['wall_s']:.0f} | {demo['max_rss_mb']:.0f} |")
-    timings = res["metadata"]["timings_s"]
-    cols = sorted({k for t in timings.values() for k in t})
-    print("\n| encoder | " + " | ".join(cols) + " |")
-    print("| --- | " + " | ".join("---" for _ in cols) + " |")
-    for enc, t in timings.items():
-        print(f"| {enc} | " + " | ".join(f"{t[c]:.0f}" if c in t else "" for c in cols) + " |")
-    totals = {c: sum(t.get(c, 0.0) for t in timings.values()) for c in cols}
-    print("| total | " + " | ".join(f"{totals[c]:.0f}" for c in cols) + " |")
+    print("\n" + "\n".join(split_table(res)))
     if a.compare:
         print("\n" + "\n".join(compare(clone / "runs" / "demo", a.compare)))
     print(f"\nwork folder: {work}")
