@@ -10,9 +10,8 @@ estimator's parameters and one layer's data:
 The bank stacks parameters with leading axes ``[L, P]`` (layers x grid points, a grid point being a
 (learning rate, l2, seed) triple) and trains them all in one step: ``vmap`` over P shares the
 layer's features between its P estimators (so XLA fuses them into one wider matmul), ``vmap`` over L
-gives a batched matmul over layers. A problem whose per-layer working set is large sets
-``map_layers``: its layers then run one after another inside the same jitted step
-(``jax.lax.map``), which keeps each layer's working set in cache (see BENCHMARKS.md,
+gives a batched matmul over layers (and, for a problem with a sequential kernel such as CTC's
+recursion, one loop over time for all layers instead of one per layer: BENCHMARKS.md,
 "Linear-CTC bank"). Nothing here loops over layers or grid points in Python.
 
 Data is a dict of arrays whose item axis is N; the fields named in ``layer_fields`` carry a leading
@@ -45,7 +44,6 @@ class Problem:
     evaluate: Callable[[Any, dict], dict]
     layer_fields: tuple[str, ...]
     config: tuple = ()  # hashable description of the architecture, part of checkpoint identity
-    map_layers: bool = False  # layers one after another (lax.map) instead of vmapped
     # Whether the initial parameters are a dev candidate: yes for a probe (the label prior), no
     # for a critic whose init is a constant score (bound exactly 0, however broken training is).
     step0_candidate: bool = True
@@ -155,50 +153,27 @@ def _step_one(problem: Problem, optimizer: str, params, opt_state, hp: dict, bat
     return params, opt_state, value
 
 
-def over_layers(problem: Problem, fn: Callable, per_layer: tuple, data: dict, rows=None,
-                constrain_rows: Callable[[dict], dict] = lambda b: b):
-    """fn(*per_layer[l], data_l) for every layer l, stacked on a leading L axis. per_layer: pytrees
-    with leading axis L; data_l: data with the layer fields' row l (and, given rows [B], only
-    those items; problem.map_layers only). vmapped, or lax.map'ped when problem.map_layers: then
-    each layer indexes the data itself (one gather of its rows, no per-layer copy of its items)."""
-    layered = {k: v for k, v in data.items() if k in problem.layer_fields}
-    shared = {k: v for k, v in data.items() if k not in problem.layer_fields}
-    if not problem.map_layers:
-        if rows is not None:
-            raise ValueError(f"{problem.name}: rows are drawn per layer only with map_layers")
-        return jax.vmap(lambda p, d: fn(*p, {**shared, **d}))(per_layer, layered)
-
-    def one(args):
-        p, l = args
-        if rows is None:
-            d = {**shared, **{k: v[l] for k, v in layered.items()}}
-        else:
-            d = constrain_rows({**{k: v[rows] for k, v in shared.items()},
-                                **{k: v[l, rows] for k, v in layered.items()}})
-        return fn(*p, d)
-
-    num_layers = jax.tree.leaves(per_layer)[0].shape[0]
-    return jax.lax.map(one, (per_layer, jnp.arange(num_layers)))
+def over_layers(fn: Callable, per_layer: tuple, data: dict, layer_fields: tuple):
+    """fn(*per_layer[l], data_l) for every layer l, vmapped and stacked on a leading L axis.
+    per_layer: pytrees with leading axis L; data_l: data with the layer fields' row l."""
+    layered = {k: v for k, v in data.items() if k in layer_fields}
+    shared = {k: v for k, v in data.items() if k not in layer_fields}
+    return jax.vmap(lambda p, d: fn(*p, {**shared, **d}))(per_layer, layered)
 
 
-def bank_step(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict,
-              rows: jax.Array | None = None, constrain_rows: Callable[[dict], dict] = lambda b: b):
+def bank_step(problem: Problem, optimizer: str, params, opt_state, hp: dict, batch: dict):
     """One step of the whole bank: params/opt_state [L, P, ...], hp [P], batch per module docs.
-
-    rows [B] (optional, problem.map_layers only): train on these items of `batch`, gathered
-    layer by layer inside the layer map (no [L, B, ...] copy of the minibatch); constrain_rows
-    pins one layer's minibatch sharding. Returns (params, opt_state, training objective [L, P]).
-    """
+    Returns (params, opt_state, training objective [L, P])."""
     one = lambda pr, st, h, b: _step_one(problem, optimizer, pr, st, h, b)
     over_p = jax.vmap(one, in_axes=(0, 0, 0, None))
-    return over_layers(problem, lambda pr, st, b: over_p(pr, st, hp, b), (params, opt_state), batch,
-                       rows, constrain_rows)
+    return over_layers(lambda pr, st, b: over_p(pr, st, hp, b), (params, opt_state), batch,
+                       problem.layer_fields)
 
 
 def bank_evaluate(problem: Problem, params, data: dict) -> dict:
     """Per-item held-out quantities of every estimator: {name: [L, P, N]}."""
     over_p = jax.vmap(problem.evaluate, in_axes=(0, None))
-    return over_layers(problem, over_p, (params,), data)
+    return over_layers(over_p, (params,), data, problem.layer_fields)
 
 
 def weighted_mean_loss(items: dict, w: jax.Array) -> jax.Array:
@@ -271,7 +246,6 @@ def train_chunk(
     train: dict,
     dev: dict,
     constrain_batch: Callable[[dict], dict] = lambda b: b,
-    constrain_rows: Callable[[dict], dict] = lambda b: b,
 ) -> dict:
     """One dev evaluation of the current parameters (see `update_best`), then `n_steps` steps.
 
@@ -279,9 +253,7 @@ def train_chunk(
     for a probe it is the training label prior, so a layer with nothing to offer is not reported
     below what the prior achieves.
     batch_size None means full batch (all of `train`, padding weighted 0). `constrain_batch` may
-    pin the minibatch's sharding (the trainer shards it over the "data" mesh axis); with
-    problem.map_layers each layer draws its minibatch inside the layer map, pinned by
-    `constrain_rows` (one layer's fields, item axis first). The caller
+    pin the minibatch's sharding (the trainer shards it over the "data" mesh axis). The caller
     evaluates once more after the last chunk.
     """
     state = update_best(problem, state, dev)
@@ -291,10 +263,6 @@ def train_chunk(
             batch = train
         else:
             idx = (problem.draw or epoch_indices)(st["key"], st["step"], n_train, batch_size)
-            if problem.map_layers:
-                params, opt, _ = bank_step(problem, optimizer, st["params"], st["opt"], hp, train, idx,
-                                           constrain_rows)
-                return {**st, "params": params, "opt": opt, "step": st["step"] + 1}
             batch = constrain_batch(select_batch(problem, train, idx))
         params, opt, _ = bank_step(problem, optimizer, st["params"], st["opt"], hp, batch)
         return {**st, "params": params, "opt": opt, "step": st["step"] + 1}

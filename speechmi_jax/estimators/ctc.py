@@ -531,8 +531,8 @@ def ctc_problem(num_phones: int, blank_bias: float, buckets: tuple, counts: tupl
 
     return Problem(name="ctc_linear", init=functools.partial(init_head, blank_bias=blank_bias),
                    loss=loss, evaluate=evaluate, layer_fields=("x",),
-                   config=("linear", num_phones, blank_bias, buckets, counts, max_len), map_layers=True,
-                   draw=draw, shard_minibatch=False)
+                   config=("linear", num_phones, blank_bias, buckets, counts, max_len), draw=draw,
+                   shard_minibatch=False)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -119,11 +119,8 @@ def _train_chunk_jit(problem, mesh, optimizer, batch_size, n_train, n_steps, sta
     split = problem.shard_minibatch
     shardings = _data_sharding(mesh, train, problem.layer_fields, split)
     constrain = lambda batch: jax.lax.with_sharding_constraint(batch, shardings)
-    one_layer = _data_sharding(mesh, train, (), split)
-    constrain_rows = lambda batch: jax.lax.with_sharding_constraint(batch, one_layer)
-    return bank_lib.train_chunk(
-        problem, optimizer, batch_size, n_train, n_steps, state, hp, train, dev, constrain, constrain_rows
-    )
+    return bank_lib.train_chunk(problem, optimizer, batch_size, n_train, n_steps, state, hp, train, dev,
+                                constrain)
 
 
 @partial(jax.jit, static_argnums=(0,), donate_argnums=(1,))
@@ -133,7 +130,7 @@ def _final_eval_jit(problem, state, dev):
 
 @partial(jax.jit, static_argnums=(0,))
 def _evaluate_chosen(problem, params, data):
-    return bank_lib.over_layers(problem, problem.evaluate, (params,), data)
+    return bank_lib.over_layers(problem.evaluate, (params,), data, problem.layer_fields)
 
 
 @dataclasses.dataclass
