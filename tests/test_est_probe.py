@@ -192,3 +192,22 @@ def test_input_errors(change, match):
     args = change(zt.view(Z), yt, zs, ys)
     with pytest.raises(ValueError, match=match):
         smi.probe_mi(*[np.asarray(a) for a in args], num_classes=3, **ONE)
+
+
+def test_standardisation_statistics_match_numpy_in_row_blocks():
+    """api.standardize_splits' statistics, taken in blocks of rows, are np.mean / np.std's in
+    float64 (to float32 bits), also where float32 squares overflow and where a block ends
+    mid-array; a split is standardised with the first split's statistics."""
+    from speechmi_jax.estimators import api
+    rng = np.random.default_rng(0)
+    train = (rng.normal(size=(2, 1001, 7)) * np.array([3.0, 1e25])[:, None, None] + 5).astype(np.float32)
+    other = (rng.normal(size=(2, 50, 7)) * 2).astype(np.float32)
+    for layer in train:
+        mean, std = api._moments(layer, chunk_elems=70)  # 10 rows a block, the last one short
+        assert np.array_equal(mean.astype(np.float32), layer.mean(0, dtype=np.float64).astype(np.float32))
+        assert np.array_equal(std.astype(np.float32), layer.std(0, dtype=np.float64).astype(np.float32))
+    t, o = api.standardize_splits(train, other)
+    np.testing.assert_allclose(t.mean(1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(t.std(1), 1.0, rtol=1e-5)
+    ref = (other - train.mean(1, keepdims=True, dtype=np.float64)) / train.std(1, keepdims=True, dtype=np.float64)
+    np.testing.assert_allclose(o, ref, rtol=1e-5, atol=1e-6)

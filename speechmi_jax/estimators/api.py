@@ -122,15 +122,29 @@ def load_rows(name: str, x, layers: slice, idx: np.ndarray) -> np.ndarray:
     return out
 
 
+def _moments(x: np.ndarray, chunk_elems: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation [D] of x [n, D] over its rows, in float64, as ``np.mean`` /
+    ``np.std`` (two passes: the mean, then the mean squared deviation from it), taken over
+    blocks of rows of ~2 MB: ``np.std`` of the whole array allocates an [n, D] float64
+    temporary, which glibc maps afresh and the kernel zero-fills on every call (~0.4 s per
+    Whisper tiny.en layer of the bundled corpus, against ~0.03 s)."""
+    n, d = x.shape
+    rows = max(1, chunk_elems // max(d, 1))
+    mean = sum((x[i:i + rows].sum(axis=0, dtype=np.float64) for i in range(0, n, rows)), np.zeros(d)) / n
+    sq = np.zeros(d)
+    for i in range(0, n, rows):
+        dev = x[i:i + rows] - mean
+        sq += np.einsum("nd,nd->d", dev, dev)
+    return mean, np.sqrt(sq / n)
+
+
 def standardize_splits(train, *others, in_place: bool = False):
     """Splits [l, n, D] standardised per layer and dimension with the first one's statistics,
     computed in float64: float32 squares overflow past |x| ~ 1e19 (features scaled by 1e30 gave
     std = inf, all-zero inputs and ~0 bits). in_place: overwrite the (float32) inputs instead
     of allocating a copy of each (the same numbers; for arrays the caller just loaded). The
-    statistics are taken layer by layer (the same bits): std's float64 temporary is then one
-    layer's, not twice the whole [l, n, D] split."""
-    mean = np.stack([t.mean(axis=0, keepdims=True, dtype=np.float64) for t in train])
-    std = np.stack([t.std(axis=0, keepdims=True, dtype=np.float64) for t in train])
+    statistics are taken layer by layer, in blocks of rows (:func:`_moments`)."""
+    mean, std = (np.stack(m)[:, None] for m in zip(*(_moments(t) for t in train)))
     std = np.where(std > 1e-6 * (np.abs(mean) + 1), std, 1.0)
     mean, std = mean.astype(np.float32), std.astype(np.float32)
     if not in_place:
