@@ -21,9 +21,10 @@ PyTorch one only the loss.
 
 ``--parts`` times the MLM recipe's backbone alone (JAX, forward and forward + backward to the
 last hidden state, no head or optimiser) as built and with 1 layer, with 2 layers, with 2
-layers of FFN width 256 and with 2 layers of one head, then the grouped positional conv alone,
-and counts the minor page faults of a forward + backward (``getrusage``; the malloc settings
-of ``speechmi_jax/launch.py``, or glibc's with ``SPEECHMI_MALLOC=default``).
+layers of FFN width 256 and with 2 layers of one head, then the grouped positional conv alone
+(with XLA's gradient, and as built: ``logmel_transformer.grouped_conv1d``), and counts the
+minor page faults of a forward + backward (``getrusage``; the malloc settings of
+``speechmi_jax/launch.py``, or glibc's with ``SPEECHMI_MALLOC=default``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from speechmi_jax.encoders import audio_features as af  # noqa: E402
+from speechmi_jax.encoders import logmel_transformer as lmt  # noqa: E402
 from speechmi_jax.ssl import models, trainer  # noqa: E402
 from timing import add_device_args, describe_devices, median_seconds, setup_devices  # noqa: E402 (benchmarks/timing.py)
 
@@ -87,10 +89,13 @@ def backbone_parts(repeats: int, audio, lengths):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((B, S // 320, d)), jnp.float32)
     w = jnp.asarray(0.05 * rng.standard_normal((k, d // g, d)), jnp.float32)
-    conv = lambda w: lax.conv_general_dilated(x, w, (1,), [(k // 2, k - 1 - k // 2)],
-                                              dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=g)
-    rows.append((f"positional conv alone ({B} x {S // 320} x {d}, kernel {k}, {g} groups)",
-                 *_fwd_and_grad(conv, w, repeats)))
+    pad = (k // 2, k - 1 - k // 2)
+    xla = lambda w: lax.conv_general_dilated(x, w, (1,), [pad], dimension_numbers=("NWC", "WIO", "NWC"),
+                                             feature_group_count=g)
+    shape = f"{B} x {S // 320} x {d}, kernel {k}, {g} groups"
+    rows.append((f"positional conv alone ({shape}), XLA's gradient", *_fwd_and_grad(xla, w, repeats)))
+    ours = lambda w: lmt.grouped_conv1d(x, w, pad, g)
+    rows.append((f"positional conv alone ({shape}), as built (`grouped_conv1d`)", *_fwd_and_grad(ours, w, repeats)))
     return rows
 
 

@@ -3,7 +3,8 @@
 does; an utterance gets the same hidden states alone and in a padded batch; both round-trip
 through config.json + model.safetensors and ``smi.load_encoder`` (with the mask embedding the
 masking hook then uses); the earlier causal-only format still loads; a damaged file is refused
-with the key named; the ``logmel-stack4`` baseline is log-mel with its +-4 neighbours."""
+with the key named; the ``logmel-stack4`` baseline is log-mel with its +-4 neighbours; the
+positional conv's own gradient is the convolution's."""
 
 import json
 
@@ -146,3 +147,26 @@ def test_a_pretraining_folder_of_another_config_is_refused_untouched(tmp_path, c
     assert f"{out / 'pretrain_config.json'} holds a different config" in err, err
     assert (out / "pretrain_config.json").read_text() == '{"objective": "hubert"}\n'
     assert [p.name for p in out.iterdir() if p.name != "speechmi.lock"] == ["pretrain_config.json"]
+
+
+@pytest.mark.parametrize("pad", [(5, 0), (3, 2)])  # causal, centred
+def test_positional_conv_gradients_are_the_convolutions(pad):
+    """grouped_conv1d's own kernel gradient (a matmul per tap) and its input gradient equal
+    autodiff of ``lax.conv_general_dilated`` (rel. 1e-5), alone and vmapped as a population's
+    members are; the output is the convolution's."""
+    from jax import lax
+    import jax.numpy as jnp
+
+    x = jnp.asarray(RNG.standard_normal((2, 3, 7, 8)).astype(np.float32))    # [P, B, T, D]
+    k = jnp.asarray(RNG.standard_normal((2, 6, 2, 8)).astype(np.float32))    # [P, K, D/4, D]
+    cot = jnp.asarray(RNG.standard_normal((3, 7, 8)).astype(np.float32))
+    ref = lambda x, k: lax.conv_general_dilated(x, k, (1,), [pad], dimension_numbers=("NWC", "WIO", "NWC"),
+                                                feature_group_count=4)
+    ours = lambda x, k: lmt.grouped_conv1d(x, k, pad, 4)
+    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)) * cot)
+    np.testing.assert_allclose(ours(x[0], k[0]), ref(x[0], k[0]), rtol=1e-6)
+    for xs, ks, grad in ((x[0], k[0], jax.grad), (x, k, lambda f, **kw: jax.vmap(jax.grad(f, **kw)))):
+        got, want = (jax.jit(grad(loss(f), argnums=(0, 1)))(xs, ks) for f in (ours, ref))
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(jnp.abs(w).max()))
