@@ -13,7 +13,9 @@ run processes, against every utterance padded to the longest; then times ``ctc_p
 over all layers against
 
 * ``--baseline REV``: the bank of ``speechmi_jax/estimators/ctc.py`` at git revision REV on the
-  same data (e.g. the last one that padded every utterance to the longest), and prints every
+  same data (the rest of the package is this checkout's, so REV must be 4b3a507 or later: an
+  earlier ``ctc.py`` asks the bank for the layer map it no longer has; compare older revisions
+  by running this script without ``--baseline`` in a checkout of each), and prints every
   layer's test PER [95 % CI] from both for each of ``--seeds`` (the minibatch order); or,
   without it,
 * each layer alone, one after another (``layer_chunk=1``: the per-layer loop a bank replaces).
