@@ -2,7 +2,7 @@
 a fresh virtualenv, empty product caches (no feature cache, no XLA compilation cache: the run
 directory is new and ``JAX_COMPILATION_CACHE_DIR`` is unset), each step under ``/usr/bin/time -v``.
 
-    python benchmarks/user_demo.py                 # install + demo; 10-17 min on 2 cores
+    python benchmarks/user_demo.py                 # install + demo; 9-17 min on 2 cores
     python benchmarks/user_demo.py --compare runs/demo_before   # and check the records
     python benchmarks/user_demo.py --table runs/demo_before     # only the split of a run
 
