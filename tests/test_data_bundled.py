@@ -49,6 +49,22 @@ def test_metadata_marks_domain_and_channel(corpus):
     assert 15 * 60 < corpus.total_duration_s < 30 * 60
 
 
+def test_domain_and_eval_domain_select_the_real_speaker(corpus):
+    real = load_corpus("bundled", domain="real")
+    assert {u.speaker for u in real} == {"allison"}
+    assert [u.id for u in real] == [u.id for u in corpus if u.speaker == "allison"]
+    transfer = load_corpus("bundled", eval_domain="real")
+    assert transfer.split("train").utterances == corpus.split("train").utterances
+    for split in ("dev", "test"):
+        assert [u.id for u in transfer.split(split)] == [u.id for u in real.split(split)]
+        assert transfer.split(split).utterances
+    assert transfer.fingerprint() not in (corpus.fingerprint(), real.fingerprint())
+    with pytest.raises(ValueError, match="domain 'studio'.*real.*synthetic"):
+        load_corpus("bundled", eval_domain="studio")
+    with pytest.raises(ValueError, match="not both"):
+        load_corpus("bundled", domain="real", eval_domain="real")
+
+
 def test_size_and_license():
     total = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
     assert total <= 25 * 2**20, total

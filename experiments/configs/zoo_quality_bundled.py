@@ -6,13 +6,16 @@ Evidence that pretraining learned something: at its best layer a zoo model shoul
 +-4 stacked and its random-init control on phone MI (probe bound, test split) with
 non-overlapping 95 % CIs, and on PER by at least 10 points. ``corpus_options={'domain': 'real'}``
 runs the same on the bundled corpus's one recorded (real) speaker alone: 77 training, 16 dev and
-17 test utterances.
+17 test utterances; ``corpus_options={'eval_domain': 'real'}`` trains on the whole training split
+(462 utterances) and chooses and scores on the real speaker's dev and test utterances.
 The probe: 50 L-BFGS steps, l2 in {1e-3, 1e-2} chosen on dev, at most 20k training frames; CTC:
 1000 Adam steps of 16 utterances at 3e-3 or 3e-2, chosen on dev.
 
     speechmi run experiments/configs/zoo_quality_bundled.py --out runs/zoo_quality
     speechmi run experiments/configs/zoo_quality_bundled.py --out runs/zoo_quality_real \
         --set "corpus_options={'domain': 'real'}"
+    speechmi run experiments/configs/zoo_quality_bundled.py --out runs/zoo_quality_transfer \
+        --set "corpus_options={'eval_domain': 'real'}"
     speechmi run experiments/configs/zoo_quality_bundled.py --smoke --out runs/zoo_quality_smoke
     python experiments/zoo_floor.py runs/zoo_quality/results.json     # the floor table
 

@@ -158,7 +158,7 @@ class Corpus:
 def load_corpus(name_or_path: str | os.PathLike = "bundled", *, sample_rate: int = 16000,
                 on_error: str = "raise", verify_audio: bool = False,
                 alignment_tolerance_s: float = 0.05, domain: Optional[str] = None,
-                **options: Any) -> Corpus:
+                eval_domain: Optional[str] = None, **options: Any) -> Corpus:
     """Loads a corpus by name (``"bundled"``, ``"librispeech..."``) or manifest path.
 
     Args:
@@ -174,18 +174,28 @@ def load_corpus(name_or_path: str | os.PathLike = "bundled", *, sample_rate: int
         it is an error; within it, segments are clipped to the audio.
       domain: keep only utterances whose manifest ``domain`` column has this value (the
         bundled corpus: ``"real"``, its one recorded speaker, or ``"synthetic"``).
+      eval_domain: keep every ``train`` utterance but only the ``dev`` and ``test`` ones of
+        this domain: probes learn from the whole training split and are chosen and scored on
+        that domain alone (``"real"``: transfer to the recorded speaker with the training data
+        of all speakers, where ``domain="real"`` leaves 77 training utterances).
       **options: passed to the TFDS LibriSpeech reader.
     """
-    if domain is not None:
+    if domain is not None or eval_domain is not None:
+        if domain is not None and eval_domain is not None:
+            raise ValueError(f"load_corpus: give domain ({domain!r}) or eval_domain "
+                             f"({eval_domain!r}), not both")
         corpus = load_corpus(name_or_path, sample_rate=sample_rate, on_error=on_error,
                              verify_audio=verify_audio, alignment_tolerance_s=alignment_tolerance_s,
                              **options)
-        kept = corpus.filter(lambda u: u.metadata.get("domain") == domain)
-        if not kept.utterances:
+        want = domain if domain is not None else eval_domain
+        kept = corpus.filter(lambda u: u.metadata.get("domain") == want
+                             or (eval_domain is not None and u.split == "train"))
+        if not any(u.metadata.get("domain") == want for u in kept):
             found = sorted({str(u.metadata.get("domain")) for u in corpus})
-            raise ValueError(f"corpus {corpus.name!r}: no utterance of domain {domain!r}; the "
+            raise ValueError(f"corpus {corpus.name!r}: no utterance of domain {want!r}; the "
                              f"manifest's domain column holds {found}")
-        kept.name = f"{corpus.name}[domain={domain}]"
+        kept.name = (f"{corpus.name}[domain={domain}]" if domain is not None
+                     else f"{corpus.name}[eval_domain={eval_domain}]")
         return kept
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
