@@ -5,6 +5,7 @@ in encoder forward passes vs estimators, and the encoder cost per hour of audio 
     python benchmarks/bench_demo.py --out /tmp/bench_demo --smoke    # quick check of the script
     python benchmarks/bench_demo.py --out /tmp/new --skip-encoders --rss-trace /tmp/rss.tsv --compare /tmp/old
     python benchmarks/bench_demo.py --out /tmp/x --skip-demo --skip-encoders --rss-table /tmp/rss.tsv
+    python benchmarks/bench_demo.py --out /tmp/x --skip-demo --skip-encoders --cores-table /tmp/rss.tsv
 
 Part 1 runs the demo in a subprocess (cold: a fresh run directory, so a fresh feature cache
 and XLA compilation cache under it; ``JAX_COMPILATION_CACHE_DIR`` is unset for the run) and
@@ -20,7 +21,10 @@ falls in: encoder / measure (from the pipeline's log) and, inside a measure, the
 and evaluation, ``kmeans``, ``input_context``). It prints the peak of every encoder x measure
 (the step that set it in brackets) and the stage that sets the process' peak; with
 ``--rss-trace FILE`` it writes every sample (seconds, MB, stage) as TSV while it runs, and
-``--rss-table FILE`` prints the table of such a file again. ``--compare OLD_RUN`` checks the
+``--rss-table FILE`` prints the table of such a file again. Each sample also holds the process'
+CPU seconds so far (user + system), and ``--cores-table FILE`` prints from such a file, per
+encoder and measure, the wall seconds and the cores kept busy on average (CPU seconds / wall
+seconds; 2.0 = both cores of the 2-core machine all the time). ``--compare OLD_RUN`` checks the
 new results.json against an earlier run's: per measure, how many records are identical, the
 largest difference and how many values leave the earlier run's CI.
 """
@@ -81,11 +85,12 @@ def traced_demo(argv: list[str]) -> int:
         t0 = time.perf_counter()
         out = open(os.environ["SPEECHMI_RSS_TRACE"], "w") if os.environ.get("SPEECHMI_RSS_TRACE") else None
         if out:
-            out.write("seconds\trss_mb\tstage\n")
+            out.write("seconds\trss_mb\tstage\tcpu_s\n")
         while not stop.is_set():
             samples.append((time.perf_counter() - t0, rss_mb(), stage()))
             if out:
-                out.write("%.2f\t%.0f\t%s\n" % samples[-1])
+                cpu = os.times()
+                out.write("%.2f\t%.0f\t%s" % samples[-1] + "\t%.2f\n" % (cpu.user + cpu.system))
                 out.flush()
             stop.wait(0.05)
         if out:
@@ -185,6 +190,25 @@ def print_rss_table(by_stage: list[tuple[float, str]]):
         print(f"| {enc} | " + " | ".join(row) + f" | {max(v[0] for v in cells.values()):.0f} |")
 
 
+def print_cores_table(rows: list[tuple[float, str, float]]):
+    """Wall seconds and mean cores busy per encoder x measure from (seconds, stage, CPU
+    seconds) samples in time order; a sample's interval counts for the stage it was taken in."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for (t0, st, c0), (t1, _, c1) in zip(rows, rows[1:]):
+        enc, _, rest = st.partition("/")
+        measure = rest.partition("/")[0] or "(start)"
+        cell = cells.setdefault((enc, measure), [0.0, 0.0])
+        cell[0] += t1 - t0
+        cell[1] += c1 - c0
+    wall, cpu = rows[-1][0] - rows[0][0], rows[-1][2] - rows[0][2]
+    print(f"wall seconds and mean cores busy (CPU s / wall s) by encoder and measure; whole run "
+          f"{wall:.0f} s, {cpu:.0f} CPU s, {cpu / wall:.2f} cores:")
+    print("| encoder | measure | wall s | cores busy |")
+    print("| --- | --- | --- | --- |")
+    for (enc, measure), (w, c) in cells.items():
+        print(f"| {enc} | {measure} | {w:.0f} | {c / w:.2f} |" if w else f"| {enc} | {measure} | 0 | - |")
+
+
 def compare_results(new: Path, old: Path):
     """Prints how the records of run ``new`` differ from those of run ``old`` (results.json):
     per measure the largest |difference| and how many new values leave the old CI
@@ -241,6 +265,7 @@ def main():
     ap.add_argument("--rss-trace", help="write the demo's RSS samples (seconds, MB, stage) here")
     ap.add_argument("--compare", help="a previous demo run directory: compare its results.json")
     ap.add_argument("--rss-table", help="print the peak-RSS table of a --rss-trace file")
+    ap.add_argument("--cores-table", help="print wall seconds and cores busy per stage of a --rss-trace file")
     args = ap.parse_args()
     out = Path(args.out)
     print(f"machine: {os.cpu_count()} cores, {cpu_name()}")
@@ -264,9 +289,14 @@ def main():
     if args.rss_table:
         rows = [line.rstrip("\n").split("\t") for line in open(args.rss_table)][1:]
         peaks: dict[str, float] = {}
-        for _, mb, st in rows:
+        for _, mb, st, *_ in rows:
             peaks[st] = max(peaks.get(st, 0.0), float(mb))
         print_rss_table([(mb, st) for st, mb in peaks.items()])
+    if args.cores_table:
+        rows = [line.rstrip("\n").split("\t") for line in open(args.cores_table)][1:]
+        if not rows or len(rows[0]) < 4:
+            raise SystemExit(f"{args.cores_table}: no cpu_s column (a trace written before it was added)")
+        print_cores_table([(float(t), st, float(c)) for t, _, st, c in rows])
     if args.compare:
         compare_results(out, Path(args.compare))
     if args.skip_encoders:

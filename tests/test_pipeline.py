@@ -314,6 +314,27 @@ def _small_manifest(folder: Path, per_split: int = 3) -> Path:
     return path
 
 
+def test_executables_are_dropped_when_the_feature_shape_changes(tmp_path):
+    """log-mel [1, N, 80] then MFCC [1, N, 39]: the probe bank's executables of the first shape
+    are gone by the end, its jit cache holding what a run of MFCC alone compiles (kept, it
+    would also hold log-mel's)."""
+    import jax
+
+    from speechmi_jax.estimators import train
+
+    def run(encoders, out):
+        config = cli.load_config(demo.__file__, _tiny_overrides([
+            f"encoders={encoders}", "measures=['phone']"]))
+        return pipeline.run_experiment(config, tmp_path / out)
+
+    jax.clear_caches()
+    run(["mfcc"], "alone")
+    alone = train._train_chunk_jit._cache_size()
+    res = run(["logmel", "mfcc"], "both")
+    assert {r.encoder for r in res.records} == {"logmel", "mfcc"}
+    assert train._train_chunk_jit._cache_size() == alone > 0
+
+
 def test_parts_are_keyed_checked_and_recomputed(tmp_path, caplog):
     """Real pipeline output: the report shows the ceilings; a rerun reuses every part; a 0-byte
     or edited part is recomputed (naming the file); new audio gives new numbers."""
