@@ -65,7 +65,7 @@ def traced_demo(argv: list[str]) -> int:
     import logging
     import threading
 
-    from speechmi_jax import cli, features
+    from speechmi_jax import cli, features, pipeline
     from speechmi_jax.estimators import api, ctc, train, views
 
     state = {"measure": "start", "step": ""}
@@ -114,13 +114,15 @@ def traced_demo(argv: list[str]) -> int:
         return wrapped
 
     def features_label(enc, *a, **k):
-        state["measure"] = enc.name
+        # a zoo model's name is its folder (".../melapc-4x256/step6000"): "melapc-4x256@step6000"
+        state["measure"] = "@".join(Path(enc.name).parts[-2:]) if "/" in enc.name else enc.name
         return "features"
 
     log = logging.getLogger("speechmi_jax.pipeline")
     log.setLevel(logging.INFO)
     log.addHandler(Stage())
     features.extract_features = step("features", features.extract_features, features_label)
+    pipeline.extract_features = step("features", pipeline.extract_features, features_label)
     train.fit_bank = step("fit", train.fit_bank)
     ctc._padded_splits = step("load", ctc._padded_splits)
     api.load_rows = step("load", api.load_rows)

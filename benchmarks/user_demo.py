@@ -5,6 +5,7 @@ directory is new and ``JAX_COMPILATION_CACHE_DIR`` is unset), each step under ``
     python benchmarks/user_demo.py                 # install + demo; 9-17 min on 2 cores
     python benchmarks/user_demo.py --compare runs/demo_before   # and check the records
     python benchmarks/user_demo.py --table runs/demo_before     # only the split of a run
+    python benchmarks/user_demo.py --compare-runs NEW OLD       # only the records of two runs
 
 Prints install and demo wall time and peak RSS, the load average before and after, and the
 demo's own split from ``results.json`` (per encoder: encoding, each measure, and the seconds
@@ -71,7 +72,12 @@ def main():
     ap.add_argument("--compare", type=Path, default=None, help="an earlier run folder (results.json)")
     ap.add_argument("--table", type=Path, default=None,
                     help="only print the split of an earlier run folder (results.json) and stop")
+    ap.add_argument("--compare-runs", type=Path, nargs=2, metavar=("NEW", "OLD"),
+                    help="only print the records' comparison of two run folders and stop")
     a = ap.parse_args()
+    if a.compare_runs:
+        print("\n".join(compare(*a.compare_runs)))
+        return
     if a.table:
         print("\n".join(split_table(json.loads((a.table / "results.json").read_text()))))
         return
@@ -98,8 +104,10 @@ def main():
           f"{install['max_rss_mb']:.0f} |")
     print(f"| demo (`speechmi demo --out runs/demo`, cold) | {demo['wall_s']:.0f} | {demo['max_rss_mb']:.0f} |")
     print("\n" + "\n".join(split_table(res)))
-    if a.compare:
-        print("\n" + "\n".join(compare(clone / "runs" / "demo", a.compare)))
+    if a.compare:  # in the new virtualenv, which has the package whatever runs this script
+        print("\n" + subprocess.check_output(
+            [str(work / "venv" / "bin" / "python"), str(Path(__file__).resolve()), "--compare-runs",
+             str(clone / "runs" / "demo"), str(a.compare.resolve())], env=env, text=True))
     print(f"\nwork folder: {work}")
 
 
