@@ -88,7 +88,7 @@ def forget_executables():
     :func:`release_memory`. The run calls it when an encoder's features differ in shape
     ([layers, dim]) from the previous encoder's: the measures' programs are compiled per feature
     shape, an encoder of another shape reuses none of them, and kept they add up. On the demo
-    (seven encoders, four shapes) the process peak fell from 2743 to 2027 MB with the same
+    (seven encoders, four shapes) the process peak fell from 2743 to 2077 MB with the same
     records and time (BENCHMARKS.md, "Demo"); encoders of one shape in a row still share theirs."""
     jax.clear_caches()
     release_memory()
