@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -114,15 +115,20 @@ def traced_demo(argv: list[str]) -> int:
         return wrapped
 
     def features_label(enc, *a, **k):
-        # a zoo model's name is its folder (".../melapc-4x256/step6000"): "melapc-4x256@step6000"
-        state["measure"] = "@".join(Path(enc.name).parts[-2:]) if "/" in enc.name else enc.name
+        # the name the config gives the encoder (a zoo model's own name is its folder)
+        state["measure"] = state.get("encoder", enc.name)
         return "features"
+
+    def configured(name, *a, **k):
+        state["encoder"] = name
+        return configured_encoder(name, *a, **k)
 
     log = logging.getLogger("speechmi_jax.pipeline")
     log.setLevel(logging.INFO)
     log.addHandler(Stage())
     features.extract_features = step("features", features.extract_features, features_label)
     pipeline.extract_features = step("features", pipeline.extract_features, features_label)
+    configured_encoder, pipeline.configured_encoder = pipeline.configured_encoder, configured
     train.fit_bank = step("fit", train.fit_bank)
     ctc._padded_splits = step("load", ctc._padded_splits)
     api.load_rows = step("load", api.load_rows)
@@ -170,7 +176,9 @@ def run_demo(out: Path, smoke: bool, trace: str | None = None) -> dict:
 def print_rss_table(by_stage: list[tuple[float, str]]):
     """Peak RSS (MB) per encoder x stage from (peak MB, "encoder/measure[/step]") pairs, the
     step that set each cell in brackets, and the process' peak."""
-    enc_name = lambda e: e.split("@")[0]  # "whisper-tiny.en@4s" (an encoder's own name) -> config name
+    # "whisper-tiny.en@4s" (an encoder's own name, with its window) -> the config's name; a zoo
+    # model's "@step0" stays
+    enc_name = lambda e: re.sub(r"@[0-9.]+s$", "", e)
     table: dict[str, dict[str, tuple[float, str]]] = {}
     for mb, st in by_stage:
         enc, _, rest = st.partition("/")
