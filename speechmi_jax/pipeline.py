@@ -89,7 +89,9 @@ def forget_executables():
     ([layers, dim]) from the previous encoder's: the measures' programs are compiled per feature
     shape, an encoder of another shape reuses none of them, and kept they add up. On the demo
     (seven encoders, four shapes) the process peak fell from 2743 to 2077 MB with the same
-    records and time (BENCHMARKS.md, "Demo"); encoders of one shape in a row still share theirs."""
+    records and time (BENCHMARKS.md, "Demo"); encoders of one shape in a row still share theirs.
+    ``jax.clear_caches`` is process-wide: a notebook that calls ``run_experiment`` finds its own
+    jitted functions recompiling once afterwards (the results are the same)."""
     jax.clear_caches()
     release_memory()
 
