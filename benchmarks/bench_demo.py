@@ -66,7 +66,7 @@ def traced_demo(argv: list[str]) -> int:
     import logging
     import threading
 
-    from speechmi_jax import cli, features, pipeline
+    from speechmi_jax import cli, pipeline
     from speechmi_jax.estimators import api, ctc, train, views
 
     state = {"measure": "start", "step": ""}
@@ -126,7 +126,6 @@ def traced_demo(argv: list[str]) -> int:
     log = logging.getLogger("speechmi_jax.pipeline")
     log.setLevel(logging.INFO)
     log.addHandler(Stage())
-    features.extract_features = step("features", features.extract_features, features_label)
     pipeline.extract_features = step("features", pipeline.extract_features, features_label)
     configured_encoder, pipeline.configured_encoder = pipeline.configured_encoder, configured
     train.fit_bank = step("fit", train.fit_bank)
@@ -198,6 +197,11 @@ def print_rss_table(by_stage: list[tuple[float, str]]):
         row = [f"{cells[m][0]:.0f}" + (f" ({cells[m][1]})" if cells[m][1] else "") if m in cells
                else "" for m in measures]
         print(f"| {enc} | " + " | ".join(row) + f" | {max(v[0] for v in cells.values()):.0f} |")
+
+
+def read_trace(path: str) -> list[list[str]]:
+    """The rows of a ``--rss-trace`` file (seconds, rss_mb, stage[, cpu_s]), header dropped."""
+    return [line.rstrip("\n").split("\t") for line in open(path)][1:]
 
 
 def print_cores_table(rows: list[tuple[float, str, float]]):
@@ -297,13 +301,13 @@ def main():
         if d["rss_by_stage"]:
             print_rss_table(d["rss_by_stage"])
     if args.rss_table:
-        rows = [line.rstrip("\n").split("\t") for line in open(args.rss_table)][1:]
+        rows = read_trace(args.rss_table)
         peaks: dict[str, float] = {}
         for _, mb, st, *_ in rows:
             peaks[st] = max(peaks.get(st, 0.0), float(mb))
         print_rss_table([(mb, st) for st, mb in peaks.items()])
     if args.cores_table:
-        rows = [line.rstrip("\n").split("\t") for line in open(args.cores_table)][1:]
+        rows = read_trace(args.cores_table)
         if not rows or len(rows[0]) < 4:
             raise SystemExit(f"{args.cores_table}: no cpu_s column (a trace written before it was added)")
         print_cores_table([(float(t), st, float(c)) for t, _, st, c in rows])

@@ -44,7 +44,6 @@ MALLOC_KEPT = launch.keep_freed_memory()
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax import lax  # noqa: E402
 
 from speechmi_jax.encoders import audio_features as af  # noqa: E402
 from speechmi_jax.encoders import logmel_transformer as lmt  # noqa: E402
@@ -90,8 +89,7 @@ def backbone_parts(repeats: int, audio, lengths):
     x = jnp.asarray(rng.standard_normal((B, S // 320, d)), jnp.float32)
     w = jnp.asarray(0.05 * rng.standard_normal((k, d // g, d)), jnp.float32)
     pad = (k // 2, k - 1 - k // 2)
-    xla = lambda w: lax.conv_general_dilated(x, w, (1,), [pad], dimension_numbers=("NWC", "WIO", "NWC"),
-                                             feature_group_count=g)
+    xla = lambda w: lmt._conv1d(x, w, pad, g)  # the convolution, XLA's own gradient
     shape = f"{B} x {S // 320} x {d}, kernel {k}, {g} groups"
     rows.append((f"positional conv alone ({shape}), XLA's gradient", *_fwd_and_grad(xla, w, repeats)))
     ours = lambda w: lmt.grouped_conv1d(x, w, pad, g)
