@@ -13,6 +13,7 @@ CORE = [
     "safetensors>=0.4",
     "transformers>=5.24",  # configuration classes only; no PyTorch at run time
     "huggingface_hub>=0.30",
+    "filelock>=3.12",  # JAX's compilation cache evicts (training.use_compilation_cache) under a file lock
     "soundfile>=0.12",
     "soxr>=0.3",
     "praatio>=6.0",

@@ -7,8 +7,9 @@ in encoder forward passes vs estimators, and the encoder cost per hour of audio 
     python benchmarks/bench_demo.py --out /tmp/x --skip-demo --skip-encoders --rss-table /tmp/rss.tsv
     python benchmarks/bench_demo.py --out /tmp/x --skip-demo --skip-encoders --cores-table /tmp/rss.tsv
 
-Part 1 runs the demo in a subprocess (cold: a fresh run directory, so a fresh feature cache
-and XLA compilation cache under it; ``JAX_COMPILATION_CACHE_DIR`` is unset for the run) and
+Part 1 runs the demo in a subprocess (cold: a fresh run directory, so a fresh feature cache,
+and ``SPEECHMI_CACHE`` at ``<out>.user-cache``, an empty user cache, so no XLA compilation cache;
+``JAX_COMPILATION_CACHE_DIR`` is unset for the run) and
 reads the per-stage timings the pipeline records in results.json. Part 2 times one jitted forward
 pass (warm, median of repeats) of each encoder size on 2 x 10 s of audio and extrapolates to
 one hour of audio: encoder-forward seconds per audio hour on this machine. Whisper encodes
@@ -152,6 +153,7 @@ def run_demo(out: Path, smoke: bool, trace: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--traced-demo", "demo", "--out", str(out),
            "--set", "progress=False"] + (["--smoke"] if smoke else [])
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["SPEECHMI_CACHE"] = str(out.with_name(out.name + ".user-cache"))  # cold: a new one
     if trace:
         env["SPEECHMI_RSS_TRACE"] = str(trace)
     t0 = time.perf_counter()

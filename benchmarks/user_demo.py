@@ -1,8 +1,10 @@
 """The README's first command timed as a new user meets it: a clean clone of the committed HEAD,
-a fresh virtualenv, empty product caches (no feature cache, no XLA compilation cache: the run
-directory is new and ``JAX_COMPILATION_CACHE_DIR`` is unset), each step under ``/usr/bin/time -v``.
+a fresh virtualenv, empty product caches (no feature cache: the run directory is new; no XLA
+compilation cache: ``SPEECHMI_CACHE``, the user's cache, is a new folder in the work folder and
+``JAX_COMPILATION_CACHE_DIR`` is unset), each step under ``/usr/bin/time -v``.
 
     python benchmarks/user_demo.py                 # install + demo; 9-17 min on 2 cores
+    python benchmarks/user_demo.py --again         # and the demo once more into a new folder
     python benchmarks/user_demo.py --compare runs/demo_before   # and check the records
     python benchmarks/user_demo.py --table runs/demo_before     # only the split of a run
     python benchmarks/user_demo.py --compare-runs NEW OLD       # only the records of two runs
@@ -12,7 +14,10 @@ demo's own split from ``results.json`` (per encoder: encoding, each measure, and
 XLA spent compiling in each). pip's download cache is kept: the packages come from the local
 cache as they would on a second install, so the install time is pip's resolution and
 unpacking, not the network. ``--compare`` reads an earlier run's results.json and reports,
-per measure, how many records are identical.
+per measure, how many records are identical. ``--again`` then runs ``speechmi demo --out
+runs/demo2`` as the same user would next: a new run folder (features encoded again), the
+user's XLA compilation cache as the first run left it; its records are compared with the
+first run's.
 """
 
 from __future__ import annotations
@@ -53,6 +58,12 @@ def compare(new: Path, old: Path) -> list[str]:
     return lines
 
 
+def run_compare(work: Path, new: Path, old: Path, env: dict) -> str:
+    """:func:`compare` in the new virtualenv, which has the package whatever runs this script."""
+    return subprocess.check_output([str(work / "venv" / "bin" / "python"), str(Path(__file__).resolve()),
+                                    "--compare-runs", str(new), str(old)], env=env, text=True)
+
+
 def split_table(res: dict) -> list[str]:
     """The demo's own split from its results.json (``res``): per encoder, encoding, each measure
     and the seconds XLA spent compiling in each, and their totals, as a markdown table."""
@@ -69,6 +80,8 @@ def split_table(res: dict) -> list[str]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    ap.add_argument("--again", action="store_true",
+                    help="then run the demo again into a new folder (the user's caches as left)")
     ap.add_argument("--compare", type=Path, default=None, help="an earlier run folder (results.json)")
     ap.add_argument("--table", type=Path, default=None,
                     help="only print the split of an earlier run folder (results.json) and stop")
@@ -91,9 +104,11 @@ def main():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "SPEECHMI_"))}
     env["PATH"] = f"{work / 'venv' / 'bin'}:{env['PATH']}"
     env["VIRTUAL_ENV"] = str(work / "venv")
+    env["SPEECHMI_CACHE"] = str(work / "user-cache")  # the user's cache, empty
     load0 = os.getloadavg()
     install = timed(["python3", "-m", "pip", "install", "-q", "-e", ".[demo]"], clone, env)
     demo = timed(["speechmi", "demo", "--out", "runs/demo"], clone, env)
+    again = timed(["speechmi", "demo", "--out", "runs/demo2"], clone, env) if a.again else None
     load1 = os.getloadavg()
     res = json.loads((clone / "runs" / "demo" / "results.json").read_text())
     print(f"commit {head}; {os.cpu_count()} cores; load average before {load0[0]:.1f} / "
@@ -103,11 +118,17 @@ def main():
     print(f"| install (`pip install -e \".[demo]\"`, pip's cache warm) | {install['wall_s']:.0f} | "
           f"{install['max_rss_mb']:.0f} |")
     print(f"| demo (`speechmi demo --out runs/demo`, cold) | {demo['wall_s']:.0f} | {demo['max_rss_mb']:.0f} |")
+    if again:
+        print(f"| demo again (`speechmi demo --out runs/demo2`, the XLA cache as the first left it) | "
+              f"{again['wall_s']:.0f} | {again['max_rss_mb']:.0f} |")
     print("\n" + "\n".join(split_table(res)))
-    if a.compare:  # in the new virtualenv, which has the package whatever runs this script
-        print("\n" + subprocess.check_output(
-            [str(work / "venv" / "bin" / "python"), str(Path(__file__).resolve()), "--compare-runs",
-             str(clone / "runs" / "demo"), str(a.compare.resolve())], env=env, text=True))
+    if again:
+        print("\nThe second run:\n\n" + "\n".join(split_table(
+            json.loads((clone / "runs" / "demo2" / "results.json").read_text()))))
+        print("\nIts records against the first run's:\n\n" + run_compare(work, clone / "runs" / "demo2",
+                                                                        clone / "runs" / "demo", env))
+    if a.compare:
+        print("\n" + run_compare(work, clone / "runs" / "demo", a.compare.resolve(), env))
     print(f"\nwork folder: {work}")
 
 

@@ -24,9 +24,11 @@ utterances (``features.py``), every estimator bank trains on one mesh of all the
 every process computes the same records from the gathered held-out items; whether a saved part
 is reused is process 0's decision, and process 0 alone writes parts, results, report and plots.
 
-Compilation: XLA executables are cached on disk (JAX's persistent compilation cache, under
-the feature cache folder unless ``JAX_COMPILATION_CACHE_DIR`` names another), so estimator
-banks of equal shapes compile once across encoders and runs.
+Compilation: XLA executables are cached on disk in one folder per user
+(``training.use_compilation_cache``: JAX's persistent compilation cache, ``xla`` in
+``$SPEECHMI_CACHE`` or ~/.cache/speechmi_jax, unless ``JAX_COMPILATION_CACHE_DIR`` names
+another), so estimator banks of equal shapes compile once across encoders, runs and run
+folders.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import dataclasses
 import gc
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -52,7 +53,7 @@ from speechmi_jax.encoders import load_encoder
 from speechmi_jax.estimators.train import RELEASE_MIN_BYTES
 from speechmi_jax.features import FeatureSet, extract_features, feature_cache_key
 from speechmi_jax import distributed, interrupt
-from speechmi_jax.training import trim_heap
+from speechmi_jax.training import trim_heap, use_compilation_cache
 from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 
 log = logging.getLogger("speechmi_jax.pipeline")
@@ -63,15 +64,6 @@ def configured_encoder(name: str, config):
     dtype = jnp.bfloat16 if config.encoder_dtype == "bfloat16" else jnp.float32
     return load_encoder(name, dtype=dtype, allow_pickle=bool(config.allow_pickle),
                         window_seconds=config.whisper_window_seconds)
-
-
-def use_compilation_cache(folder: Path):
-    """Turns on JAX's persistent compilation cache in ``folder`` unless one is configured."""
-    import jax
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(folder))
 
 
 def release_memory():
@@ -261,7 +253,7 @@ def _run(config, out: Path) -> results_lib.Results:
     check_splits(corpus, config)
     run = RunDir(out, config.to_json(indent=1, sort_keys=True))
     cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
-    use_compilation_cache(cache / "xla")
+    use_compilation_cache()
 
     progress = bool(config.progress) and distributed.is_main()
     stage = FeatureStage(corpus, cache, config, progress)

@@ -226,8 +226,9 @@ def _run_cli(out, extra=(), own_compile_cache=False):
     for o in _tiny_overrides(extra):
         args += ["--set", o]
     env = child_env()
-    if own_compile_cache:  # the run's default: <out>/cache/xla (every compile kept)
+    if own_compile_cache:  # the default: the user's cache, here <out>.user/xla (every compile kept)
         env.pop("JAX_COMPILATION_CACHE_DIR")
+        env["SPEECHMI_CACHE"] = f"{out}.user"
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
@@ -247,7 +248,8 @@ def test_demo_run_is_interruptible_and_resumes_to_the_same_results(tmp_path):
     clean = _run_cli(tmp_path / "clean", own_compile_cache=True)
     out, _ = clean.communicate(timeout=600)
     assert clean.returncode == 0, out
-    assert any((tmp_path / "clean" / "cache" / "xla").iterdir())  # executables cached on disk
+    assert any((tmp_path / "clean.user" / "xla").iterdir())  # executables cached for the user
+    assert not (tmp_path / "clean" / "cache" / "xla").exists()
     ref = _values(tmp_path / "clean")
     assert {m for _, _, m in ref} == {"phone_mi", "phone_acc", "infonce_next_k"}
     assert all(np.isfinite(v) for v, _ in ref.values())
@@ -390,3 +392,52 @@ def test_parts_are_keyed_checked_and_recomputed(tmp_path, caplog):
     phone_noise = noise.get("logmel", 0, "phone_mi").value
     assert phone_noise < phone_mi.value - 0.5, (phone_noise, phone_mi.value)
     assert results.read_results(out).get("logmel", 0, "phone_mi").value == phone_noise
+
+
+CACHE_PROBE = """
+import json
+import jax, jax.numpy as jnp
+from speechmi_jax import training
+hits = []
+jax.monitoring.register_event_listener(lambda e, **_: hits.append(e) if e.endswith("cache_hits") else None)
+folder = training.use_compilation_cache()
+
+def slow(w, x):  # a 12-layer MLP's gradient: ~0.3-0.5 s to compile
+    def loss(w):
+        h = x
+        for i in range(12):
+            h = jnp.tanh(h @ w[i] + i)
+        return jnp.sum(h ** 2)
+    return jax.grad(loss)(w)
+
+fast = lambda x: x + 1.0  # ~0.01 s
+x = jnp.ones((8, 32))
+jax.block_until_ready((jax.jit(slow)(jnp.full((12, 32, 32), 0.01), x), jax.jit(fast)(x)))
+print(json.dumps({"folder": folder, "hits": len(hits), "dir": jax.config.jax_compilation_cache_dir,
+                  "min_s": jax.config.jax_persistent_cache_min_compile_time_secs,
+                  "max_bytes": jax.config.jax_compilation_cache_max_size}))
+"""
+
+
+def test_executables_are_cached_once_per_user_and_a_second_process_loads_them(tmp_path):
+    """``training.use_compilation_cache`` (what every run and pretraining calls): with no
+    cache configured the folder is ``xla`` in the user's cache (``$SPEECHMI_CACHE``), a second
+    process loads the slow program from it (a cache hit; the first process has none) and the
+    cache holds the programs compiled in >= 0.1 s only; ``$JAX_COMPILATION_CACHE_DIR`` wins.
+    Catches: the cache in the run folder (a new run compiles again), JAX's 1 s floor (the
+    slow program not kept)."""
+    env = {k: v for k, v in child_env().items()
+           if k not in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                        "JAX_COMPILATION_CACHE_MAX_SIZE")}
+    env["SPEECHMI_CACHE"] = str(tmp_path / "user")
+    probe = lambda e: json.loads(subprocess.run([sys.executable, "-c", CACHE_PROBE], env=e, check=True,
+                                                capture_output=True, text=True).stdout.splitlines()[-1])
+    first, second = probe(env), probe(env)
+    folder = tmp_path / "user" / "xla"
+    assert first == {**second, "hits": 0} and second["hits"] >= 1, (first, second)
+    assert first["folder"] == first["dir"] == str(folder)
+    assert (first["min_s"], first["max_bytes"]) == (0.1, 1 << 30)
+    kept = [p for p in folder.iterdir() if "slow" in p.name]
+    assert kept and not [p for p in folder.iterdir() if "lambda" in p.name], sorted(folder.iterdir())
+    own = probe({**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "own")})
+    assert own["folder"] is None and own["dir"] == str(tmp_path / "own")

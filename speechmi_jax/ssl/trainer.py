@@ -289,6 +289,7 @@ def pretrain(config, out_dir, *, progress: bool = True, wait: bool = False) -> l
     and SIGINT / SIGTERM stop at the next step boundary (``interrupt.py``)."""
     validate_config(config)
     with rundir.claim(out_dir, wait=wait):
+        training.use_compilation_cache()
         return _pretrain(config, Path(out_dir), progress)
 
 
