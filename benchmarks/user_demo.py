@@ -128,7 +128,8 @@ def main():
         print("\nIts records against the first run's:\n\n" + run_compare(work, clone / "runs" / "demo2",
                                                                         clone / "runs" / "demo", env))
     if a.compare:
-        print("\n" + run_compare(work, clone / "runs" / "demo", a.compare.resolve(), env))
+        print(f"\nThe (first) run's records against {a.compare}'s:\n\n"
+              + run_compare(work, clone / "runs" / "demo", a.compare.resolve(), env))
     print(f"\nwork folder: {work}")
 
 

@@ -41,6 +41,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import AxisType
 
 from speechmi_jax import distributed
+from speechmi_jax.features import DEFAULT_CACHE
 
 FILE_LIST = "speechmi_files.json"
 META = "meta"
@@ -65,14 +66,19 @@ def use_compilation_cache(folder: str | os.PathLike | None = None) -> str | None
     ``$JAX_COMPILATION_CACHE_MAX_SIZE`` replace :data:`COMPILE_CACHE_MIN_SECONDS` and
     :data:`COMPILE_CACHE_MAX_BYTES`. A loaded executable is the one compiling would give (JAX
     keys entries by the program, the jax / jaxlib versions, the XLA flags and the devices), so
-    results do not depend on the cache. JAX reads these settings at its first compilation:
-    call this before, as ``speechmi`` does."""
+    results do not depend on the cache. A folder that cannot be made is a warning, and no
+    cache. JAX reads these settings at its first compilation: call this before, as
+    ``speechmi`` does."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
         return None
     if folder is None:
-        from speechmi_jax.features import DEFAULT_CACHE
         folder = DEFAULT_CACHE / "xla"
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. a read-only home: compile as without a cache
+        warnings.warn(f"compilation cache folder {folder} cannot be made ({e}); compiling without "
+                      "a persistent cache (set SPEECHMI_CACHE or JAX_COMPILATION_CACHE_DIR)", stacklevel=2)
+        return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", COMPILE_CACHE_MIN_SECONDS)

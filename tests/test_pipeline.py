@@ -441,3 +441,9 @@ def test_executables_are_cached_once_per_user_and_a_second_process_loads_them(tm
     assert kept and not [p for p in folder.iterdir() if "lambda" in p.name], sorted(folder.iterdir())
     own = probe({**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "own")})
     assert own["folder"] is None and own["dir"] == str(tmp_path / "own")
+    (tmp_path / "file").write_text("")  # a cache folder that cannot be made: a warning, no cache
+    bad = subprocess.run([sys.executable, "-W", "always", "-c",
+                          "from speechmi_jax import training; print(training.use_compilation_cache())"],
+                         env={**env, "SPEECHMI_CACHE": str(tmp_path / "file")}, capture_output=True,
+                         text=True, check=True)
+    assert bad.stdout.split() == ["None"] and f"{tmp_path / 'file' / 'xla'} cannot be made" in bad.stderr
