@@ -56,10 +56,10 @@ COMPILE_CACHE_MIN_SECONDS = 0.1
 COMPILE_CACHE_MAX_BYTES = 1 << 30
 
 
-def use_compilation_cache(folder: str | os.PathLike | None = None) -> str | None:
+def use_compilation_cache() -> str | None:
     """Turns on JAX's persistent compilation cache -> its folder (None: left as configured).
 
-    Default folder: ``xla`` in the user's speechmi cache (``$SPEECHMI_CACHE``, else
+    The folder: ``xla`` in the user's speechmi cache (``$SPEECHMI_CACHE``, else
     ~/.cache/speechmi_jax: ``features.DEFAULT_CACHE``), shared by every run, resumed run and
     pretraining of the user. ``$JAX_COMPILATION_CACHE_DIR``, or a folder already set in
     ``jax.config``, wins; ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` and
@@ -71,10 +71,9 @@ def use_compilation_cache(folder: str | os.PathLike | None = None) -> str | None
     ``speechmi`` does."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
         return None
-    if folder is None:
-        folder = DEFAULT_CACHE / "xla"
+    folder = DEFAULT_CACHE / "xla"
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # e.g. a read-only home: compile as without a cache
         warnings.warn(f"compilation cache folder {folder} cannot be made ({e}); compiling without "
                       "a persistent cache (set SPEECHMI_CACHE or JAX_COMPILATION_CACHE_DIR)", stacklevel=2)
