@@ -331,3 +331,43 @@ def test_hmm_errors():
         synthetic.sample_hmm(np.eye(2)[::-1], np.zeros((3, 1)), 1.0, 2, 3)
     with pytest.raises(ValueError, match="no unique stationary distribution"):
         synthetic.hmm_stationary(np.eye(2))
+
+
+# ----------------------------------------------------------------------------- telephone-band view
+
+def test_telephone_band_crops_keep_their_draw_and_lose_the_band_above_4khz():
+    """train_batch(telephone_prob=p): the rows drawn for the telephone band carry nothing above
+    4 kHz (energy share there < 1e-4 against ~0.5 for the white-noise input), the others and
+    the crops' positions and lengths are those of p = 0 to the bit, and the draw is a function
+    of (seed, step) (a resumed run sees the same batches). Fails if the band is not applied,
+    applied to every row, or applied to the padding."""
+    from speechmi_jax.data.audio import telephone_band
+    from speechmi_jax.ssl.data import AudioSet, train_batch
+
+    rng = np.random.default_rng(0)
+    data = AudioSet([rng.standard_normal(n).astype(np.float32) for n in (9000, 16000, 5000, 20000)],
+                    ["a", "b", "c", "d"])
+    plain = train_batch(data, seed=3, step=3, batch_size=4, crop_samples=8000, frame_hop=320)
+    half = train_batch(data, seed=3, step=3, batch_size=4, crop_samples=8000, frame_hop=320,
+                       telephone_prob=0.5)
+    again = train_batch(data, seed=3, step=3, batch_size=4, crop_samples=8000, frame_hop=320,
+                        telephone_prob=0.5)
+    np.testing.assert_array_equal(half["audio"], again["audio"])
+    np.testing.assert_array_equal(half["lengths"], plain["lengths"])
+    assert 5000 in plain["lengths"]  # a padded row is in the batch
+
+    def high_share(x):
+        p = np.abs(np.fft.rfft(x)) ** 2
+        return p[len(p) // 2 + 20:].sum() / p.sum()
+
+    changed = [not np.array_equal(h, p) for h, p in zip(half["audio"], plain["audio"])]
+    assert 0 < sum(changed) < 4, changed  # this (seed, step) draws some rows, not all
+    for h, p, n, c in zip(half["audio"], plain["audio"], half["lengths"], changed):
+        assert high_share(p[:n]) > 0.4
+        if c:
+            assert high_share(h[:n]) < 1e-4
+            np.testing.assert_array_equal(h[:n], telephone_band(p[:n]))
+        assert not np.any(h[n:])  # padding stays silent
+    full = train_batch(data, seed=3, step=3, batch_size=4, crop_samples=8000, frame_hop=320,
+                       telephone_prob=1.0)
+    assert all(high_share(h[:n]) < 1e-4 for h, n in zip(full["audio"], full["lengths"]))

@@ -90,6 +90,13 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
                          quality="VHQ").astype(np.float32, copy=False)
 
 
+def telephone_band(audio: np.ndarray, sample_rate: int = 16000, band_rate: int = 8000) -> np.ndarray:
+    """``audio`` [S] through a ``band_rate`` channel and back (soxr, as :func:`read_audio` reads an
+    8 kHz recording at 16 kHz): nothing above ``band_rate / 2`` is left -> float32 [S]."""
+    out = resample(resample(audio, sample_rate, band_rate), band_rate, sample_rate)
+    return np.pad(out[:len(audio)], (0, max(len(audio) - len(out), 0)))
+
+
 def read_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, int]:
     """Reads a mono file -> (float32 [S] in [-1, 1] at ``sample_rate``, native rate).
 

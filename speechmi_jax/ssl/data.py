@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from speechmi_jax import frames as frames_lib
+from speechmi_jax.data import audio as audio_lib
 from speechmi_jax.estimators import kmeans
 from speechmi_jax.encoders.registry import load_encoder
 from speechmi_jax.features import extract_features
@@ -69,8 +70,12 @@ def _stack(items):
 
 
 def train_batch(data: AudioSet, seed: int, step: int, batch_size: int, crop_samples: int,
-                frame_hop: int, code_frames: int = 0) -> dict:
-    """Batch ``step``: audio [B, crop] float32, lengths [B] int32 (+ codes [B, code_frames])."""
+                frame_hop: int, code_frames: int = 0, telephone_prob: float = 0.0) -> dict:
+    """Batch ``step``: audio [B, crop] float32, lengths [B] int32 (+ codes [B, code_frames]).
+
+    telephone_prob: the chance that a crop's audio goes through the telephone band
+    (:func:`speechmi_jax.data.audio.telephone_band`: 16 kHz -> 8 kHz -> 16 kHz), drawn per row
+    from its own generator, so the crops themselves are those of ``telephone_prob=0``."""
     if batch_size > len(data):
         raise ValueError(f"batch_size={batch_size} exceeds the {len(data)} training utterances")
     rng = np.random.default_rng([seed, step])
@@ -80,6 +85,11 @@ def train_batch(data: AudioSet, seed: int, step: int, batch_size: int, crop_samp
         slack = max(len(data.audio[i]) - crop_samples, 0) // frame_hop
         start = int(rng.integers(0, slack + 1)) * frame_hop
         items.append(_crop(data, int(i), start, crop_samples, frame_hop, code_frames))
+    if telephone_prob > 0:
+        band = np.random.default_rng([seed, step, 1]).random(batch_size) < telephone_prob
+        for it in (it for it, b in zip(items, band) if b):
+            n = int(it["lengths"])
+            it["audio"][:n] = audio_lib.telephone_band(it["audio"][:n])
     return _stack(items)
 
 

@@ -324,7 +324,7 @@ def _batches(config, sets, task):
     crop = int(round(config.crop_seconds * 16000)) // task.frame_hop * task.frame_hop
     code_frames = int(task.backbone.num_frames(np.asarray(crop))) if task.has_codes else 0
     batch_of = lambda step: data_lib.train_batch(sets["train"], config.seed, step, config.batch_size, crop,
-                                                 task.frame_hop, code_frames)
+                                                 task.frame_hop, code_frames, config.telephone_prob)
     dev = data_lib.dev_batches(sets["dev"], config.batch_size, crop, task.frame_hop, code_frames,
                                config.max_dev_batches)
     return batch_of, dev

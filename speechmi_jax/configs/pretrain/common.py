@@ -54,6 +54,10 @@ def base_config() -> ml_collections.ConfigDict:
     # checkpoints along training); each a multiple of eval_every, so a dev record exists there.
     c.export_steps = []
     c.seed = 0  # data order
+    # The chance that a training crop is heard through the telephone band (16 kHz -> 8 kHz ->
+    # 16 kHz, as 8 kHz recordings such as the bundled corpus's real speaker are read); dev crops
+    # never are. 0 = wideband only.
+    c.telephone_prob = 0.0
     c.p_psi = "gaussian"
     c.mask_span = 10
     # One entry per population member; a list of length 1 is shared by all members.
@@ -94,6 +98,7 @@ RANGES = {
     "batch_size": count(1), "steps": count(1), "eval_every": count(1),
     "checkpoint_every": count(1), "keep_checkpoints": count(1),
     "seed": SEED,
+    "telephone_prob": between(0, 1),
     "mask_span": count(1, "frames"),
     "population.seed": SEED,
     "population.lr": between(0, 1, lo_open=True),
