@@ -7,7 +7,8 @@ bidirectional one) at three sizes: 2 x 128 (seeds 0 and 1), 3 x 128 (seed 0) and
 both recipes now run on to 6000 with checkpoints at 3000, 4000 and 6000 too), so their runs
 are the package's models, here with every checkpoint. 8 models, 46 distinct (model, checkpoint)
 points when the study's results (experiments/results/selection_bundled.json) were computed,
-with both shipped recipes at 2000 steps. A model's seed is its population seed (its batches are
+with both shipped recipes at 2000 steps and without the telephone band (``telephone_prob``),
+which they now use. A model's seed is its population seed (its batches are
 the recipe's, a function of ``config.seed`` and the step, so seed 1 trained alone equals member
 1 of the recipe's population of two). Seeds train one at a time: on the 2-core machine a vmapped
 population of two 3 x 128 members took 538 ms a step, one member alone 155 ms
