@@ -11,20 +11,43 @@ same, so the curves of a resumed run equal those of an uninterrupted one.
 
 from __future__ import annotations
 
+import itertools
+import os
 import struct
+import sys
 from pathlib import Path
 
 EVENTS_DIR = "tb"
+_OPENED = itertools.count()  # writers this process opened: part of each file's name
+
+
+def _tensorboardx():
+    """``tensorboardX``, imported without PyTorch. Its writer module imports torch when it is
+    installed, only to accept torch tensors as values; we write Python floats. Where torch is
+    installed (a test environment, many users' machines) that import costs a pretraining
+    process ~2 s and ~190 MB; a ``None`` in ``sys.modules`` makes it fail as if torch were
+    absent. A torch this process already imported is left alone."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        import tensorboardX
+        return tensorboardX
+    sys.modules["torch"] = None
+    try:
+        import tensorboardX
+    finally:
+        del sys.modules["torch"]
+    return tensorboardX
 
 
 class EventWriter:
     """Scalars of metrics records -> ``<run or member dir>/tb/events.out.tfevents.*``."""
 
     def __init__(self, member_dir: Path, purge_step: int = 0):
-        from tensorboardX import SummaryWriter
-
-        self._writer = SummaryWriter(str(Path(member_dir) / EVENTS_DIR), purge_step=purge_step or None,
-                                     flush_secs=30)
+        # tensorboardX names a file by the second it opened and the host: a run resumed within
+        # the second its last writer opened would truncate that writer's file. The process id and
+        # a per-process count make each writer's file its own.
+        self._writer = _tensorboardx().SummaryWriter(
+            str(Path(member_dir) / EVENTS_DIR), purge_step=purge_step or None, flush_secs=30,
+            filename_suffix=f".{os.getpid()}.{next(_OPENED)}")
 
     def write(self, record: dict) -> None:
         """One metrics record {step, train_*, dev_*, ...}: every float under train/ or dev/."""
@@ -54,17 +77,21 @@ def _records(path: Path):
 def read_scalars(member_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
     """{tag: [(step, value, wall_time), ...] sorted by step} from ``member_dir/tb``.
 
-    Files are read in the order they were written; a ``SessionLog.START`` at step s (a resumed
-    writer's ``purge_step``) drops the points at steps >= s written before it, as TensorBoard does.
+    Files are read in the order they were opened (the wall time of each one's first event); a
+    ``SessionLog.START`` at step s (a resumed writer's ``purge_step``) drops the points at steps
+    >= s written before it, as TensorBoard does.
     """
+    _tensorboardx()
     from tensorboardX.proto import event_pb2
 
-    files = sorted((Path(member_dir) / EVENTS_DIR).glob("events.out.tfevents.*"),
-                   key=lambda p: (float(p.name.split(".")[3]), p.name))
+    files = []
+    for f in (Path(member_dir) / EVENTS_DIR).glob("events.out.tfevents.*"):
+        events = [event_pb2.Event.FromString(raw) for raw in _records(f)]
+        if events:
+            files.append((events[0].wall_time, f.name, events))
     out: dict[str, dict[int, tuple[float, float]]] = {}
-    for f in files:
-        for raw in _records(f):
-            ev = event_pb2.Event.FromString(raw)
+    for _, _, events in sorted(files):
+        for ev in events:
             if ev.HasField("session_log") and ev.session_log.status == event_pb2.SessionLog.START:
                 for points in out.values():
                     for s in [s for s in points if s >= ev.step]:
