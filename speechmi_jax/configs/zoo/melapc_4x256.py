@@ -4,7 +4,12 @@ Views: frames <= t -> frame t + 2 (40 ms ahead; Chung et al.'s n = 3 at 100 fram
 the stacked log-mel frame; p_psi: L1 regression (Gaussian on the residual for the bound).
 Backbone: 80-band log-mel, 2 frames stacked (50 frames/s), 4 causal pre-LN layers of width 256.
 6000 steps of 16 x 2 s crops (53 h of audio, ~18 passes over the 3 h set): at 2000 steps its
-phone-MI and PER curves were still falling (README, "Model zoo").
+phone-MI and PER curves were still falling (README, "Model zoo"). 9000 steps (this recipe with
+``--set steps=9000``, its float32 export, ``experiments/configs/zoo_quality_bundled.py``) raised
+the dev bound (5.46 -> 6.69 bits) but not what a probe reads: best-layer phone MI 2.934 bits and
+PER 49.3 % on the bundled test split (6000 steps' float32 export: 2.910 / 46.7 %), 2.556 bits
+and 92.9 % on the real speaker alone (2.576 / 86.1 %), PER 69.5 % there with probes trained on
+the whole training split (65.8 %).
 
 Half the training crops are heard through the telephone band (``telephone_prob``: 16 kHz ->
 8 kHz -> 16 kHz, as the bundled corpus reads its real speaker's 8 kHz recordings); dev crops
