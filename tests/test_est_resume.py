@@ -123,3 +123,32 @@ def test_truncated_checkpoint_falls_back_quietly(tmp_path):
     assert f"checkpoint {ckpt.absolute() / '60'}: file state/d/" in again.stderr
     assert "falling back to the previous checkpoint" in again.stderr
     assert "Traceback" not in again.stderr and "Event loop is closed" not in again.stderr, again.stderr
+
+
+def test_default_cadence_saves_at_most_once_a_minute(tmp_path, monkeypatch):
+    # Without an explicit checkpoint_every a bank saves at most ten times a run and at most once
+    # per DEFAULT_CHECKPOINT_MIN_SECONDS, always at its last step: a bank of a few seconds (the
+    # demo's) saves once. Fails if the throttle goes (four saves), or if it also drops the last
+    # step, or if an explicit checkpoint_every is throttled too.
+    from speechmi_jax import training
+    from speechmi_jax.estimators import train as train_lib
+    saved = []
+    save = training.CheckpointStore.save
+    monkeypatch.setattr(training.CheckpointStore, "save",
+                        lambda self, step, state: (saved.append(step), save(self, step, state)))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    z = (rng.normal(size=(1, 300, 4)) + np.eye(4)[y][None]).astype(np.float32)
+    split = np.repeat(["train", "dev", "test"], 100)
+    opts = dict(steps=20, eval_every=5, devices=jax.devices()[:1], num_bootstrap=10)
+
+    def run(name, **kw):
+        saved.clear()
+        api.probe_bank(z, y, np.arange(300) // 10, split, checkpoint_dir=tmp_path / name,
+                       **opts, **kw)
+        return list(saved)
+
+    assert run("default") == [20]
+    assert run("explicit", checkpoint_every=5) == [5, 10, 15, 20]
+    monkeypatch.setattr(train_lib, "DEFAULT_CHECKPOINT_MIN_SECONDS", 0.0)
+    assert run("unthrottled") == [5, 10, 15, 20]

@@ -33,7 +33,8 @@ from xla_env import xla_flags  # tests/xla_env.py
 HEARTBEAT_S = 10
 RUN = [demo.__file__, "--smoke", "--set", "encoders=['logmel']",
        "--set", "measures=['phone','infonce_next_k']", "--set", "infonce.eval_every=10",
-       "--set", "progress=False"]
+       # an explicit cadence: the default one saves a bank this short only at its last step
+       "--set", "infonce.checkpoint_every=10", "--set", "progress=False"]
 PRETRAIN = ["apc", "--smoke"]
 
 

@@ -11,8 +11,9 @@
   snapshot updated (inside the same jitted call, no host round trip per step);
 * ``fit_layer_chunks`` runs one bank per chunk of layers (bounding the memory that holds the
   features) and collects one result per layer; every estimator family calls it;
-* every ``checkpoint_every`` steps the whole state (params, optimizer state, step, RNG key,
-  best-so-far) is saved in a ``training.CheckpointStore``, together with a JSON record of the
+* every ``checkpoint_every`` steps (unless the last save is under ``checkpoint_min_seconds``
+  old), at the last step and at a requested stop, the whole state (params, optimizer state,
+  step, RNG key, best-so-far) is saved in a ``training.CheckpointStore``, together with a JSON record of the
   run's identity (problem, grid, data fingerprint) and a checksum of the state; once a save has
   finished, the size and SHA-256 of its files are listed too. On start, the newest checkpoint
   whose identity matches is restored; one whose files differ from their list, that cannot be
@@ -36,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import time
 from functools import partial
 from pathlib import Path
 
@@ -56,6 +58,9 @@ class TrainConfig:
     batch_size: minibatch size for adam; None = full batch.
     eval_every: steps between dev evaluations (the resolution of the chosen stopping step).
     checkpoint_every: steps between checkpoints (a multiple of eval_every); None = never.
+    checkpoint_min_seconds: a checkpoint step is skipped when the last save (or the start) was
+        less than this many seconds before it; the last step and a stop are always saved. 0 =
+        every ``checkpoint_every`` steps.
     mesh_shape: (data, probe) device counts; None = all devices on "data".
     """
 
@@ -65,6 +70,7 @@ class TrainConfig:
     eval_every: int = 5
     checkpoint_every: int | None = None
     checkpoint_dir: str | None = None
+    checkpoint_min_seconds: float = 0.0
     max_to_keep: int = 3
     mesh_shape: tuple[int, int] | None = None
     devices: tuple | None = None
@@ -82,6 +88,8 @@ class TrainConfig:
                 f"checkpoint_every={self.checkpoint_every} must be a multiple of "
                 f"eval_every={self.eval_every}"
             )
+        if not self.checkpoint_min_seconds >= 0:
+            raise ValueError(f"checkpoint_min_seconds={self.checkpoint_min_seconds}: expected >= 0")
 
 
 def pad_items(data: dict, layer_fields, multiple: int) -> tuple[dict, int]:
@@ -171,6 +179,7 @@ def _train_chunks(problem: bank_lib.Problem, mesh, config: TrainConfig, n_train:
     stopping at a chunk boundary on SIGINT / SIGTERM -> the state; closes ``ckpt``."""
     try:
         done = int(state["step"]) // config.eval_every
+        last_save = time.monotonic()
         for chunk in range(done, n_chunks):
             state = _train_chunk_jit(
                 problem, mesh, config.optimizer, config.batch_size, n_train, config.eval_every,
@@ -178,10 +187,19 @@ def _train_chunks(problem: bank_lib.Problem, mesh, config: TrainConfig, n_train:
             )
             step = (chunk + 1) * config.eval_every
             stop = interrupt.requested_anywhere()  # SIGINT / SIGTERM: save this step, then stop
-            if ckpt is not None and config.checkpoint_every and (
-                step % config.checkpoint_every == 0 or chunk == n_chunks - 1 or stop
-            ):
+            if ckpt is None or not config.checkpoint_every:
+                save = False
+            elif chunk == n_chunks - 1 or stop:
+                save = True
+            elif step % config.checkpoint_every or not config.checkpoint_min_seconds:
+                save = step % config.checkpoint_every == 0
+            else:
+                # Every process saves or none does: the clocks differ, so any one's "due" counts.
+                save = distributed.any_process(
+                    time.monotonic() - last_save >= config.checkpoint_min_seconds)
+            if save:
                 ckpt.save(step, state)
+                last_save = time.monotonic()
             if chunk < n_chunks - 1:
                 interrupt.check_all(f"step {step} of {n_chunks * config.eval_every}", stop)
     finally:
@@ -294,16 +312,27 @@ def fit_bank(
     return BankResult(items, choice, steps, best_loss, resumed_from)
 
 
+# A bank killed outright (SIGKILL, power) loses at most about this much training; a stop asked
+# by SIGINT / SIGTERM saves its step. Saving every few seconds instead cost the demo's banks
+# ~30 s of waiting on Orbax's previous save (~200 saves of 1-30 s banks; BENCHMARKS.md "Demo").
+DEFAULT_CHECKPOINT_MIN_SECONDS = 60.0
+
+
 def train_config(optimizer: str, steps: int, batch_size, eval_every: int, *, checkpoint_dir=None,
                  checkpoint_every=None, mesh_shape=None, devices=None, seed: int = 0) -> TrainConfig:
-    """A TrainConfig whose checkpoint cadence defaults to about ten checkpoints per run (only
-    with a checkpoint_dir); the directory itself is set per layer chunk by fit_layer_chunks."""
+    """A TrainConfig that checkpoints only with a checkpoint_dir (the directory itself is set per
+    layer chunk by fit_layer_chunks). An explicit ``checkpoint_every`` saves every that many
+    steps; the default cadence is at most ten checkpoints a run and at most one per
+    ``DEFAULT_CHECKPOINT_MIN_SECONDS`` (the last step is always saved)."""
     eval_every = min(eval_every, steps)
+    min_seconds = 0.0
     if checkpoint_dir is not None and checkpoint_every is None:
         checkpoint_every = eval_every * max(1, (steps // eval_every) // 10)
+        min_seconds = DEFAULT_CHECKPOINT_MIN_SECONDS
     return TrainConfig(
         optimizer=optimizer, steps=steps, batch_size=batch_size, eval_every=eval_every,
         checkpoint_every=checkpoint_every if checkpoint_dir is not None else None,
+        checkpoint_min_seconds=min_seconds,
         mesh_shape=mesh_shape, devices=tuple(devices) if devices is not None else None, seed=seed,
     )
 
