@@ -124,3 +124,21 @@ def test_chunk_features_freed_once_on_device(monkeypatch):
                                                  for i in idx], (6, 3))
     for j in range(2):
         np.testing.assert_allclose(chunked[j], kept.test["loss"][j], rtol=1e-5, atol=1e-6)
+
+
+def test_initial_state_is_the_same_compiled_whole_or_op_by_op():
+    # init_state is one compiled program; run op by op (as it ran before) it must give the same
+    # bits, or every estimate trained from it moves (XLA folds the He scale into its neighbours
+    # unless bank.he_normal's barriers stop it: 1-ulp differences, then bounds ~0.05 bits apart).
+    from speechmi_jax.estimators import bank, infonce
+
+    grid = Grid.product((1e-3, 3e-3), seeds=(0, 1))
+    problem = infonce.infonce_problem("separable", k=8, hidden=32, embed=16)
+    compiled = bank.init_state(problem, "adam", grid, 3, (24, 24), seed=0, layer_ids=[0, 2, 5])
+    with jax.disable_jit():
+        eager = bank.init_state(problem, "adam", grid, 3, (24, 24), seed=0, layer_ids=[0, 2, 5])
+    assert jax.tree.structure(compiled) == jax.tree.structure(eager)
+    for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(eager)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    w = np.asarray(compiled["params"]["f"]["w1"])  # [L, P, 24, 32]
+    assert w.std() > 0.1 and not np.array_equal(w[0, 0], w[1, 0])  # random, per layer

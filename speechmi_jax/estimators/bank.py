@@ -23,6 +23,7 @@ a CTC utterance's reference length).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Any, Callable
 
@@ -114,6 +115,14 @@ def _optimizer(name: str):
     raise ValueError(f"optimizer={name!r}: expected one of {OPTIMIZERS}")
 
 
+def he_normal(key, d_in: int, d_out: int) -> jax.Array:
+    """He-initialised weight [d_in, d_out] ~ N(0, 2 / d_in), float32. The barriers keep XLA from
+    folding the scale into the normal's own constant or into a later one (``w * sqrt(0.5)``), so
+    an initialisation has the same bits compiled whole (``init_state``) as run op by op."""
+    w = jax.lax.optimization_barrier(jax.random.normal(key, (d_in, d_out), jnp.float32))
+    return jax.lax.optimization_barrier(w * jnp.sqrt(2.0 / d_in))
+
+
 def _init_one(problem: Problem, optimizer: str, layer: jax.Array, hp: dict, in_dims, key):
     """Initial params and optimizer state of the estimator at (layer, grid point)."""
     k = jax.random.fold_in(jax.random.fold_in(key, hp["seed"]), layer)
@@ -200,10 +209,18 @@ def epoch_indices(key: jax.Array, step: jax.Array, n_real: int, batch_size: int)
 
 def init_state(problem: Problem, optimizer: str, grid: Grid, num_layers: int, in_dims, seed: int,
                layer_ids=None):
-    """The whole trainable state of a bank, one pytree (what a checkpoint holds)."""
+    """The whole trainable state of a bank, one pytree (what a checkpoint holds). One compiled
+    program (run op by op, its few dozen small operations each compiled for every new shape)."""
+    ids = np.arange(num_layers) if layer_ids is None else np.asarray(layer_ids)
+    return _init_state_jit(problem, optimizer, grid, in_dims, seed, ids.astype(np.int32))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _init_state_jit(problem: Problem, optimizer: str, grid: Grid, in_dims, seed: int, layer_ids):
     key = jax.random.key_data(jax.random.key(seed))
-    params, opt_state = init_bank(problem, optimizer, grid, num_layers, in_dims, key, layer_ids)
-    shape = (num_layers, grid.size)
+    params, opt_state = init_bank(problem, optimizer, grid, layer_ids.shape[0], in_dims, key,
+                                  layer_ids)
+    shape = (layer_ids.shape[0], grid.size)
     return {
         "params": params,
         "opt": opt_state,
@@ -270,8 +287,8 @@ def train_chunk(
     return jax.lax.fori_loop(0, n_steps, body, state)
 
 
-def chosen_params(state: dict) -> tuple[Any, np.ndarray]:
+def chosen_params(state: dict) -> tuple[Any, jax.Array]:
     """Best snapshot of the grid point with the lowest dev loss, per layer: (params [L, ...], p [L])."""
     choice = jnp.argmin(state["best_loss"], axis=1)
     take = lambda x: jax.vmap(lambda xl, c: xl[c])(x, choice)
-    return jax.tree.map(take, state["best_params"]), np.asarray(choice)
+    return jax.tree.map(take, state["best_params"]), choice

@@ -29,16 +29,14 @@ import math
 import jax
 import jax.numpy as jnp
 
-from speechmi_jax.estimators.bank import Problem
+from speechmi_jax.estimators.bank import Problem, he_normal
 
 CRITICS = ("separable", "concat", "bilinear")
 
 
 def _dense(key, d_in, d_out):
     """He-initialised [d_in, d_out] weight and zero bias."""
-    return jax.random.normal(key, (d_in, d_out), jnp.float32) * jnp.sqrt(2.0 / d_in), jnp.zeros(
-        (d_out,), jnp.float32
-    )
+    return he_normal(key, d_in, d_out), jnp.zeros((d_out,), jnp.float32)
 
 
 def _mlp_init(key, d_in, hidden, d_out):

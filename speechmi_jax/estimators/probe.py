@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from speechmi_jax.estimators.bank import Problem
+from speechmi_jax.estimators.bank import Problem, he_normal
 
 PROBES = ("linear", "mlp")
 
@@ -44,7 +44,7 @@ def init_mlp(key, in_dims, log_prior, hidden: int):
     """He-initialised W1 [D, H]; zero W2 [H, C], b = log prior (output starts at the prior)."""
     d, c = in_dims
     return {
-        "w1": jax.random.normal(key, (d, hidden), jnp.float32) * jnp.sqrt(2.0 / d),
+        "w1": he_normal(key, d, hidden),
         "b1": jnp.zeros((hidden,), jnp.float32),
         "w": jnp.zeros((hidden, c), jnp.float32),
         "b": jnp.asarray(log_prior, jnp.float32),

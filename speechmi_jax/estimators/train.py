@@ -137,8 +137,10 @@ def _final_eval_jit(problem, state, dev):
 
 
 @partial(jax.jit, static_argnums=(0,))
-def _evaluate_chosen(problem, params, data):
-    return bank_lib.over_layers(problem.evaluate, (params,), data, problem.layer_fields)
+def _evaluate_chosen(problem, state, data):
+    """The held-out quantities of each layer's chosen estimator, and the choice [L]."""
+    params, choice = bank_lib.chosen_params(state)
+    return bank_lib.over_layers(problem.evaluate, (params,), data, problem.layer_fields), choice
 
 
 @dataclasses.dataclass
@@ -305,8 +307,7 @@ def fit_bank(
             f"{problem.name}: every grid point diverged (dev loss NaN/inf) for layers "
             f"{np.flatnonzero(bad).tolist()}; lower the learning rates {grid.lr}"
         )
-    params, choice = bank_lib.chosen_params(state)
-    items = distributed.to_host(_evaluate_chosen(problem, params, test_d))
+    items, choice = distributed.to_host(_evaluate_chosen(problem, state, test_d))
     items = {k: np.asarray(v)[:, :n_test] for k, v in items.items()}
     steps = distributed.to_host(state["best_step"])[np.arange(num_layers), choice]
     return BankResult(items, choice, steps, best_loss, resumed_from)
