@@ -13,12 +13,12 @@
   features) and collects one result per layer; every estimator family calls it;
 * every ``checkpoint_every`` steps (unless the last save is under ``checkpoint_min_seconds``
   old), at the last step and at a requested stop, the whole state (params, optimizer state,
-  step, RNG key, best-so-far) is saved in a ``training.CheckpointStore``, together with a JSON record of the
-  run's identity (problem, grid, data fingerprint) and a checksum of the state; once a save has
-  finished, the size and SHA-256 of its files are listed too. On start, the newest checkpoint
-  whose identity matches is restored; one whose files differ from their list, that cannot be
-  read, or whose checksum fails is moved aside to ``corrupt-<step>`` with a warning and the
-  previous one is tried (the replayed run then saves that step afresh).
+  step, RNG key, best-so-far) is saved in a ``training.CheckpointStore``, together with a JSON
+  record of the run's identity (problem, grid, data fingerprint) and a checksum of the state;
+  once a save has finished, the size and SHA-256 of its files are listed too. On start, the
+  newest checkpoint whose identity matches is restored; one whose files differ from their list,
+  that cannot be read, or whose checksum fails is moved aside to ``corrupt-<step>`` with a
+  warning and the previous one is tried (the replayed run then saves that step afresh).
 
 A resumed run replays exactly the computation of an uninterrupted one (batches are a function of
 (key, step)), so on the same mesh its estimates are bitwise identical.
