@@ -175,6 +175,14 @@ def _bank_identity(problem: bank_lib.Problem, grid: bank_lib.Grid, config: Train
     }
 
 
+def _save_is_due(config: TrainConfig, last_save: float) -> bool:
+    """Whether ``checkpoint_min_seconds`` have passed since ``last_save`` (a monotonic time). Every
+    process saves or none does: the clocks differ, so any one's "due" counts."""
+    if not config.checkpoint_min_seconds:
+        return True
+    return distributed.any_process(time.monotonic() - last_save >= config.checkpoint_min_seconds)
+
+
 def _train_chunks(problem: bank_lib.Problem, mesh, config: TrainConfig, n_train: int,
                   n_chunks: int, state, hp, train_d, dev_d, ckpt):
     """Runs the chunks of ``eval_every`` steps not done yet, checkpointing as configured and
@@ -189,17 +197,10 @@ def _train_chunks(problem: bank_lib.Problem, mesh, config: TrainConfig, n_train:
             )
             step = (chunk + 1) * config.eval_every
             stop = interrupt.requested_anywhere()  # SIGINT / SIGTERM: save this step, then stop
-            if ckpt is None or not config.checkpoint_every:
-                save = False
-            elif chunk == n_chunks - 1 or stop:
-                save = True
-            elif step % config.checkpoint_every or not config.checkpoint_min_seconds:
-                save = step % config.checkpoint_every == 0
-            else:
-                # Every process saves or none does: the clocks differ, so any one's "due" counts.
-                save = distributed.any_process(
-                    time.monotonic() - last_save >= config.checkpoint_min_seconds)
-            if save:
+            if ckpt is not None and config.checkpoint_every and (
+                chunk == n_chunks - 1 or stop
+                or (step % config.checkpoint_every == 0 and _save_is_due(config, last_save))
+            ):
                 ckpt.save(step, state)
                 last_save = time.monotonic()
             if chunk < n_chunks - 1:
