@@ -247,6 +247,11 @@ def test_records_are_built_from_estimates_with_their_ceilings():
     assert rec["measure"] == "ctc_per" and rec["unit"] == "percent" and rec["value"] == 41.5
     assert rec["extra"] == {"lr": 3e-3, "step": 400, "dev_per": 40.0, "num_test_utts": 30,
                             "num_test_phones": 900}
+    runs = [NS(**vars(ctc[0]), run_pers=(40.0, 43.0), run_choices=((3e-3, 400), (3e-2, 200)))]
+    (rec,) = res_mod.ctc_records("enc", runs)
+    assert rec["extra"] == {"lr": 3e-3, "step": 400, "dev_per": 40.0, "num_test_utts": 30,
+                            "num_test_phones": 900, "run_pers": [40.0, 43.0],
+                            "run_lrs": [3e-3, 3e-2], "run_steps": [400, 200]}
     bad = [NS(**{**vars(est[0]), "bits": float("nan")})]
     with pytest.raises(ResultsError, match="enc layer 0 phone_mi: 'value': expected a finite"):
         res_mod.estimate_records("enc", bad, "phone_mi")

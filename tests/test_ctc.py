@@ -404,3 +404,30 @@ def test_resume_from_a_mid_run_checkpoint_replays_the_run(splits, bank, tmp_path
     for a, b in zip(again, bank):
         np.testing.assert_array_equal(a.utt_edits, b.utt_edits)
         assert (a.per, a.lr, a.step) == (b.per, b.lr, b.step)
+
+
+def test_run_spread_widens_each_side_by_the_t_interval_of_the_runs():
+    lo, hi = bootstrap.with_run_spread(12.0, (11.0, 14.0), [10.0, 14.0], 0.95)
+    r = 12.706204736 * np.std([10.0, 14.0], ddof=1) / np.sqrt(2)   # t_{1, 0.975}
+    assert (lo, hi) == pytest.approx((12.0 - np.hypot(1.0, r), 12.0 + np.hypot(2.0, r)))
+    assert bootstrap.with_run_spread(12.0, (11.0, 14.0), [12.0], 0.95) == (11.0, 14.0)
+    assert bootstrap.with_run_spread(12.0, (11.0, 14.0), [12.0, 12.0], 0.95) == (11.0, 14.0)
+
+
+def test_runs_average_seeded_runs_and_widen_the_interval_by_their_spread(splits, bank):
+    # Run 0 is the bank fixture's run (seed 0, same compiled step), run 1 draws other minibatches.
+    both = ctc.ctc_per_bank(*splits, **dict(KW, runs=2))
+    lengths = both[0].utt_ref_lengths
+    spread = 0
+    for b, one in zip(both, bank):
+        assert b.run_pers[0] == one.per and b.run_choices[0] == (one.lr, one.step)
+        assert b.per == pytest.approx(np.mean(b.run_pers))
+        assert b.per == pytest.approx(100.0 * b.utt_edits.sum() / lengths.sum())
+        lo, hi = bootstrap.ratio_ci(b.utt_edits, lengths, num_replicates=KW["num_bootstrap"], seed=0)
+        test_only = (100.0 * lo, 100.0 * hi)
+        if b.run_pers[0] == b.run_pers[1]:
+            assert b.ci == pytest.approx(test_only)
+        else:
+            spread += 1
+            assert b.ci[0] < test_only[0] and b.ci[1] > test_only[1]
+    assert spread >= 1   # the noise layer's two runs differ: the seeds reached the draws

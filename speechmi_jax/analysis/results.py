@@ -245,10 +245,19 @@ def statistic_records(encoder: str, measure: str, layers, **extra) -> list[dict]
 def ctc_records(encoder: str, layers, **extra) -> list[dict]:
     """``ctc_per`` records of per-layer linear-CTC results (``estimators.ctc.ctc_per_bank``):
     the PER and its interval in percent; ``extra``: the learning rate and step chosen on dev,
-    the dev PER there, and the test set's size in utterances and reference phones."""
+    the dev PER there, and the test set's size in utterances and reference phones; with
+    several training runs also ``run_pers`` and each run's ``run_lrs`` / ``run_steps`` (the
+    value is their mean, the interval carries their spread; ``lr``, ``step``, ``dev_per``:
+    the first run's)."""
+    def runs(r):
+        if not getattr(r, "run_pers", ()):
+            return {}
+        return dict(run_pers=list(r.run_pers), run_lrs=[lr for lr, _ in r.run_choices],
+                    run_steps=[step for _, step in r.run_choices])
+
     return [record(encoder, r.layer, "ctc_per", r.per, r.ci, lr=r.lr, step=r.step,
                    dev_per=r.dev_per, num_test_utts=r.num_test_utts,
-                   num_test_phones=r.num_test_phones, **extra)
+                   num_test_phones=r.num_test_phones, **runs(r), **extra)
             for r in layers]
 
 

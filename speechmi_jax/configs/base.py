@@ -96,7 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
         masked_span_s=0.2, masked_fraction=0.3))
     c.ctc = ml_collections.ConfigDict(dict(
         learning_rates=(3e-3, 1e-2, 3e-2), num_steps=3000, batch_size=32, eval_every=250,
-        num_bootstrap=1000))
+        runs=1, num_bootstrap=1000))
     # Ranges: RANGES below (alpha_ranks must also be lo < hi: estimators/spectral.py checks it).
     c.spectral = ml_collections.ConfigDict(dict(
         max_frames=20000, num_bootstrap=1000, alpha_ranks=(4, 100), lidar_shift_s=0.02,
@@ -131,8 +131,8 @@ RANGES = {
 ESTIMATOR_RANGES = {
     "steps": count(1), "num_steps": count(1), "eval_every": count(1), "batch_size": count(1),
     "checkpoint_every": count(1), "learning_rates": positive(), "l2": at_least(0),
-    "seeds": SEED, "seed": SEED, "hidden": count(1), "embed": count(1),
-    "k": count(2, "candidates"), "blocks_per_step": count(1), "dev_fraction": FRACTION,
+    "seeds": SEED, "seed": SEED, "runs": count(1, "training runs"), "hidden": count(1),
+    "embed": count(1), "k": count(2, "candidates"), "blocks_per_step": count(1), "dev_fraction": FRACTION,
     "num_bootstrap": count(1), "ci_level": FRACTION, "layer_chunk": count(1),
     "max_resident_bytes": count(1), "mesh_shape": count(1), "layers": count(0),
     "blank_bias": between(-100, 100, unit="a logit"), "num_buckets": count(1),

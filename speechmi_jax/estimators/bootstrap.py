@@ -111,3 +111,21 @@ def probe_bound_ci(ce, y, groups, entropy, *, stratify=False, level=0.95, num_re
     values = np.asarray(ce, np.float64).reshape(-1) - neg_log_p
     return mean_ci(values, groups, offset=float(entropy) - plugin, sign=-1.0, level=level,
                    num_replicates=num_replicates, seed=seed, strata=y if stratify else None)
+
+
+def with_run_spread(point: float, ci, run_values, level: float = 0.95):
+    """Widens ``ci``, an interval of the mean over R training runs ``point`` that resamples the
+    test set only, by the spread of the runs: each side becomes sqrt(side^2 + r^2) with
+    r = t_{R-1, (1+level)/2} x sd(run_values) / sqrt(R) (a t-interval of the mean over runs).
+
+    A trained estimator's test-set interval says how far another test set would move it, not
+    another training run (another draw of minibatches and initialisation); the variances add,
+    and with R of a few runs the t quantile carries the uncertainty of their spread. With one
+    run there is no spread to measure: ``ci`` is returned unchanged. Returns (lo, hi)."""
+    runs = np.asarray(run_values, np.float64).reshape(-1)
+    if runs.size < 2:
+        return float(ci[0]), float(ci[1])
+    from scipy import stats
+
+    r = stats.t.ppf(0.5 + level / 2.0, runs.size - 1) * runs.std(ddof=1) / np.sqrt(runs.size)
+    return (point - float(np.hypot(point - ci[0], r)), point + float(np.hypot(ci[1] - point, r)))

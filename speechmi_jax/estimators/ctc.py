@@ -47,6 +47,12 @@ Conventions (the one place that states them):
   (total reference length), in percent. Greedy decoding takes the per-frame argmax, collapses
   repeats, then drops blanks. The CI is a percentile bootstrap over test utterances (the ratio
   of resampled sums, ``bootstrap.ratio_ci``), with the same resamples for every layer.
+* **Training runs** (``runs`` = R > 1): every head is trained R times, run r with seed
+  ``seed + r`` (its own minibatch order and dev choice). The PER is the mean of the runs' PERs
+  and its interval adds their spread to the test resampling (``bootstrap.with_run_spread``).
+  At the demo's 400 steps one head's PER moves by up to ~11 points from one run to another
+  while its test interval is 6-8 points wide (BENCHMARKS.md, "Training noise"): a comparison of
+  PERs within that range needs R > 1.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from pathlib import Path
 from typing import Optional, Sequence
 
 import jax
@@ -606,7 +613,10 @@ def packing(train: CTCSplit, dev: CTCSplit, test: CTCSplit, *, num_phones: int, 
 class CTCLayerResult:
     """PER of one layer's selected head: ``per`` and its ``ci`` in percent; ``lr`` and
     ``step`` the learning rate and stopping step chosen on dev, where the head reached
-    ``dev_per`` (``dev_per_by_lr``: the best dev PER of every learning rate)."""
+    ``dev_per`` (``dev_per_by_lr``: the best dev PER of every learning rate). With several
+    training runs: ``per`` is their mean and ``ci`` carries their spread; ``run_pers`` the
+    runs' PERs, ``run_choices`` each run's (lr, step); ``lr``, ``step``, ``dev_per`` and
+    ``dev_per_by_lr`` are the first run's; ``utt_edits`` the mean over runs."""
 
     layer: int
     per: float
@@ -619,6 +629,8 @@ class CTCLayerResult:
     num_test_phones: int
     utt_edits: np.ndarray = dataclasses.field(repr=False)      # [U_test]
     utt_ref_lengths: np.ndarray = dataclasses.field(repr=False)  # [U_test]
+    run_pers: tuple = ()
+    run_choices: tuple = ()
 
 
 def ctc_per_bank(
@@ -635,6 +647,7 @@ def ctc_per_bank(
     eval_every: int = 200,
     blank_bias: float = 0.0,
     seed: int = 0,
+    runs: int = 1,
     num_bootstrap: int = 1000,
     ci_level: float = 0.95,
     checkpoint_dir=None,
@@ -658,8 +671,10 @@ def ctc_per_bank(
     ``max_resident_bytes``: as for ``api.probe_bank`` (a chunk of layers never changes the
     results, it bounds the memory holding the features), except that a training minibatch is
     not split over the "data" devices (each computes the whole step, whose buckets a split
-    would cut across devices; held-out rows are split). Returns one :class:`CTCLayerResult`
-    per layer, in ``layers`` order.
+    would cut across devices; held-out rows are split). ``runs``: training runs per head
+    (seeds ``seed`` .. ``seed + runs - 1``; run r > 0 checkpoints in ``run{r}/`` under
+    ``checkpoint_dir``), see the module docstring. Returns one :class:`CTCLayerResult` per
+    layer, in ``layers`` order.
     """
     num_layers = train.hidden.shape[0]
     layers = np.arange(num_layers) if layers is None else np.asarray(layers, dtype=np.int64)
@@ -669,8 +684,8 @@ def ctc_per_bank(
                              f"{train.name}'s {train.hidden.shape} in layers or dims")
     if layers.size == 0 or np.any(layers < 0) or np.any(layers >= num_layers):
         raise ValueError(f"layers {layers.tolist()} out of range for {num_layers} cached layers")
-    if num_steps < 1 or eval_every < 1 or batch_size < 1:
-        raise ValueError("num_steps, eval_every and batch_size must be >= 1")
+    if num_steps < 1 or eval_every < 1 or batch_size < 1 or runs < 1:
+        raise ValueError("num_steps, eval_every, batch_size and runs must be >= 1")
     splits = (train, dev, test)
     lays = [_layout(s, num_phones) for s in splits]
     if lays[0].lengths.size < batch_size:
@@ -686,19 +701,14 @@ def ctc_per_bank(
         return [{"x": x, **f} for x, f in zip(xs, shared)]
 
     grid = Grid.product(learning_rates)
-    config = train_config("adam", num_steps, sum(m for _, _, m in plan.buckets), eval_every,
-                          checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                          mesh_shape=mesh_shape, devices=devices, seed=seed)
     test_lengths = np.array([t.size for t in lays[2].targets], np.int64)    # [U_test]
     per = lambda edits: 100.0 * float(np.sum(edits)) / float(test_lengths.sum())
 
     def collect(res, j, layer):
         edits = np.rint(res.test["edits"][j][packs[2].row, packs[2].slot]).astype(np.int64)
-        lo, hi = bootstrap.ratio_ci(edits, test_lengths, level=ci_level, num_replicates=num_bootstrap,
-                                    seed=seed)
         g = int(res.choice[j])
         return CTCLayerResult(
-            layer=int(layer), per=per(edits), ci=(100.0 * float(lo), 100.0 * float(hi)),
+            layer=int(layer), per=per(edits), ci=(math.nan, math.nan),
             lr=grid.lr[g], step=int(res.step[j]), dev_per=100.0 * float(res.dev_loss[j, g]),
             dev_per_by_lr={lr: 100.0 * float(res.dev_loss[j, p]) for p, lr in enumerate(grid.lr)},
             num_test_utts=int(test_lengths.size), num_test_phones=int(test_lengths.sum()),
@@ -706,7 +716,28 @@ def ctc_per_bank(
 
     bytes_per_layer = 2 * dim * sum(f * g for f, g in zip(plan.frames, plan.rows))
     problem = ctc_problem(num_phones, float(blank_bias), plan.buckets, plan.counts, max_len)
-    return fit_layer_chunks(problem, grid, config, layers.size, load, collect, (dim, num_phones + 1),
-                            bytes_per_layer=bytes_per_layer, layer_chunk=layer_chunk,
-                            max_resident_bytes=max_resident_bytes, checkpoint_dir=checkpoint_dir,
-                            layer_ids=layers)
+    by_run = []
+    for r in range(runs):
+        where = checkpoint_dir
+        if checkpoint_dir is not None and r > 0:
+            where = Path(checkpoint_dir) / f"run{r}"
+        config = train_config("adam", num_steps, sum(m for _, _, m in plan.buckets), eval_every,
+                              checkpoint_dir=where, checkpoint_every=checkpoint_every,
+                              mesh_shape=mesh_shape, devices=devices, seed=seed + r)
+        by_run.append(fit_layer_chunks(problem, grid, config, layers.size, load, collect,
+                                       (dim, num_phones + 1), bytes_per_layer=bytes_per_layer,
+                                       layer_chunk=layer_chunk, max_resident_bytes=max_resident_bytes,
+                                       checkpoint_dir=where, layer_ids=layers))
+
+    def combine(results):  # one layer's runs
+        edits = np.mean([res.utt_edits for res in results], axis=0) if runs > 1 else results[0].utt_edits
+        lo, hi = bootstrap.ratio_ci(edits, test_lengths, level=ci_level, num_replicates=num_bootstrap,
+                                    seed=seed)
+        run_pers = tuple(res.per for res in results)
+        point = per(edits)
+        ci = bootstrap.with_run_spread(point, (100.0 * float(lo), 100.0 * float(hi)), run_pers, ci_level)
+        return dataclasses.replace(results[0], per=point, ci=ci, utt_edits=edits,
+                                   run_pers=run_pers if runs > 1 else (),
+                                   run_choices=tuple((res.lr, res.step) for res in results) if runs > 1 else ())
+
+    return [combine(results) for results in zip(*by_run)]
