@@ -212,7 +212,7 @@ def _conclusions_section(comparisons: list[Comparison], res: Results) -> list[st
         missing = "label-free" if not lfs else "supervised"
         return lines + [f"No {missing} measure in these results: the claim cannot be checked.", ""]
     lines += ["Claim checked: a label-free MI measure ranks layers and models as the supervised "
-              "measures and the CTC phone error rate do.", ""]
+              f"measures ({', '.join(f'`{r}`' for r in refs)}) do.", ""]
     groups = {"agrees": [], "disagrees": [], "inconclusive": []}
     for c in comparisons:
         groups[c.verdict].append(f"`{c.label_free}` vs `{c.reference}` {c.where()}: "
