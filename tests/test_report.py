@@ -149,3 +149,23 @@ def test_saturated_label_free_records_are_flagged(tmp_path, written):
     assert f"{report.fmt_ci(res.get('e', 0, 'infonce_next_k'))} ⚠" in md
     assert f"{report.fmt_ci(res.get('e', 2, 'infonce_next_k'))} ⚠" not in md
     assert "⚠" not in md.split("### `phone_mi`")[1].split("###")[0]
+
+
+def test_floor_section_decides_from_the_intervals_of_the_measures_present():
+    from speechmi_jax.analysis import floor
+
+    def rec(enc, measure, value, half):
+        return {"encoder": enc, "layer": 0, "measure": measure, "value": value,
+                "ci": [value - half, value + half], "unit": results.MEASURES[measure].unit, "extra": {}}
+
+    phone = [rec("melhubert-4x256", "phone_mi", 2.8, 0.05), rec("melhubert-4x256@step0", "phone_mi", 2.5, 0.05),
+             rec("logmel-stack4", "phone_mi", 2.6, 0.05), rec("logmel", "phone_mi", 2.0, 0.05)]
+    meta = {"ci_level": 0.95}
+    text = "\n".join(floor.section(results.Results(phone, meta)))
+    assert text.count("| **beats** |") == 3 and "beats every floor on `phone_mi`." in text
+    # PER within the initialisation's interval (and lower is better): that floor is not beaten.
+    per = [rec("melhubert-4x256", "ctc_per", 60.0, 5.0), rec("melhubert-4x256@step0", "ctc_per", 66.0, 5.0),
+           rec("logmel-stack4", "ctc_per", 80.0, 3.0), rec("logmel", "ctc_per", 90.0, 2.0)]
+    text = "\n".join(floor.section(results.Results(phone + per, meta)))
+    assert "| `ctc_per` | 60.0 [55.0, 65.0] (layer 0) | 66.0 [61.0, 71.0] (layer 0) | +6.00 points | **within CIs** |" in text
+    assert "does not beat `melhubert-4x256@step0` on `ctc_per` (within CIs)." in text

@@ -86,7 +86,9 @@ def section(results) -> list[str]:
     for enc in final_models(results):
         mine = [r for r in table if r["model"] == enc]
         beaten = all(r["verdict"] == "beats" for r in mine)
-        lines += ["", f"- `{enc}`: " + ("beats every floor on both measures." if beaten else
+        measures = sorted({r["measure"] for r in mine}, key=[PHONE, PER].index)
+        on = " and ".join(f"`{m}`" for m in measures)
+        lines += ["", f"- `{enc}`: " + (f"beats every floor on {on}." if beaten else
                                         "does not beat " + ", ".join(
                                             f"`{r['floor']}` on `{r['measure']}` ({r['verdict']})"
                                             for r in mine if r["verdict"] != "beats") + ".")]
