@@ -52,7 +52,7 @@ from speechmi_jax.data.corpus import load_corpus, no_usable_utterance
 from speechmi_jax.encoders import load_encoder
 from speechmi_jax.estimators.train import RELEASE_MIN_BYTES
 from speechmi_jax.features import FeatureSet, extract_features, feature_cache_key
-from speechmi_jax import distributed, interrupt
+from speechmi_jax import distributed, interrupt, rundir
 from speechmi_jax.training import trim_heap, use_compilation_cache
 from speechmi_jax.rundir import PART_SCHEMA, RunDir, claim
 
@@ -131,10 +131,12 @@ def check_splits(corpus, config):
                                               "on 'test'")
 
 
-def saved_part(run: RunDir, file: str, measure: str, key: dict):
+def saved_part(run: RunDir, file: str, measure: str, key: dict, defaults: Optional[dict] = None):
     """The measure's saved part to reuse, or None to compute it: process 0's decision on
-    every process (``distributed.agree``), so all of them compute it together or none does."""
-    part = run.load_part(file, measure, key)
+    every process (``distributed.agree``), so all of them compute it together or none does.
+    ``defaults``: ``key`` under the schema's default settings (a part written before a setting
+    was added, which ``key`` gives its default, is reused: ``rundir.load_part``)."""
+    part = run.load_part(file, measure, key, defaults)
     if distributed.agree(part is None):
         return None
     if part is None:
@@ -251,7 +253,11 @@ def _run(config, out: Path) -> results_lib.Results:
             keep |= {u.id for u in corpus.split(s).utterances[: config.max_utterances_per_split]}
         corpus = corpus.filter(lambda u: u.id in keep)
     check_splits(corpus, config)
-    run = RunDir(out, config.to_json(indent=1, sort_keys=True))
+    # A folder started before config keys were added resumes under their defaults
+    # (rundir.resumed_config); so do its parts (saved_part).
+    defaults = config_lib.base_config()
+    as_text = lambda c: c.to_json(indent=1, sort_keys=True)
+    run = RunDir(out, rundir.resumed_config(out / "config.json", as_text(config), as_text(defaults)))
     cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
     use_compilation_cache()
 
@@ -265,7 +271,9 @@ def _run(config, out: Path) -> results_lib.Results:
         file = measures_lib.file_name(name)
         enc = configured_encoder(name, config)
         keys = stage.part_keys(enc)
-        parts = {m: saved_part(run, file, m, keys[m]) for m in config.measures}
+        parts = {m: saved_part(run, file, m, keys[m], part_key(m, defaults, keys[m]["features"],
+                                                               keys[m]["input_features"]))
+                 for m in config.measures}
         todo = [measures_lib.REGISTRY[m] for m in config.measures if parts[m] is None]
         feats = stage.extract(enc, todo, t)   # the features stage: every pass the measures need
         del enc

@@ -66,6 +66,39 @@ def _checksum(doc: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
+def with_defaults(stored, defaults):
+    """``stored`` (a config or key as JSON data) with every key it lacks taken from ``defaults``
+    (nested dicts merged; other values kept as stored)."""
+    if not (isinstance(stored, dict) and isinstance(defaults, dict)):
+        return stored
+    return {**defaults, **{k: with_defaults(v, defaults.get(k)) for k, v in stored.items()}}
+
+
+def written_before_new_keys(stored, current, defaults) -> bool:
+    """Whether ``stored`` (a run's config, or a part's key, as the older code wrote it) is
+    ``current`` but for keys added since, which ``current`` gives their ``defaults``: a new
+    key's default keeps the old behaviour, so such a run resumes and such a part is reused,
+    keeping the identity it was written with."""
+    return stored != current and with_defaults(stored, defaults) == current
+
+
+def resumed_config(cfg_path: Path, config_json: str, defaults_json: str) -> str:
+    """The config text a run folder keeps: ``config_json``, or the one ``cfg_path`` holds when
+    it was written before config keys were added that ``config_json`` gives their defaults
+    (``defaults_json``: the schema's defaults) -- :func:`written_before_new_keys`."""
+    if cfg_path.exists():
+        stored_text = cfg_path.read_text()
+        try:
+            stored = json.loads(stored_text)
+        except json.JSONDecodeError:
+            return config_json  # check_config refuses it, naming the file
+        if written_before_new_keys(stored, json.loads(config_json), json.loads(defaults_json)):
+            log.info("%s was written before config keys were added; they take their defaults",
+                     cfg_path)
+            return stored_text
+    return config_json
+
+
 def check_config(cfg_path: Path, config_json: str) -> None:
     """Raises ValueError if ``cfg_path`` holds another config than ``config_json``: the folder
     belongs to another run (a ``speechmi run`` experiment or a pretraining run)."""
@@ -117,9 +150,12 @@ class RunDir:
                     shutil.rmtree(old, ignore_errors=True)
         return str(here)
 
-    def load_part(self, encoder_file: str, measure: str, key: dict) -> Optional[dict]:
+    def load_part(self, encoder_file: str, measure: str, key: dict,
+                  defaults: Optional[dict] = None) -> Optional[dict]:
         """The saved part if it exists, is intact and was computed for ``key``; else None
-        (every reason but "not computed yet" is logged with the file's path)."""
+        (every reason but "not computed yet" is logged with the file's path). ``defaults``:
+        ``key`` as the schema's defaults make it; a part whose key lacks keys added since,
+        which ``key`` gives their defaults, is reused (:func:`written_before_new_keys`)."""
         path = self.part_path(encoder_file, measure)
         if not path.exists():
             return None
@@ -131,7 +167,8 @@ class RunDir:
         else:
             if not isinstance(doc, dict) or doc.get("sha256") != _checksum(doc):
                 why = "checksum mismatch (the file was edited or torn)"
-            elif doc.get("key") != key:
+            elif doc.get("key") != key and not (
+                    defaults is not None and written_before_new_keys(doc.get("key"), key, defaults)):
                 old = doc.get("key") if isinstance(doc.get("key"), dict) else {}
                 changed = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
                 why = f"computed for other inputs (changed: {', '.join(changed)})"

@@ -447,3 +447,44 @@ def test_executables_are_cached_once_per_user_and_a_second_process_loads_them(tm
                          env={**env, "SPEECHMI_CACHE": str(tmp_path / "file")}, capture_output=True,
                          text=True, check=True)
     assert bad.stdout.split() == ["None"] and f"{tmp_path / 'file' / 'xla'} cannot be made" in bad.stderr
+
+
+def test_a_run_folder_started_before_a_config_key_existed_still_resumes(tmp_path, caplog):
+    """A run folder whose config and parts were written before a setting was added (here
+    ``ctc.runs``, whose default 1 keeps the old behaviour) resumes under the new code: the
+    folder keeps its config, the finished part is reused, not computed again (nothing is: the
+    run only writes results). A value other than the default is another run.
+    Catches: ``holds a different config`` for every folder started before an upgrade, or its
+    finished parts computed again."""
+    old = demo.get_config("smoke")
+    old.update(encoders=["logmel"], measures=["ctc"], max_utterances_per_split=0)
+    new = demo.get_config("smoke")
+    new.update(encoders=["logmel"], measures=["ctc"], max_utterances_per_split=0)
+    del old.ctc.runs  # the config as the older code wrote it (every utterance: the key below is
+    # the whole corpus's)
+    out = tmp_path / "run"
+    old_text = old.to_json(indent=1, sort_keys=True)
+    run = RunDir(out, old_text)
+    stage = pipeline.FeatureStage(pipeline.load_corpus("bundled"), out / "cache", new, False)
+    enc = pipeline.configured_encoder("logmel", new)
+    key = stage.part_keys(enc)["ctc"]
+    old_key = json.loads(json.dumps(key))
+    del old_key["settings"]["ctc"]["runs"]
+    record = {"encoder": "logmel", "layer": 0, "measure": "ctc_per", "value": 87.0,
+              "ci": [85.0, 89.0], "unit": "percent", "extra": {}}
+    part = run.save_part("logmel", "ctc", old_key, [record], 1.0)
+    written = (out / "parts" / "logmel__ctc.json").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="speechmi_jax"):
+        res = pipeline.run_experiment(new, out)
+    assert "was written before config keys were added" in caplog.text
+    assert (out / "config.json").read_text() == old_text
+    assert (out / "parts" / "logmel__ctc.json").stat().st_mtime_ns == written
+    assert [r.value for r in res.records] == [87.0] and part["key"] == old_key
+    other = demo.get_config("smoke")
+    other.update(encoders=["logmel"], measures=["ctc"], max_utterances_per_split=0)
+    other.ctc.runs = 3
+    with pytest.raises(ValueError, match="holds a different config"):
+        pipeline.run_experiment(other, out)
+    # A part written under another value of the new key is not reused.
+    three = dict(key, settings={"ctc": {**key["settings"]["ctc"], "runs": 3}})
+    assert RunDir(out, old_text).load_part("logmel", "ctc", three, key) is None

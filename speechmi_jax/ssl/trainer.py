@@ -293,13 +293,6 @@ def pretrain(config, out_dir, *, progress: bool = True, wait: bool = False) -> l
         return _pretrain(config, Path(out_dir), progress)
 
 
-def _with_defaults(stored, defaults):
-    """``stored`` (a run's config as JSON) with every key it lacks taken from ``defaults``."""
-    if not (isinstance(stored, dict) and isinstance(defaults, dict)):
-        return stored
-    return {**defaults, **{k: _with_defaults(v, defaults.get(k)) for k, v in stored.items()}}
-
-
 def _run_identity(config, out_dir: Path) -> tuple[dict, Path, str]:
     """(the config as JSON, where it is kept, its text there); a folder holding another
     config's run is refused. A run started before a config key existed resumes when this
@@ -309,7 +302,7 @@ def _run_identity(config, out_dir: Path) -> tuple[dict, Path, str]:
     ident_path = out_dir / "pretrain_config.json"
     if ident_path.exists():
         stored = json.loads(ident_path.read_text())
-        if stored != identity and _with_defaults(stored, json.loads(base_config().to_json())) == identity:
+        if rundir.written_before_new_keys(stored, identity, json.loads(base_config().to_json())):
             log.info("%s was written before config keys were added; they take their defaults",
                      ident_path)
             identity = stored
