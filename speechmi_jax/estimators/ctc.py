@@ -730,14 +730,17 @@ def ctc_per_bank(
                                        checkpoint_dir=where, layer_ids=layers))
 
     def combine(results):  # one layer's runs
-        edits = np.mean([res.utt_edits for res in results], axis=0) if runs > 1 else results[0].utt_edits
-        lo, hi = bootstrap.ratio_ci(edits, test_lengths, level=ci_level, num_replicates=num_bootstrap,
-                                    seed=seed)
-        run_pers = tuple(res.per for res in results)
+        if runs == 1:
+            edits, extra = results[0].utt_edits, {}
+        else:
+            edits = np.mean([res.utt_edits for res in results], axis=0)     # [U_test]
+            extra = dict(run_pers=tuple(res.per for res in results),
+                         run_choices=tuple((res.lr, res.step) for res in results))
+        lo, hi = bootstrap.ratio_ci(edits, test_lengths, level=ci_level,
+                                    num_replicates=num_bootstrap, seed=seed)
         point = per(edits)
-        ci = bootstrap.with_run_spread(point, (100.0 * float(lo), 100.0 * float(hi)), run_pers, ci_level)
-        return dataclasses.replace(results[0], per=point, ci=ci, utt_edits=edits,
-                                   run_pers=run_pers if runs > 1 else (),
-                                   run_choices=tuple((res.lr, res.step) for res in results) if runs > 1 else ())
+        ci = bootstrap.with_run_spread(point, (100.0 * float(lo), 100.0 * float(hi)),
+                                       extra.get("run_pers", ()), ci_level)
+        return dataclasses.replace(results[0], per=point, ci=ci, utt_edits=edits, **extra)
 
     return [combine(results) for results in zip(*by_run)]
