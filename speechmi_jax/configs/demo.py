@@ -8,7 +8,7 @@ table and the label-free model-selection verdict over the zoo points present (th
 experiment over every zoo checkpoint: ``experiments/configs/ssl_selection_bundled.py``), then the
 label-free vs supervised comparison.
 
-Linear-CTC PER is not among the default measures: at the settings a five-minute demo affords
+Linear-CTC PER is not among the default measures: at the settings a few-minute demo affords
 (400 steps, one training run) a head's PER moves by up to ~11 points from one training run to
 another, more than its interval says (BENCHMARKS.md, "Training noise"), and it took ~40 % of
 the demo's time. ``experiments/configs/zoo_quality_bundled.py`` measures it properly (1000 steps,
@@ -53,8 +53,8 @@ def get_config(arg: str = ""):
     # (Whisper's absolute positions tell frame t+k apart), InfoNCE to the input 94-96 % at
     # layer 0. All run with `--set measures=...`; the report flags any record above 90 %.
     # The speaker probe and linear CTC (module docstring) are left out to keep the seven encoders
-    # within 5 minutes on 2 CPU cores (BENCHMARKS.md, "Demo"); with them added, their settings
-    # are these:
+    # near 5 minutes on 2 CPU cores (345 s cold, BENCHMARKS.md "Demo"); with them added, their
+    # settings are these:
     c.measures = ["phone", "infonce_next_k_aligned", "codes_next_k"]
     # Speaker MI among the synthetic 16 kHz voices only: the one real speaker is also the only
     # 8 kHz telephone recording, so a probe would find her channel, not her voice.
