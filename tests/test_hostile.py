@@ -566,7 +566,7 @@ def test_a_pretraining_run_started_before_a_config_key_existed_still_resumes(tmp
     assert "unmasked_weight" not in stored
     metrics = (out / "metrics.jsonl").read_text()
     _, new = trainer.load_pretrain_config("apc", sets, smoke=True)
-    with caplog.at_level(logging.INFO, logger="speechmi_jax.ssl"):
+    with caplog.at_level(logging.INFO, logger="speechmi_jax"):  # rundir says it, ssl resumes
         trainer.pretrain(new, out, progress=False)  # restores its step-2 checkpoint
     assert "was written before config keys were added" in caplog.text
     assert (out / "pretrain_config.json").read_text() == stored

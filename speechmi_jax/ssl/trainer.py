@@ -298,17 +298,11 @@ def _run_identity(config, out_dir: Path) -> tuple[dict, Path, str]:
     config's run is refused. A run started before a config key existed resumes when this
     config gives that key its default (a new key's default keeps the old behaviour): the run
     keeps the config it was started with as its identity, which its checkpoints carry."""
-    identity = json.loads(config.to_json())
     ident_path = out_dir / "pretrain_config.json"
-    if ident_path.exists():
-        stored = json.loads(ident_path.read_text())
-        if rundir.written_before_new_keys(stored, identity, json.loads(base_config().to_json())):
-            log.info("%s was written before config keys were added; they take their defaults",
-                     ident_path)
-            identity = stored
-    text = json.dumps(identity, indent=2, sort_keys=True) + "\n"
+    text = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True) + "\n"
+    text = rundir.resumed_config(ident_path, text, base_config().to_json())
     distributed.on_main(lambda: rundir.check_config(ident_path, text), f"checking {ident_path}")
-    return identity, ident_path, text
+    return json.loads(text), ident_path, text
 
 
 def _batches(config, sets, task):
