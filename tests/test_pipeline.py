@@ -35,6 +35,20 @@ def test_frame_view_gathers_rows_like_fancy_indexing():
     np.testing.assert_array_equal(v[1:3][:, idx], hidden[1:3][:, frames[idx]])
 
 
+def test_rows_load_as_one_c_ordered_float32_block():
+    """The banks' loader gathers a layer at a time: numpy's ``hidden[:, idx]`` lays rows out
+    item-major, and every later reshape or device copy of such a block copies it again."""
+    from speechmi_jax.estimators.api import load_rows
+    hidden = np.random.default_rng(0).normal(size=(4, 50, 3)).astype(np.float16)
+    frames = np.array([7, 3, 3, 40, 0, 12])
+    idx = np.array([5, 0, 2, 1])
+    for x in (hidden, views.FrameView(hidden, frames)):
+        rows = frames[idx] if isinstance(x, views.FrameView) else idx
+        out = load_rows("z", x, slice(1, 4), idx)
+        assert out.dtype == np.float32 and out.flags.c_contiguous and out.flags.writeable
+        np.testing.assert_array_equal(out, hidden[1:4][:, rows].astype(np.float32))
+
+
 def _logmel_features(tmp_path, n_per_split=3):
     from speechmi_jax import load_corpus, load_encoder
     from speechmi_jax.features import extract_features

@@ -113,11 +113,17 @@ def dev_from_train(codes, groups, dev_fraction: float, seed: int) -> np.ndarray:
 
 
 def load_rows(name: str, x, layers: slice, idx: np.ndarray) -> np.ndarray:
-    """float32 copy of x[layers][:, idx] ([l, n, D]), writable (callers standardise it in
-    place); checks finiteness, naming layer and item."""
-    out = np.asarray(x[layers][:, idx], np.float32)
-    if not out.flags.writeable:  # e.g. a read-only view of a jax array's buffer
-        out = out.copy()
+    """float32 copy of x[layers][:, idx] ([l, n, D]), C-contiguous and writable (callers
+    standardise it in place); checks finiteness, naming layer and item.
+
+    Gathered a layer at a time into one C-ordered array: numpy's ``h[:, idx]`` on an [L, N, D]
+    array returns the rows item-major ([n, l, D] memory under [l, n, D] strides), and every
+    later step that needs contiguous rows (a reshape of the whole array, the copy to the
+    device) then copies it once more (measured: ~2 s per InfoNCE bank on Whisper tiny.en)."""
+    part = x[layers]
+    out = np.empty((part.shape[0], idx.size, part.shape[2]), np.float32)
+    for j in range(out.shape[0]):
+        out[j] = np.asarray(part[j:j + 1][:, idx])[0]
     validate.finite(name, x.shape, out, layers.start, idx)
     return out
 
