@@ -18,6 +18,7 @@ PyTorch one only the loss.
     python benchmarks/bench_pretrain.py --repeats 10
     python benchmarks/bench_pretrain.py --torch-device cuda   # both on the GPU (JAX's default backend)
     python benchmarks/bench_pretrain.py --parts               # where the JAX step's time goes
+    python benchmarks/bench_pretrain.py --matmuls             # one layer's dense products alone
 
 ``--parts`` times the MLM recipe's backbone alone (JAX, forward and forward + backward to the
 last hidden state, no head or optimiser) as built and with 1 layer, with 2 layers, with 2
@@ -25,6 +26,9 @@ layers of FFN width 256 and with 2 layers of one head, then the grouped position
 (with XLA's gradient, and as built: ``logmel_transformer.grouped_conv1d``), and counts the
 minor page faults of a forward + backward (``getrusage``; the malloc settings of
 ``speechmi_jax/launch.py``, or glibc's with ``SPEECHMI_MALLOC=default``).
+
+``--matmuls`` times the dense products of one layer of the MLM recipe alone (the forward
+X @ W, the backward's dX and dW), JAX against PyTorch on the same arrays: the step's matmuls.
 """
 
 from __future__ import annotations
@@ -174,6 +178,37 @@ def torch_step_seconds(config, repeats, audio, objective, device, sync):
     return median_seconds(run, repeats)
 
 
+def dense_matmuls(repeats: int, device, sync) -> list[tuple]:
+    """Rows (layer, [din, dout], product, JAX s, PyTorch s) for the dense layers of one layer of
+    the zoo backbone (``melhubert_4x256``'s widths) over its B x T frames: the forward x @ W and
+    the backward's two products, dX = dY @ W^T and dW = X^T @ dY, each alone, jitted in JAX and
+    in PyTorch on the same arrays."""
+    import torch
+
+    m = recipe("melhubert_4x256").model.logmel
+    d, f = int(m.hidden_size), int(m.intermediate_size)
+    n = B * (S // models.lmt.MelArch(**dict(m)).hop)
+    rng = np.random.default_rng(0)
+    products = {"forward X @ W": (lambda x, w, dy: x @ w),
+                "dX = dY @ W^T": (lambda x, w, dy: dy @ w.T),
+                "dW = X^T @ dY": (lambda x, w, dy: x.T @ dy)}
+    rows = []
+    for layer, (din, dout), times in (("attention q, k, v, out", (d, d), 4), ("FFN up", (d, f), 1),
+                                      ("FFN down", (f, d), 1)):
+        arrays = [rng.standard_normal(s).astype(np.float32) for s in ((n, din), (din, dout), (n, dout))]
+        jx = [jnp.asarray(a) for a in arrays]
+        tx = [torch.tensor(a, device=device) for a in arrays]
+        for what, fn in products.items():
+            jfn = jax.jit(fn)
+            j = median_seconds(lambda: jax.block_until_ready(jfn(*jx)), repeats)
+
+            def run():
+                fn(*tx)
+                sync()
+            rows.append((layer, (din, dout), what, times, j, median_seconds(run, repeats)))
+    return rows
+
+
 def malloc_note() -> str:
     return "malloc: speechmi's (launch.py)" if MALLOC_KEPT else "malloc: glibc's defaults"
 
@@ -188,6 +223,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=10)
     add_device_args(ap)
     ap.add_argument("--parts", action="store_true", help="time the MLM backbone's parts (JAX only)")
+    ap.add_argument("--matmuls", action="store_true",
+                    help="time one layer's dense products alone, JAX vs PyTorch")
     args = ap.parse_args()
     if args.parts:
         rng = np.random.default_rng(0)
@@ -206,6 +243,17 @@ def main():
     cores = os.cpu_count()
     print(f"{describe_devices(args)}; torch with {torch.get_num_threads()} threads, {cores} cores, "
           f"{malloc_note()}, load average {os.getloadavg()[0]:.1f}")
+    if args.matmuls:
+        n = B * (S // models.lmt.MelArch(**dict(recipe("melhubert_4x256").model.logmel)).hop)
+        print(f"\n| dense layer ({n} frames) | [in, out] | product | JAX ms | PyTorch ms | PyTorch / JAX |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        total = np.zeros(2)
+        for layer, shape, what, times, j, t in dense_matmuls(args.repeats, device, sync):
+            print(f"| {layer} | {list(shape)} | {what} | {ms(j)} | {ms(t)} | {t / j:.2f} |")
+            total += times * np.array([j, t])
+        print(f"| a layer's dense products (q, k, v, out counted 4 times) | | | {ms(total[0])} | "
+              f"{ms(total[1])} | {total[1] / total[0]:.2f} |")
+        return 0
     rng = np.random.default_rng(0)
     audio = jnp.asarray(0.1 * rng.standard_normal((B, S)), jnp.float32)
     lengths = jnp.full((B,), S, jnp.int32)
