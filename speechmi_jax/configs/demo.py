@@ -13,7 +13,7 @@ Linear-CTC PER is not among the default measures: at the settings a few-minute d
 another, more than its interval says (BENCHMARKS.md, "Training noise"), and it took ~40 % of
 the demo's time. ``experiments/configs/zoo_quality_bundled.py`` measures it properly (1000 steps,
 three training runs per head, the interval carrying their spread); ``--set
-"measures=['phone','infonce_next_k_aligned','codes_next_k','ctc']"`` adds it here with the
+"measures=['phone','codes_next_k','ctc']"`` adds it here with the
 settings below (``ctc.runs=3`` for an interval over training runs, at three times the cost).
 
 The contrastive label-free measure ``infonce_next_k_aligned`` is not among the default measures
