@@ -178,11 +178,11 @@ def torch_step_seconds(config, repeats, audio, objective, device, sync):
     return median_seconds(run, repeats)
 
 
-def dense_matmuls(repeats: int, device, sync) -> list[tuple]:
-    """Rows (layer, [din, dout], product, JAX s, PyTorch s) for the dense layers of one layer of
-    the zoo backbone (``melhubert_4x256``'s widths) over its B x T frames: the forward x @ W and
-    the backward's two products, dX = dY @ W^T and dW = X^T @ dY, each alone, jitted in JAX and
-    in PyTorch on the same arrays."""
+def dense_matmuls(repeats: int, device, sync) -> tuple[int, list[tuple]]:
+    """(frames n, rows (layer, [din, dout], product, times counted, JAX s, PyTorch s)) for the
+    dense layers of one layer of the zoo backbone (``melhubert_4x256``'s widths) over its B x T
+    = n frames: the forward x @ W and the backward's two products, dX = dY @ W^T and
+    dW = X^T @ dY, each alone, jitted in JAX and in PyTorch on the same arrays."""
     import torch
 
     m = recipe("melhubert_4x256").model.logmel
@@ -206,7 +206,7 @@ def dense_matmuls(repeats: int, device, sync) -> list[tuple]:
                 fn(*tx)
                 sync()
             rows.append((layer, (din, dout), what, times, j, median_seconds(run, repeats)))
-    return rows
+    return n, rows
 
 
 def malloc_note() -> str:
@@ -244,11 +244,11 @@ def main():
     print(f"{describe_devices(args)}; torch with {torch.get_num_threads()} threads, {cores} cores, "
           f"{malloc_note()}, load average {os.getloadavg()[0]:.1f}")
     if args.matmuls:
-        n = B * (S // models.lmt.MelArch(**dict(recipe("melhubert_4x256").model.logmel)).hop)
+        n, rows = dense_matmuls(args.repeats, device, sync)
         print(f"\n| dense layer ({n} frames) | [in, out] | product | JAX ms | PyTorch ms | PyTorch / JAX |")
         print("| --- | --- | --- | --- | --- | --- |")
         total = np.zeros(2)
-        for layer, shape, what, times, j, t in dense_matmuls(args.repeats, device, sync):
+        for layer, shape, what, times, j, t in rows:
             print(f"| {layer} | {list(shape)} | {what} | {ms(j)} | {ms(t)} | {t / j:.2f} |")
             total += times * np.array([j, t])
         print(f"| a layer's dense products (q, k, v, out counted 4 times) | | | {ms(total[0])} | "

@@ -51,7 +51,8 @@ def get_config(arg: str = ""):
     # `--set whisper_window_seconds=None` restores the native window.
     c.whisper_window_seconds = 4.0
     # Label-free measures: two stay clear of their ceilings (BENCHMARKS.md, "Label-free
-    # measures"); the demo runs the predictive one (module docstring). On the bundled corpus with these settings the predictive one
+    # measures"); the demo runs the predictive one (module docstring). On the bundled corpus
+    # with these settings the predictive one
     # (k-means codes of the input 200 ms ahead, H(codes) - CE) peaks at 32 % of H(codes) and
     # the contrastive one with negatives at the same frame index from other utterances of the
     # same speaker at 84 % of log2 16 (Whisper tiny.en layer 3); in the random-init control
