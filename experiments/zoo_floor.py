@@ -1,17 +1,39 @@
 """The zoo's quality floor table from runs of experiments/configs/zoo_quality_bundled.py.
 
     python experiments/zoo_floor.py runs/zoo_quality/results.json
+    python experiments/zoo_floor.py bundled=runs/q_bundled/results.json real=runs/q_real/results.json
 
 Per shipped zoo model (its final checkpoint): its best layer's phone MI and linear-CTC PER with
 95 % CIs against its own random-init control (``<name>@step0``), log-mel with +-4 frames stacked
 and log-mel, and whether the CIs do not overlap (``speechmi_jax.analysis.floor``, the section the
 report opens with); with several CTC training runs a head (``ctc.runs``), how far the runs' PERs
 spread, per encoder.
+
+Given ``LABEL=results.json`` pairs instead (runs of the same config on several corpora or
+splits), one row per encoder of the first run: its best layer's phone MI and PER in each run,
+side by side (for encoders that are not a shipped model and its ``@step0``, e.g. variants of a
+recipe shipped to a folder of ``$SPEECHMI_ZOO_PATH``).
 """
 import sys
 
+from speechmi_jax.analysis import correlation as corr
 from speechmi_jax.analysis import floor
 from speechmi_jax.analysis.results import read_results
+
+if all("=" in a for a in sys.argv[1:]) and len(sys.argv) > 1:
+    runs = {label: read_results(path) for label, _, path in (a.partition("=") for a in sys.argv[1:])}
+    cols = [(label, m, unit) for label in runs for m, unit in ((floor.PHONE, "bits"), (floor.PER, "%"))]
+    print("| encoder | " + " | ".join(f"{label}: `{m}` ({unit})" for label, m, unit in cols) + " |")
+    print("| --- |" + " --- |" * len(cols))
+    for enc in next(iter(runs.values())).encoders():
+        cells = []
+        for label, m, _ in cols:
+            r = corr.best_layer(runs[label], enc, m)
+            digits = 3 if m == floor.PHONE else 1
+            cells.append("-" if r is None else f"{r.value:.{digits}f} [{r.ci[0]:.{digits}f}, "
+                         f"{r.ci[1]:.{digits}f}] (layer {r.layer})")
+        print(f"| {enc} | " + " | ".join(cells) + " |")
+    sys.exit()
 
 res = read_results(sys.argv[1])
 print("\n".join(floor.section(res)[4:]))

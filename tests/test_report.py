@@ -169,3 +169,30 @@ def test_floor_section_decides_from_the_intervals_of_the_measures_present():
     text = "\n".join(floor.section(results.Results(phone + per, meta)))
     assert "| `ctc_per` | 60.0 [55.0, 65.0] (layer 0) | 66.0 [61.0, 71.0] (layer 0) | +6.00 points | **within CIs** |" in text
     assert "does not beat `melhubert-4x256@step0` on `ctc_per` (within CIs)." in text
+
+
+def test_zoo_floor_script_puts_each_runs_best_layers_side_by_side(tmp_path):
+    """``experiments/zoo_floor.py LABEL=results.json ...``: per encoder of the first run, its best
+    layer in each run (highest phone MI, lowest PER), '-' where a run lacks the encoder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def rec(enc, layer, measure, value):
+        return {"encoder": enc, "layer": layer, "measure": measure, "value": value,
+                "ci": [value - 0.1, value + 0.1], "unit": results.MEASURES[measure].unit, "extra": {}}
+
+    a = [rec("m", 0, "phone_mi", 2.0), rec("m", 1, "phone_mi", 2.5), rec("m", 0, "ctc_per", 60.0),
+         rec("m", 1, "ctc_per", 70.0), rec("base", 0, "phone_mi", 1.5), rec("base", 0, "ctc_per", 90.0)]
+    b = [rec("m", 0, "phone_mi", 1.0), rec("m", 1, "phone_mi", 0.5), rec("m", 0, "ctc_per", 80.0),
+         rec("m", 1, "ctc_per", 75.0)]
+    for name, recs in (("a", a), ("b", b)):
+        results.write_results(tmp_path / name, recs, {"ci_level": 0.95})
+    script = Path(__file__).parents[1] / "experiments" / "zoo_floor.py"
+    out = subprocess.run([sys.executable, str(script), f"x={tmp_path / 'a'}", f"y={tmp_path / 'b'}"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == ("| encoder | x: `phone_mi` (bits) | x: `ctc_per` (%) | y: `phone_mi` (bits) "
+                      "| y: `ctc_per` (%) |")
+    assert out[2] == ("| m | 2.500 [2.400, 2.600] (layer 1) | 60.0 [59.9, 60.1] (layer 0) "
+                      "| 1.000 [0.900, 1.100] (layer 0) | 75.0 [74.9, 75.1] (layer 1) |")
+    assert out[3] == "| base | 1.500 [1.400, 1.600] (layer 0) | 90.0 [89.9, 90.1] (layer 0) | - | - |"
