@@ -20,15 +20,15 @@ from speechmi_jax.analysis import correlation as corr
 from speechmi_jax.analysis import floor
 from speechmi_jax.analysis.results import read_results
 
-if all("=" in a for a in sys.argv[1:]) and len(sys.argv) > 1:
-    runs = {label: read_results(path) for label, _, path in (a.partition("=") for a in sys.argv[1:])}
-    cols = [(label, m, unit) for label in runs for m, unit in ((floor.PHONE, "bits"), (floor.PER, "%"))]
+if len(sys.argv) > 1 and all("=" in a for a in sys.argv[1:]):
+    by_label = {label: read_results(path) for label, _, path in (a.partition("=") for a in sys.argv[1:])}
+    cols = [(label, m, unit) for label in by_label for m, unit in ((floor.PHONE, "bits"), (floor.PER, "%"))]
     print("| encoder | " + " | ".join(f"{label}: `{m}` ({unit})" for label, m, unit in cols) + " |")
     print("| --- |" + " --- |" * len(cols))
-    for enc in next(iter(runs.values())).encoders():
+    for enc in next(iter(by_label.values())).encoders():
         cells = []
         for label, m, _ in cols:
-            r = corr.best_layer(runs[label], enc, m)
+            r = corr.best_layer(by_label[label], enc, m)
             digits = 3 if m == floor.PHONE else 1
             cells.append("-" if r is None else f"{r.value:.{digits}f} [{r.ci[0]:.{digits}f}, "
                          f"{r.ci[1]:.{digits}f}] (layer {r.layer})")

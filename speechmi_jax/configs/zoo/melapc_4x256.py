@@ -11,8 +11,8 @@ PER 49.3 % on the bundled test split (6000 steps' float32 export: 2.910 / 46.7 %
 and 92.9 % on the real speaker alone (2.576 / 86.1 %), PER 69.5 % there with probes trained on
 the whole training split (65.8 %). Predicting 60 or 80 ms ahead instead (``--set
 "population.shift=[3,4]"``, one population run) read fewer phones on the bundled test split
-(phone MI 2.861 / 2.790 bits, PER 52.3 / 56.2 %) and none more on the real speaker (README,
-"Model zoo").
+(phone MI 2.861 / 2.790 bits, PER 52.3 / 56.2 %) and gained nothing decided on the real speaker
+(README, "Model zoo").
 
 Half the training crops are heard through the telephone band (``telephone_prob``: 16 kHz ->
 8 kHz -> 16 kHz, as the bundled corpus reads its real speaker's 8 kHz recordings); dev crops
