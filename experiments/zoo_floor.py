@@ -18,6 +18,7 @@ import sys
 
 from speechmi_jax.analysis import correlation as corr
 from speechmi_jax.analysis import floor
+from speechmi_jax.analysis.formatting import fmt_ci
 from speechmi_jax.analysis.results import read_results
 
 if len(sys.argv) > 1 and all("=" in a for a in sys.argv[1:]):
@@ -29,9 +30,7 @@ if len(sys.argv) > 1 and all("=" in a for a in sys.argv[1:]):
         cells = []
         for label, m, _ in cols:
             r = corr.best_layer(by_label[label], enc, m)
-            digits = 3 if m == floor.PHONE else 1
-            cells.append("-" if r is None else f"{r.value:.{digits}f} [{r.ci[0]:.{digits}f}, "
-                         f"{r.ci[1]:.{digits}f}] (layer {r.layer})")
+            cells.append("-" if r is None else f"{fmt_ci(r)} (layer {r.layer})")
         print(f"| {enc} | " + " | ".join(cells) + " |")
     sys.exit()
 
