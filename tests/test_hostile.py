@@ -226,6 +226,8 @@ def test_every_numeric_pretraining_setting_has_a_range_and_is_refused_outside_it
     ("mask_span=20", r"'mask_span' and 'crop_seconds': a 0.2 s crop has 10 frames"),
     ("data2vec.top_k=3", r"'data2vec.top_k': 3 layers; .*expected top_k <= 2"),
     ("checkpoint_every=3", r"checkpoint_every=3 must be a multiple of eval_every=2"),
+    ("population.past_weight=[1.0]", r"'population.past_weight' and 'model.past_frames': .*objective "
+                                     r"'data2vec' is not APC"),
 ])
 def test_pretraining_settings_that_depend_on_each_other(override, pattern):
     """Rules between keys are checked with the ranges. Catches: a mask span longer than the

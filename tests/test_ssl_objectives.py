@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from speechmi_jax.estimators import kmeans
 from speechmi_jax.ssl import objectives, synthetic
@@ -67,6 +68,54 @@ def test_apc_shift_pairs_only_real_frames():
     target, w = objectives.shift_targets(x, mask, 2)
     np.testing.assert_array_equal(w, [[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
     np.testing.assert_array_equal(target[0, :4, 0], [2, 3, 4, 5])
+
+
+def test_apc_past_reconstructs_only_heard_real_frames():
+    """Multi-target APC's auxiliary loss: slot m is frame t-m, paired only where both frames are
+    real. Catches: the offsets running forward (x_{t+m}), slots swapped, pairs across the crop's
+    start or into padding counted."""
+    x = jnp.arange(12, dtype=jnp.float32).reshape(2, 6, 1)
+    mask = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], bool)
+    target, w = objectives.shift_targets(x, mask, -1)
+    np.testing.assert_array_equal(w, [[0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(target[0, 1:, 0], [0, 1, 2, 3, 4])
+    exact = jnp.stack([x, jnp.roll(x, 1, axis=1)], axis=2)  # [B, T, M=2, D]
+    assert float(objectives.apc_past(exact, x, mask)) == 0.0
+    # slot 1 off by 3 at every frame: its mean L1 is 3 over its real pairs, slot 0's 0
+    off = exact.at[:, :, 1].add(3.0)
+    assert float(objectives.apc_past(off, x, mask)) == pytest.approx(1.5)
+    # garbage where a pair is not real (t = 0 of slot 1, padding) does not count
+    junk = exact.at[:, 0, 1].set(100.0).at[1, 4:].set(-50.0)
+    assert float(objectives.apc_past(junk, x, mask)) == 0.0
+
+
+def test_multi_target_apc_adds_the_weighted_past_loss_and_trains_its_head():
+    """APC with ``past_frames``: the loss is the t+n view's plus ``past_weight`` times the past
+    reconstruction, whose head gets gradient only when weighted; the bound is the t+n view's
+    alone. Catches: the weight ignored, the auxiliary term leaking into the reported bound."""
+    from speechmi_jax.encoders import logmel_transformer as lmt
+    from speechmi_jax.ssl import models
+    arch = lmt.MelArch(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, causal=True,
+                       pos_conv_kernel=4, pos_conv_groups=2)
+    task = models.APCTask(arch, past_frames=2)
+    params, aux = task.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    batch = {"audio": jnp.asarray(rng.normal(size=(2, 3200)), jnp.float32),
+             "lengths": jnp.asarray([3200, 2400], jnp.int32)}
+    key = jax.random.PRNGKey(1)
+    losses, grads = {}, {}
+    for w in (0.0, 0.5):
+        hp = {"shift": jnp.int32(2), "past_weight": jnp.float32(w)}
+        (losses[w], m), grads[w] = jax.value_and_grad(task.loss, has_aux=True)(
+            params, aux, batch, key, hp, True)
+    plain = models.APCTask(arch).loss({k: v for k, v in params.items() if k != "past_head"},
+                                      aux, batch, key, {"shift": jnp.int32(2)}, True)
+    assert float(losses[0.0]) == pytest.approx(float(plain[0]), rel=1e-6)
+    assert float(m["past_l1"]) > 0.1
+    assert float(losses[0.5]) == pytest.approx(float(losses[0.0]) + 0.5 * float(m["past_l1"]), rel=1e-6)
+    assert float(m["bound_bits"]) == pytest.approx(float(plain[1]["bound_bits"]), rel=1e-6)
+    head = lambda g: float(jnp.abs(g["past_head"]["kernel"]).sum())  # noqa: E731
+    assert head(grads[0.0]) == 0.0 and head(grads[0.5]) > 0.0
 
 
 def test_mlm_on_hmm_source_reports_code_entropy_and_beats_prior():

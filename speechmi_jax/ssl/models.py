@@ -137,11 +137,12 @@ def real_frames(backbone: Backbone, lengths, num_samples: int):
 
 class APCModel(nn.Module):
     """(waveforms, lengths) -> (prediction [B, T, F], stacked log-mel [B, T, F], mask [B, T],
-    perplexity); F = stack * 80."""
+    perplexity, past reconstructions [B, T, M, F] or None); F = stack * 80."""
 
     arch: lmt.MelArch
     vq_codes: int = 0  # 0: plain APC
     vq_temperature: float = 1.0
+    past_frames: int = 0  # M > 0: multi-target APC's linear head for the last M frames
 
     @nn.compact
     def __call__(self, waveforms, lengths, train: bool = False):
@@ -152,17 +153,24 @@ class APCModel(nn.Module):
             h, _, perplexity = GumbelVQ(self.vq_codes, self.arch.hidden_size, name="vq")(
                 h, temperature=self.vq_temperature, train=train, mask=out.mask)
         pred = nn.Dense(self.arch.input_size, name="head")(h)
-        return pred, logmel, out.mask, perplexity
+        past = None
+        if self.past_frames:
+            b, t, f = pred.shape
+            past = nn.Dense(self.past_frames * f, name="past_head")(h).reshape(b, t, self.past_frames, f)
+        return pred, logmel, out.mask, perplexity, past
 
 
 @dataclasses.dataclass(frozen=True)
 class APCTask:
-    """APC / VQ-APC on (stacked) log-mel (objectives.apc); ``hp["shift"]`` is n, in model frames."""
+    """APC / VQ-APC on (stacked) log-mel (objectives.apc); ``hp["shift"]`` is n, in model frames.
+    With ``past_frames`` M > 0, multi-target APC: the loss adds ``hp["past_weight"]`` times the
+    reconstruction of the last M frames (objectives.apc_past); the bound stays the t+n view's."""
 
     arch: lmt.MelArch
     vq_codes: int = 0
     vq_temperature: float = 1.0
     p_psi: str = "gaussian"
+    past_frames: int = 0
     name: str = "apc"
     has_codes = False
     learned_target = False
@@ -181,7 +189,7 @@ class APCTask:
 
     @property
     def model(self):
-        return APCModel(self.arch, self.vq_codes, self.vq_temperature)
+        return APCModel(self.arch, self.vq_codes, self.vq_temperature, self.past_frames)
 
     def init(self, key):
         n = 10 * self.arch.hop
@@ -190,12 +198,17 @@ class APCTask:
         return params, {}
 
     def loss(self, params, aux, batch, key, hp, train: bool):
-        pred, logmel, mask, ppl = self.model.apply({"params": params}, batch["audio"], batch["lengths"],
-                                                   train, rngs={"gumbel": key})
-        m = objectives.apc(pred, jax.lax.stop_gradient(logmel), mask, hp["shift"], p_psi=self.p_psi)
+        pred, logmel, mask, ppl, past = self.model.apply(
+            {"params": params}, batch["audio"], batch["lengths"], train, rngs={"gumbel": key})
+        logmel = jax.lax.stop_gradient(logmel)
+        m = objectives.apc(pred, logmel, mask, hp["shift"], p_psi=self.p_psi)
         if self.vq_codes:
             m["perplexity"] = ppl
-        return m["loss"], m
+        loss = m["loss"]
+        if self.past_frames:
+            m["past_l1"] = objectives.apc_past(past, logmel, mask)
+            loss = loss + hp["past_weight"] * m["past_l1"]
+        return loss, m
 
     def after_step(self, params, aux, hp):
         return aux

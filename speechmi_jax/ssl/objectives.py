@@ -17,6 +17,8 @@ Table 1's rows (views; Z_target; p_psi; H(Z_target)):
   covariance) or Laplace (diagonal) on the residual; Gaussian entropy of the target frames.
 * VQ-APC (Chung, Tang, Glass 2020): the same through a Gumbel VQ in the context network; the
   codebook perplexity is logged.
+* :func:`apc_past` (multi-target APC, Chung & Glass 2020): an auxiliary loss, not a view of the
+  bound: the state at t also reconstructs the frames heard last.
 * :func:`mlm` (HuBERT, Hsu et al. 2021): unmasked frames -> a masked frame; its k-means id;
   softmax over K codes; plug-in entropy of the fitted ids (<= log2 K).
 * :func:`data2vec` (Baevski et al. 2022): masked student -> EMA teacher; the mean of the
@@ -116,13 +118,14 @@ def _report(loss, nll_nats, h_nats, **extra):
 def shift_targets(x, mask, shift):
     """APC's views: (target x_{t+n} [B, T, D], weight [B, T]) for predictions made at frame t.
 
-    ``shift`` n >= 1 may be a traced integer (a population vmaps over it). The weight is 1 where
-    frames t and t+n are both real.
+    ``shift`` n may be a traced integer (a population vmaps over it): n >= 1 a future frame,
+    n <= 0 one already heard (:func:`apc_past`). The weight is 1 where frames t and t+n are
+    both real (and t+n inside the crop).
     """
     t = x.shape[1]
     idx = jnp.arange(t) + shift  # [T]
-    ok = idx < t
-    idx = jnp.minimum(idx, t - 1)
+    ok = (idx >= 0) & (idx < t)
+    idx = jnp.clip(idx, 0, t - 1)
     target = jnp.take(x, idx, axis=1)
     weight = mask & ok[None, :] & jnp.take(mask, idx, axis=1)
     return target, weight.astype(x.dtype)
@@ -143,6 +146,23 @@ def apc(pred, frames, mask, shift, *, p_psi: str = "gaussian"):
     loss = (jnp.abs(pred - target).mean(-1) * w).sum() / n
     nll, h = regression_bound(pred, target, w, p_psi=p_psi)
     return _report(loss, nll, h, frames=n)
+
+
+def apc_past(pred_past, frames, mask):
+    """Multi-target APC's auxiliary view (after Chung & Glass 2020, arXiv:2004.05274, whose
+    auxiliary task reconstructs past frames from the state at t to regularise the future
+    prediction): from the causal state at t, linear reconstructions of the M frames heard last,
+    x_t, x_{t-1}, ..., x_{t-M+1}. Returns the L1 loss, mean over real (t, t-m) pairs, dimensions
+    and the M offsets (each offset weighted alike).
+
+    pred_past [B, T, M, D] (offset m in slot m), frames [B, T, D], mask [B, T] bool.
+    """
+    losses = []
+    for m in range(pred_past.shape[2]):
+        target, w = shift_targets(frames, mask, -m)
+        n = jnp.maximum(w.sum(), 1.0)
+        losses.append((jnp.abs(pred_past[:, :, m] - target).mean(-1) * w).sum() / n)
+    return jnp.mean(jnp.stack(losses))
 
 
 def mlm(logits, codes, masked, h_target_bits, real=None, unmasked_weight: float = 0.0):

@@ -25,7 +25,8 @@ from speechmi_jax.ssl.registry import Objective, get, names, register
 def _apc(config, backbone, ctx):
     m = config.model
     return models.APCTask(backbone.arch, vq_codes=m.vq_codes if config.objective == "vqapc" else 0,
-                          vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=config.objective)
+                          vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=config.objective,
+                          past_frames=m.past_frames)
 
 
 def _masked_settings(config) -> dict:

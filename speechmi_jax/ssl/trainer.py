@@ -71,7 +71,7 @@ from speechmi_jax.configs.pretrain.common import base_config, check_settings
 from speechmi_jax.data.corpus import load_corpus
 
 log = logging.getLogger("speechmi_jax.ssl")
-HP_KEYS = ("seed", "lr", "mask_prob", "shift")
+HP_KEYS = ("seed", "lr", "mask_prob", "shift", "past_weight")
 EVAL_FOLD = 2**31 - 1  # the eval key of a member: fold_in(member key, this)
 
 
@@ -168,7 +168,8 @@ def hyperparameters(members, config, task):
             "total": jnp.full((p,), config.steps, jnp.int32),
             "lr": jnp.asarray([m["lr"] for m in members], jnp.float32),
             "mask_prob": jnp.asarray([m["mask_prob"] for m in members], jnp.float32),
-            "shift": jnp.asarray([m["shift"] for m in members], jnp.int32)}
+            "shift": jnp.asarray([m["shift"] for m in members], jnp.int32),
+            "past_weight": jnp.asarray([m["past_weight"] for m in members], jnp.float32)}
 
 
 @functools.lru_cache(maxsize=16)

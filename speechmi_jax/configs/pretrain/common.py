@@ -61,8 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.p_psi = "gaussian"
     c.mask_span = 10
     # One entry per population member; a list of length 1 is shared by all members.
-    # shift: APC's n in model frames (2 at 50 frames/s = 40 ms; Chung et al.'s n = 3 at 100/s)
-    c.population = ml_collections.ConfigDict(dict(seed=[0], lr=[1e-3], mask_prob=[0.65], shift=[2]))
+    # shift: APC's n in model frames (2 at 50 frames/s = 40 ms; Chung et al.'s n = 3 at 100/s);
+    # past_weight: multi-target APC's weight on reconstructing the last model.past_frames frames
+    c.population = ml_collections.ConfigDict(dict(seed=[0], lr=[1e-3], mask_prob=[0.65], shift=[2],
+                                                  past_weight=[0.0]))
     c.optim = ml_collections.ConfigDict(dict(
         warmup_steps=100, final_lr_fraction=0.05, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01,
         clip_norm=10.0))
@@ -71,7 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
     # "conv": the wav2vec2 family's waveform conv stem, shaped by ``hf_config`` (masked only).
     c.model = ml_collections.ConfigDict(dict(
         backbone="logmel", logmel=dict(LOGMEL_BACKBONE),
-        vq_codes=32, vq_temperature=1.0, hf_config=dict(model_type="hubert", **SMALL_BACKBONE, **HUBERT_POS)))
+        vq_codes=32, vq_temperature=1.0, past_frames=0, hf_config=dict(model_type="hubert", **SMALL_BACKBONE, **HUBERT_POS)))
     # HuBERT's targets; unmasked_weight: its loss weight on the unmasked frames (0 = masked only)
     c.targets = ml_collections.ConfigDict(dict(source="mfcc", layer=0, k=50, seed=0, iters=50,
                                                max_frames=50000, unmasked_weight=0.0))
@@ -104,6 +106,7 @@ RANGES = {
     "population.lr": between(0, 1, lo_open=True),
     "population.mask_prob": between(0, 1, lo_open=True),
     "population.shift": count(1, "frames"),
+    "population.past_weight": at_least(0),
     "optim.warmup_steps": count(0),
     "optim.final_lr_fraction": between(0, 1),
     "optim.b1": between(0, 1, hi_open=True),
@@ -118,6 +121,7 @@ RANGES = {
     "export_steps": dataclasses.replace(count(1, "steps"), empty_ok=True),
     "model.vq_codes": count(2, "codes"),
     "model.vq_temperature": positive(),
+    "model.past_frames": count(0, "frames (0 = off)"),
     "model.hf_config.conv_dim": count(1), "model.hf_config.conv_kernel": count(1),
     "model.hf_config.conv_stride": count(1), "model.hf_config.hidden_size": count(1),
     "model.hf_config.num_hidden_layers": count(1),
@@ -175,6 +179,11 @@ def check_settings(config, error=ValueError, causal: bool = False) -> None:
         hop, layers, section = math.prod(hf.conv_stride), hf.num_hidden_layers, "model.hf_config"
         _divisible(error, section, hf.hidden_size, hf.num_attention_heads, "num_attention_heads")
     frames = crop // hop
+    if max(config.population.past_weight) > 0 and not (causal and config.model.past_frames):
+        raise error(f"config keys 'population.past_weight' and 'model.past_frames': weight "
+                    f"{max(config.population.past_weight)} on reconstructing past frames, but "
+                    f"{'model.past_frames is 0' if causal else f'objective {config.objective!r} is not APC'};"
+                    f" expected model.past_frames >= 1 with objective apc or vqapc, or past_weight 0")
     if causal:
         most = max(config.population.shift)
         if most >= frames:
