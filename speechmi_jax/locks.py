@@ -47,6 +47,16 @@ def _holder(fd: int) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _busy_holder(fd: int, patience_s: float = 2.0) -> dict | None:
+    """What the lock file of a held lock names. A holder that has just taken the flock writes
+    its name a moment later (:func:`hold`), so an empty file is read again for up to
+    ``patience_s`` seconds before it counts as naming none."""
+    deadline = time.monotonic() + patience_s
+    while (holder := _holder(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return holder
+
+
 def describe(holder: dict | None) -> str:
     """``pid 1234 on host h since 2024-05-01 10:00:00 (speechmi run ...)``."""
     if not holder:
@@ -80,7 +90,7 @@ def hold(lock_path, *, what: str, wait: bool = False):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = describe(_holder(fd))
+            holder = describe(_busy_holder(fd))
             if not wait:
                 raise FolderBusy(f"{what} is in use by {holder} (lock file {lock_path}); wait for "
                                  f"it to finish, pass --wait to wait for it, or use another "

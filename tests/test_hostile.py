@@ -322,6 +322,28 @@ def test_stale_lock_is_taken_over_and_a_waiter_gets_the_folder(tmp_path, caplog)
     assert f"is in use by pid {holder.pid}" in caplog.text and "waiting for it" in caplog.text
 
 
+def test_a_holder_that_has_not_named_itself_yet_is_named(tmp_path):
+    """Between taking the flock and writing its name a holder's lock file is empty; a second
+    process that arrives then names the holder once it has written. Catches: "the lock file
+    names none" when two commands start together (seen when the machine was loaded)."""
+    import fcntl
+    import threading
+
+    from speechmi_jax import locks
+    path = tmp_path / "speechmi.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, the name not written yet
+    late = threading.Timer(0.3, lambda: os.pwrite(fd, json.dumps({"pid": 4242, "host": "h"}).encode(), 0))
+    late.start()
+    try:
+        with pytest.raises(locks.FolderBusy, match="is in use by pid 4242 on host h "):
+            with locks.hold(path, what="run folder"):
+                pass
+    finally:
+        late.join()
+        os.close(fd)
+
+
 def test_cli_on_a_folder_in_use_names_the_holder_and_writes_nothing(tmp_path, capsys):
     """``speechmi run`` on a run folder another process holds: one line naming the holder,
     exit 1, no config.json. Catches: the second run starting to write the folder."""
