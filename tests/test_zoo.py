@@ -93,6 +93,21 @@ def test_shipped_model_reproduces_its_recorded_dev_metric(name):
         assert abs(bad["loss"] - got["loss"]) > 10 * card["tolerance"]["abs"]
 
 
+def test_a_population_members_card_reads_its_own_settings():
+    """A card of member 1 of a population run (e.g. ``population.shift=[3,4]``) recomputes its
+    metric with member 1's shift, and a card written before a config key existed reads that
+    key's default. Catches: every member's metric taken with member 0's settings, old cards
+    failing on keys added since."""
+    card = json.loads(json.dumps(zoo.card("melapc-4x256")))
+    card["config"]["population"].pop("past_weight", None)  # a card that predates the key
+    card["config"]["model"].pop("past_frames", None)
+    card["config"]["population"].update(shift=[3, 4], seed=[0])
+    card["member"] = 1
+    config = metric.config_for_slice(card)
+    assert list(config.population.shift) == [4] and list(config.population.seed) == [0]
+    assert list(config.population.past_weight) == [0.0] and config.model.past_frames == 0
+
+
 def test_recipe_trains_exports_checkpoints_and_ships(tmp_path):
     bundled = ROOT / "speechmi_jax" / "data" / "bundled"
     env = child_env(PRETRAIN_DIR=str(bundled), RUNS=str(tmp_path / "runs"), SMOKE="1",

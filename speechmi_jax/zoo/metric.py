@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from speechmi_jax import zoo
+from speechmi_jax.configs.pretrain.common import base_config
 from speechmi_jax.data.corpus import load_corpus
 from speechmi_jax.encoders.registry import load_encoder
 from speechmi_jax.ssl import data as data_lib
@@ -69,8 +70,15 @@ def load_objective(model_dir: Path, backbone_key: str):
 
 
 def config_for_slice(card: dict) -> ml_collections.ConfigDict:
-    """The run's pretraining config, its HuBERT target source made loadable here (a zoo name)."""
-    config = ml_collections.ConfigDict(card["config"])
+    """The run's pretraining config narrowed to the shipped member (its own shift, weights),
+    its HuBERT target source made loadable here (a zoo name). A key the card's config predates
+    reads as its default, which keeps the behaviour the model was trained with."""
+    config = base_config()
+    config.update(card["config"])
+    member = card.get("member", 0)
+    for key, values in config.population.items():
+        if len(values) > 1:
+            config.population[key] = [values[member]]
     if config.objective == "hubert" and card.get("targets_source"):
         config.targets.source = card["targets_source"]
     return config
