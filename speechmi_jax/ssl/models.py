@@ -10,7 +10,7 @@ into pure functions the trainer vmaps over population members and shards over de
 
 ``batch``: audio [B, S] float32, lengths [B] int32 and, for cluster targets, codes [B, T] int32
 at the encoder's frames. ``hp``: one member's hyperparameters, scalars that may be traced
-(``lr``, ``mask_prob``, ``shift``).
+(``lr``, ``mask_prob``, ``shift``, ``past_weight``).
 
 Backbones: :class:`MelBackbone`, the zoo's controlled one (a transformer over stacked log-mel,
 :mod:`speechmi_jax.encoders.logmel_transformer`: causal for APC, bidirectional for the masked

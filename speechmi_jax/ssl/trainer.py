@@ -1,7 +1,8 @@
 """The pretraining loop: a population of P models in one jitted, vmapped, data-parallel step.
 
 ``pretrain(config, out_dir)`` (the ``speechmi pretrain`` command) trains P members of one shape
-that differ in seed, learning rate, mask probability or APC shift n (``config.population``):
+that differ in seed, learning rate, mask probability, APC shift n or multi-target APC's past
+weight (``config.population``):
 
 * one ``jax.jit`` step = ``jax.vmap`` over members of (loss, grad, AdamW update, EMA update) on a
   ("member", "data") mesh (``NamedSharding``): the members' state [P, ...] is split over

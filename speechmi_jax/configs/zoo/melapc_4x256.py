@@ -12,7 +12,10 @@ and 92.9 % on the real speaker alone (2.576 / 86.1 %), PER 69.5 % there with pro
 the whole training split (65.8 %). Predicting 60 or 80 ms ahead instead (``--set
 "population.shift=[3,4]"``, one population run) read fewer phones on the bundled test split
 (phone MI 2.861 / 2.790 bits, PER 52.3 / 56.2 %) and gained nothing decided on the real speaker
-(README, "Model zoo").
+(README, "Model zoo"). Multi-target APC (``--set model.past_frames=3 --set
+"population.past_weight=[0.3,1.0]"``: the top layer also reconstructs the last 3 frames) kept the
+dev bound and best-layer phone MI but lost linear-CTC PER on the bundled test split (59.9 / 59.6
+%) and on the real speaker (71.6 / 75.0 % with probes trained on the whole split).
 
 Half the training crops are heard through the telephone band (``telephone_prob``: 16 kHz ->
 8 kHz -> 16 kHz, as the bundled corpus reads its real speaker's 8 kHz recordings); dev crops
