@@ -75,10 +75,8 @@ def config_for_slice(card: dict) -> ml_collections.ConfigDict:
     reads as its default, which keeps the behaviour the model was trained with."""
     config = base_config()
     config.update(card["config"])
-    member = card.get("member", 0)
-    for key, values in config.population.items():
-        if len(values) > 1:
-            config.population[key] = [values[member]]
+    hp = trainer.population(config)[card.get("member", 0)]  # the lists' broadcast, in one place
+    config.population = ml_collections.ConfigDict({k: [v] for k, v in hp.items()})
     if config.objective == "hubert" and card.get("targets_source"):
         config.targets.source = card["targets_source"]
     return config

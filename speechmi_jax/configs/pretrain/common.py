@@ -179,11 +179,12 @@ def check_settings(config, error=ValueError, causal: bool = False) -> None:
         hop, layers, section = math.prod(hf.conv_stride), hf.num_hidden_layers, "model.hf_config"
         _divisible(error, section, hf.hidden_size, hf.num_attention_heads, "num_attention_heads")
     frames = crop // hop
-    if max(config.population.past_weight) > 0 and not (causal and config.model.past_frames):
-        raise error(f"config keys 'population.past_weight' and 'model.past_frames': weight "
-                    f"{max(config.population.past_weight)} on reconstructing past frames, but "
-                    f"{'model.past_frames is 0' if causal else f'objective {config.objective!r} is not APC'};"
-                    f" expected model.past_frames >= 1 with objective apc or vqapc, or past_weight 0")
+    weight = max(config.population.past_weight)
+    if weight > 0 and not (causal and config.model.past_frames):
+        why = "model.past_frames is 0" if causal else f"objective {config.objective!r} is not APC"
+        raise error(f"config keys 'population.past_weight' and 'model.past_frames': weight {weight} "
+                    f"on reconstructing past frames, but {why}; expected model.past_frames >= 1 "
+                    f"with objective apc or vqapc, or past_weight 0")
     if causal:
         most = max(config.population.shift)
         if most >= frames:
