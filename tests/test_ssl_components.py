@@ -266,6 +266,22 @@ A = np.array([[0.7, 0.2, 0.0], [-0.1, 0.5, 0.3], [0.0, 0.2, 0.6]])
 Q = np.array([[1.0, 0.3, 0.0], [0.3, 0.5, 0.1], [0.0, 0.1, 0.8]])
 
 
+def test_gumbel_vq_starts_where_the_gumbel_noise_still_chooses_the_code():
+    # VQ-APC quantizes a layer-normed top layer (unit variance). With transformers' product-
+    # quantizer init (weight N(0, 1)) its logits have std 16 at width 256, the noise changes the
+    # code on ~10 % of frames, and the zoo's APC recipe collapsed to one code; with the VQ-APC
+    # reference's nn.Linear scale it changes ~94 %.
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 50, 256))
+    vq = GumbelVQ(num_vars=128, codevector_dim=256)
+    params = vq.init(jax.random.PRNGKey(1), x)["params"]
+    kernel = np.asarray(params["weight_proj"]["kernel"])
+    assert np.abs(kernel).max() <= 1 / 16 and np.abs(np.asarray(params["codevectors"])).max() <= 128 ** -0.5
+    _, argmax_ids, _ = vq.apply({"params": params}, x, train=False)
+    _, sampled_ids, _ = vq.apply({"params": params}, x, temperature=1.0, train=True,
+                                 rngs={"gumbel": jax.random.PRNGKey(2)})
+    assert float(jnp.mean(argmax_ids != sampled_ids)) > 0.5
+
+
 def test_var_stationary_cov_and_samples():
     s = synthetic.var_stationary_cov(A, Q)
     np.testing.assert_allclose(A @ s @ A.T + Q, s, atol=1e-12)

@@ -1,16 +1,18 @@
 """Every pretraining objective end to end on the bundled corpus (one device): data2vec without
-its anti-collapse safeguards collapses and the guard fires, with them it does not; ``speechmi
-pretrain --smoke`` runs VQ-APC, HuBERT iterations 1 and 2 and wav2vec 2.0, and the exported
-models load with ``smi.load_encoder``. APC's population runs: test_ssl_train.py."""
+its anti-collapse safeguards collapses and the guard fires, with them it does not; the guard
+watches VQ-APC's codebook too; ``speechmi pretrain --smoke`` runs VQ-APC, HuBERT iterations 1
+and 2 and wav2vec 2.0, and the exported models load with ``smi.load_encoder``. APC's population
+runs: test_ssl_train.py."""
 
 import json
 import warnings
 
 import numpy as np
+import pytest
 
 import speechmi_jax as smi
 from speechmi_jax import cli
-from speechmi_jax.ssl import trainer
+from speechmi_jax.ssl import models, trainer
 
 
 
@@ -40,6 +42,23 @@ def test_learned_target_collapses_without_safeguard_and_guard_fires(tmp_path):
     assert not fired and not any(r["collapse"] for r in recs)
     assert min(r["dev_target_var"] for r in recs) > 0.5
     assert smi.load_encoder(tmp_path / "on" / "model").num_layers == 2  # exported, loads
+
+
+def test_collapse_guard_watches_the_vq_apc_codebook_from_the_end_of_warm_up():
+    # The zoo's APC recipe as VQ-APC with transformers' quantizer init ended at dev perplexity
+    # 1.00 (one code, bound 0 bits); the fixed init dipped to 1.9 during warm-up and recovered.
+    _, config = trainer.load_pretrain_config("vqapc", smoke=True)
+    arch = trainer.backbone(config).arch
+    warm = config.optim.warmup_steps
+    rec = dict(member=0, seed=0, lr=1e-3, dev_h_target_bits=-225.5, dev_bound_bits=0.0)
+    vq, plain = models.APCTask(arch, vq_codes=config.model.vq_codes), models.APCTask(arch)
+    with pytest.warns(trainer.CollapseWarning, match="codebook is collapsing: dev codebook perplexity 1 <"):
+        assert trainer._collapse_guard(vq, config, dict(rec, step=warm, dev_perplexity=1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not trainer._collapse_guard(vq, config, dict(rec, step=warm - 1, dev_perplexity=1.0))
+        assert not trainer._collapse_guard(vq, config, dict(rec, step=warm, dev_perplexity=9.4))
+        assert not trainer._collapse_guard(plain, config, dict(rec, step=warm, dev_perplexity=1.0))
 
 
 def test_pretrain_smoke_every_objective_exports_a_loadable_encoder(tmp_path):

@@ -180,6 +180,11 @@ class APCTask:
             raise ValueError("APC needs a causal backbone (model.logmel.causal is forced for apc/vqapc)")
 
     @property
+    def collapse_metric(self):
+        """VQ-APC: the codebook perplexity (one code in use: the context passes nothing on)."""
+        return "perplexity" if self.vq_codes else None
+
+    @property
     def backbone(self) -> MelBackbone:
         return MelBackbone(self.arch)
 

@@ -18,9 +18,11 @@ weight (``config.population``):
   record, dev_*: loss, nll_bits, h_target_bits, bound_bits, perplexity (VQ), masked_acc (MLM),
   target_var (data2vec)), the same scalars as TensorBoard event files (``tb/``,
   :mod:`speechmi_jax.ssl.events`); a tqdm bar shows member 0's loss and bound.
-* collapse guard (learned targets): when a member's dev target variance (data2vec) or codebook
-  perplexity (wav2vec 2.0) falls under ``collapse.min_target_var`` / ``collapse.min_perplexity``
-  the trainer warns with the numbers and records ``"collapse": true``.
+* collapse guard (learned targets, codebooks): from the end of the learning-rate warm-up on,
+  when a member's dev target variance (data2vec) or codebook perplexity (wav2vec 2.0, VQ-APC)
+  falls under ``collapse.min_target_var`` / ``collapse.min_perplexity`` the trainer warns with
+  the numbers and records ``"collapse": true``. (During warm-up a codebook may dip and recover:
+  the zoo's VQ-APC recipe read dev perplexity 1.9 at step 100 of 300, 9.4 at step 500.)
 * every ``checkpoint_every`` steps a ``training.CheckpointStore`` per member saves its params,
   optimiser state, EMA teacher, key and step (``keep`` newest) with a record of the run and a
   checksum. A rerun restores the newest step saved in good order by every member (a member's
@@ -458,18 +460,20 @@ def _export(task, state, folders: list[Path]):
 
 
 def _collapse_guard(task, config, rec: dict) -> bool:
-    """Warns and returns True when a learned target's dev proxy (data2vec: target variance,
-    wav2vec 2.0: codebook perplexity) is under its ``config.collapse`` threshold."""
+    """Warns and returns True when, after the warm-up, a learned target's or codebook's dev proxy
+    (data2vec: target variance, wav2vec 2.0 and VQ-APC: codebook perplexity) is under its
+    ``config.collapse`` threshold."""
     metric = getattr(task, "collapse_metric", None)
-    if metric is None:
+    if metric is None or rec["step"] < config.optim.warmup_steps:
         return False
     value, thr = rec[f"dev_{metric}"], config.collapse[f"min_{metric}"]
     if value >= thr:
         return False
-    what = {"target_var": "target variance", "perplexity": "codebook perplexity"}[metric]
+    what, thing = {"target_var": ("target variance", "the learned target"),
+                   "perplexity": ("codebook perplexity", "the codebook")}[metric]
     warnings.warn(
         f"{config.objective} member {rec['member']} (seed {rec['seed']}, lr {rec['lr']}) at step "
-        f"{rec['step']}: the learned target is collapsing: dev {what} {value:.3g} < "
+        f"{rec['step']}: {thing} is collapsing: dev {what} {value:.3g} < "
         f"{thr:g}, H(Z_target) proxy {rec['dev_h_target_bits']:.2f} bits, bound "
         f"{rec['dev_bound_bits']:.3f} bits", CollapseWarning, stacklevel=3)
     return True

@@ -81,8 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.wav2vec2 = ml_collections.ConfigDict(dict(
         num_negatives=10, codebook_groups=2, codebook_vars=32, final_dim=32, gumbel_temperature=2.0,
         logit_temperature=0.1, diversity_weight=0.1))
-    # Under these a learned target counts as collapsed: data2vec's target variance (normalised
-    # targets have ~1), wav2vec 2.0's codebook perplexity (G = 2: one code per group in use).
+    # Under these a learned target or codebook counts as collapsed: data2vec's target variance
+    # (normalised targets have ~1), the codebook perplexity of wav2vec 2.0 (G = 2: about one code
+    # per group in use) and of VQ-APC (one codebook: fewer than 3 codes in use).
     c.collapse = ml_collections.ConfigDict(dict(min_target_var=1e-2, min_perplexity=2.5))
     return c
 
