@@ -35,8 +35,6 @@ codebook collapsed to one code (dev perplexity 1.00, bound 0 bits, by step 300).
 
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -87,18 +85,11 @@ def gumbel_quantize(logits, codevectors, *, temperature, train: bool, key=None, 
     return quantized, ids.astype(jnp.int32), perplexity
 
 
-def _uniform(scale: float):
-    """U(-scale, scale)."""
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -scale, scale)
-    return init
-
-
 class _GumbelQuantizerBase(nn.Module):
     """Shared parameters and forward; subclasses define num_groups, num_vars, codevector_dim and
-    ``_inits(C)`` -> (weight_proj kernel init, codevectors init) for input width C."""
+    ``_inits()`` -> (weight_proj kernel init, codevectors init)."""
 
-    def _inits(self, c: int):
+    def _inits(self):
         return nn.initializers.normal(1.0), nn.initializers.uniform(1.0)  # transformers'
 
     def _quantize(self, x, temperature, train, mask):
@@ -107,7 +98,7 @@ class _GumbelQuantizerBase(nn.Module):
             raise ValueError(f"codevector_dim={self.codevector_dim} must be divisible by num_groups={g}")
         if x.ndim != 3:
             raise ValueError(f"quantizer input: expected [B, T, C], got shape {tuple(x.shape)}")
-        kernel_init, code_init = self._inits(x.shape[-1])
+        kernel_init, code_init = self._inits()
         codevectors = self.param("codevectors", code_init, (1, g * v, self.codevector_dim // g), jnp.float32)
         logits = nn.Dense(g * v, kernel_init=kernel_init, name="weight_proj")(x)
         logits = logits.reshape(*x.shape[:2], g, v)
@@ -127,8 +118,11 @@ class GumbelVQ(_GumbelQuantizerBase):
     codevector_dim: int
     num_groups = 1  # a class constant, not a field
 
-    def _inits(self, c: int):
-        return _uniform(1.0 / math.sqrt(c)), _uniform(1.0 / math.sqrt(self.num_vars))  # nn.Linear's
+    def _inits(self):
+        # nn.Linear's U(+-1/sqrt(fan in)): fan in C for the kernel [C, V], V for the codevectors
+        # [1, V, D]
+        linear = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+        return linear, linear
 
     @nn.compact
     def __call__(self, x, *, temperature=1.0, train: bool = False, mask=None):
