@@ -170,3 +170,57 @@ def test_positional_conv_gradients_are_the_convolutions(pad):
         for g, w in zip(got, want):
             assert g.shape == w.shape
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(jnp.abs(w).max()))
+
+
+def test_dropout_drops_in_training_only_and_keeps_the_causal_model_causal():
+    """``model.dropout``: in a training step the backbone drops its input (and each layer's
+    attention and feed-forward outputs) at that rate; evaluation and every exported or loaded
+    encoder compute exactly what a model without dropout does; a causal model stays causal
+    under a dropout draw; APC's and HuBERT's training losses see the draw, their dev losses do
+    not. Catches: dropout left on at evaluation, the rate not applied, a mask that mixes frames."""
+    import jax.numpy as jnp
+
+    from speechmi_jax.ssl import models
+
+    arch = lmt.MelArch(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, causal=True)
+    params = lmt.init_params(arch, jax.random.PRNGKey(0))
+    lengths, key = np.array([8000]), jax.random.PRNGKey(1)
+    plain = lmt.LogMelTransformer(arch).apply({"params": params}, WAV[:1], lengths).hidden_states
+    trained = lambda w: np.asarray(lmt.LogMelTransformer(arch, dropout=0.3).apply(
+        {"params": params}, w, lengths, rngs={"dropout": key}).hidden_states)
+    hx = trained(WAV[:1])
+    # The input dropout zeroes 30 % of hidden_states[0] (6400 entries: 0.3 +- 0.02 at 3.5 sigma).
+    assert 0.28 < float((hx[0] == 0).mean()) < 0.32
+    assert float((np.asarray(plain[0]) == 0).mean()) < 0.01
+    assert np.abs(hx[1:] - np.asarray(plain[1:])).min(axis=-1).mean() > 1e-3  # every layer moved
+    # Causal under dropout: the same draw, a changed tail, earlier frames untouched.
+    y = WAV[:1].copy()
+    y[0, 6000:] *= 0.5
+    first_touched = (6000 - 200) // 160 // 2
+    assert np.abs(hx[:, :, :first_touched] - trained(y)[:, :, :first_touched]).max() < 1e-5
+    # Evaluation: the backbone a task builds outside training has no dropout.
+    evaluated = models.MelBackbone(arch, dropout=0.3).module().apply({"params": params}, WAV[:1], lengths)
+    np.testing.assert_array_equal(np.asarray(evaluated.hidden_states), np.asarray(plain))
+
+    batch = {"audio": jnp.asarray(WAV), "lengths": jnp.array([8000, 5000]),
+             "codes": jnp.asarray(RNG.integers(0, 5, (2, 25)), jnp.int32)}
+    bidir = lmt.MelArch(**{**arch.__dict__, "causal": False})
+    tasks = [(models.APCTask(arch), models.APCTask(arch, dropout=0.3), {"shift": 2}),
+             (models.MaskedTask("hubert", models.MelBackbone(bidir), num_codes=5, mask_span=2),
+              models.MaskedTask("hubert", models.MelBackbone(bidir, dropout=0.3), num_codes=5, mask_span=2),
+              {"mask_prob": 0.5, "h_target_bits": 2.0})]
+    for without, with_dropout, hp in tasks:
+        p, aux = without.init(jax.random.PRNGKey(0))
+        loss = lambda task, train, k=key: float(task.loss(p, aux, batch, k, hp, train)[0])
+        assert loss(with_dropout, False) == loss(without, False) == loss(without, True)
+        drawn = loss(with_dropout, True)
+        assert drawn != loss(without, True) and drawn != loss(with_dropout, True, jax.random.PRNGKey(2))
+
+
+def test_dropout_needs_the_logmel_backbone():
+    from speechmi_jax.configs.base import ConfigError
+    from speechmi_jax.ssl import trainer
+    with pytest.raises(ConfigError, match=r"'model.dropout' and 'model.backbone': dropout 0.1 with the "
+                                          r"'conv' backbone"):
+        trainer.load_pretrain_config("data2vec", ["model.backbone=conv", "model.dropout=0.1"], smoke=True)
+    assert trainer.load_pretrain_config("apc", ["model.dropout=0.1"], smoke=True)[1].model.dropout == 0.1

@@ -101,11 +101,13 @@ def test_a_population_members_card_reads_its_own_settings():
     card = json.loads(json.dumps(zoo.card("melapc-4x256")))
     card["config"]["population"].pop("past_weight", None)  # a card that predates the key
     card["config"]["model"].pop("past_frames", None)
+    card["config"]["model"].pop("dropout", None)
     card["config"]["population"].update(shift=[3, 4], seed=[0])
     card["member"] = 1
     config = metric.config_for_slice(card)
     assert list(config.population.shift) == [4] and list(config.population.seed) == [0]
     assert list(config.population.past_weight) == [0.0] and config.model.past_frames == 0
+    assert config.model.dropout == 0.0
 
 
 def test_recipe_trains_exports_checkpoints_and_ships(tmp_path):

@@ -198,11 +198,17 @@ def stacked_log_mel(waveforms, lengths, stack: int, frame_mask=None):
 
 class LogMelTransformer(nn.Module):
     """(waveforms [B, S], lengths [B], time_mask [B, T] or None, mask_embedding [D] or None)
-    -> EncoderOutput (and the stacked log-mel [B, T, stack * 80] with ``return_inputs``)."""
+    -> EncoderOutput (and the stacked log-mel [B, T, stack * 80] with ``return_inputs``).
+
+    ``dropout`` > 0 is training's regularizer, not part of the architecture (never saved): the
+    transformer's input (projection + positional conv) and each layer's attention and
+    feed-forward outputs are dropped at that rate (``w2v.EncoderLayer``), drawing from the
+    ``"dropout"`` rng. Dropout never crosses frames, so a causal model stays causal."""
 
     arch: MelArch
     dtype: Any = jnp.float32
     return_inputs: bool = False
+    dropout: float = 0.0
 
     @nn.compact
     def __call__(self, waveforms, lengths, time_mask=None, mask_embedding=None):
@@ -220,6 +226,8 @@ class LogMelTransformer(nn.Module):
         pad = (k - 1, 0) if arch.causal else (k // 2, k - 1 - k // 2)
         pos = grouped_conv1d(x.astype(self.dtype), kernel.astype(self.dtype), pad, g)
         x = x + w2v.ACTIVATIONS[arch.hidden_act](pos + self.param("pos_conv_bias", nn.initializers.zeros, (d,)))
+        if self.dropout:
+            x = nn.Dropout(self.dropout, deterministic=False)(x)
         t = x.shape[1]
         attend = mask[:, None, :]  # [B, 1 or T (query), T (key)]
         if arch.causal:
@@ -230,10 +238,11 @@ class LogMelTransformer(nn.Module):
         # backward of the rolled loop (per-layer slices of the stacked weights and residuals) made
         # the zoo recipe's backbone forward + backward 417 ms against 296 ms unrolled, with the
         # forward unchanged (94 / 88 ms; BENCHMARKS.md, "Pretraining").
-        scanned = nn.scan(w2v.EncoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+        scanned = nn.scan(w2v.EncoderLayer, variable_axes={"params": 0},
+                          split_rngs={"params": True, "dropout": True},
                           in_axes=(nn.broadcast, nn.broadcast), length=arch.num_layers,
                           unroll=arch.num_layers)
-        last, states = scanned(layers, self.dtype, name="layers")(x, attend, None)
+        last, states = scanned(layers, self.dtype, self.dropout, name="layers")(x, attend, None)
         states = states.at[-1].set(w2v.layer_norm(layers, "layer_norm", self.dtype)(last))
         out = EncoderOutput(hidden_states=jnp.concatenate([x[None].astype(states.dtype), states], 0),
                             mask=mask)

@@ -398,10 +398,14 @@ class EncoderLayer(nn.Module):
 
     post-LN: x = LN(x + Att(x)); x = LN(x + FF(x)).
     pre-LN ("stable layer norm"): x = x + Att(LN(x)); x = x + FF(LN(x)).
+    ``dropout`` > 0 (training only): each branch's output, Att(.) and FF(.), is dropped at that
+    rate before it joins the residual stream (Vaswani et al.'s residual dropout); it draws from
+    the ``"dropout"`` rng. 0 (the default, and every loaded encoder) adds nothing.
     """
 
     arch: Arch
     dtype: Any = jnp.float32
+    dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x, key_mask, position_bias):
@@ -409,12 +413,13 @@ class EncoderLayer(nn.Module):
         attention = Attention(arch, dt, name="attention")
         feed_forward = FeedForward(arch, dt, name="feed_forward")
         norm1, norm2 = layer_norm(arch, "layer_norm", dt), layer_norm(arch, "final_layer_norm", dt)
+        drop = (lambda y: nn.Dropout(self.dropout, deterministic=False)(y)) if self.dropout else (lambda y: y)
         if arch.stable_layer_norm:
-            x = x + attention(norm1(x), key_mask, position_bias)
-            x = x + feed_forward(norm2(x))
+            x = x + drop(attention(norm1(x), key_mask, position_bias))
+            x = x + drop(feed_forward(norm2(x)))
         else:
-            x = norm1(x + attention(x, key_mask, position_bias))
-            x = norm2(x + feed_forward(x))
+            x = norm1(x + drop(attention(x, key_mask, position_bias)))
+            x = norm2(x + drop(feed_forward(x)))
         return x, x
 
 

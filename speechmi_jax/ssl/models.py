@@ -44,6 +44,9 @@ from speechmi_jax.ssl.quantizer import GumbelProductQuantizer, GumbelVQ
 from speechmi_jax.encoders.export import save_hf
 
 SAMPLE_RATE = 16000
+# A step's dropout key is fold_in(step key, DROPOUT_STREAM): the keys the objectives drew before
+# dropout existed (Gumbel noise, masks, negatives) stay as they were.
+DROPOUT_STREAM = 0x0D
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -67,12 +70,15 @@ class _Backbone:
 @dataclasses.dataclass(frozen=True)
 class MelBackbone(_Backbone):
     """The zoo's controlled backbone (:mod:`speechmi_jax.encoders.logmel_transformer`), exported
-    in its own format."""
+    in its own format. ``dropout``: its rate in training steps (``model.dropout``; never
+    exported)."""
 
     arch: lmt.MelArch
+    dropout: float = 0.0
 
-    def module(self, name=None, return_inputs: bool = False):
-        return lmt.LogMelTransformer(self.arch, name=name, return_inputs=return_inputs)
+    def module(self, name=None, return_inputs: bool = False, train: bool = False):
+        return lmt.LogMelTransformer(self.arch, name=name, return_inputs=return_inputs,
+                                     dropout=self.dropout if train else 0.0)
 
     @property
     def min_samples(self) -> int:
@@ -106,8 +112,8 @@ class ConvBackbone(_Backbone):
     def arch(self) -> w2v.Arch:
         return w2v.arch_from_config(self.transformers_config())
 
-    def module(self, name=None):
-        return w2v.Wav2Vec2Family(self.arch, name=name)
+    def module(self, name=None, train: bool = False):
+        return w2v.Wav2Vec2Family(self.arch, name=name)  # no dropout (config check: model.dropout)
 
     @property
     def min_samples(self) -> int:
@@ -143,10 +149,12 @@ class APCModel(nn.Module):
     vq_codes: int = 0  # 0: plain APC
     vq_temperature: float = 1.0
     past_frames: int = 0  # M > 0: multi-target APC's linear head for the last M frames
+    dropout: float = 0.0  # the backbone's, in training (MelBackbone)
 
     @nn.compact
     def __call__(self, waveforms, lengths, train: bool = False):
-        out, logmel = lmt.LogMelTransformer(self.arch, name="encoder", return_inputs=True)(waveforms, lengths)
+        backbone = MelBackbone(self.arch, self.dropout).module("encoder", return_inputs=True, train=train)
+        out, logmel = backbone(waveforms, lengths)
         h = out.hidden_states[-1]
         perplexity = jnp.float32(0.0)
         if self.vq_codes:
@@ -171,6 +179,7 @@ class APCTask:
     vq_temperature: float = 1.0
     p_psi: str = "gaussian"
     past_frames: int = 0
+    dropout: float = 0.0
     name: str = "apc"
     has_codes = False
     learned_target = False
@@ -186,7 +195,7 @@ class APCTask:
 
     @property
     def backbone(self) -> MelBackbone:
-        return MelBackbone(self.arch)
+        return MelBackbone(self.arch, self.dropout)
 
     @property
     def frame_hop(self) -> int:
@@ -194,7 +203,7 @@ class APCTask:
 
     @property
     def model(self):
-        return APCModel(self.arch, self.vq_codes, self.vq_temperature, self.past_frames)
+        return APCModel(self.arch, self.vq_codes, self.vq_temperature, self.past_frames, self.dropout)
 
     def init(self, key):
         n = 10 * self.arch.hop
@@ -204,7 +213,8 @@ class APCTask:
 
     def loss(self, params, aux, batch, key, hp, train: bool):
         pred, logmel, mask, ppl, past = self.model.apply(
-            {"params": params}, batch["audio"], batch["lengths"], train, rngs={"gumbel": key})
+            {"params": params}, batch["audio"], batch["lengths"], train,
+            rngs={"gumbel": key, "dropout": jax.random.fold_in(key, DROPOUT_STREAM)})
         logmel = jax.lax.stop_gradient(logmel)
         m = objectives.apc(pred, logmel, mask, hp["shift"], p_psi=self.p_psi)
         if self.vq_codes:
@@ -235,9 +245,9 @@ class MaskedModel(nn.Module):
     out_dim: int
 
     @nn.compact
-    def __call__(self, waveforms, lengths, time_mask):
+    def __call__(self, waveforms, lengths, time_mask, train: bool = False):
         emb = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (self.hidden_size,))
-        out = self.backbone.module("backbone")(waveforms, lengths, time_mask, emb)
+        out = self.backbone.module("backbone", train=train)(waveforms, lengths, time_mask, emb)
         return out.hidden_states, out.mask, nn.Dense(self.out_dim, name="head")(out.hidden_states[-1])
 
 
@@ -260,7 +270,8 @@ class ContrastiveModel(nn.Module):
     @nn.compact
     def __call__(self, waveforms, lengths, time_mask, train: bool = False):
         emb = self.param("masked_spec_embed", nn.initializers.uniform(1.0), (self.hidden_size,))
-        backbone = self.backbone.module("backbone")
+        # Dropout (training) in both passes: fairseq drops the quantizer's input features too.
+        backbone = self.backbone.module("backbone", train=train)
         ctx = backbone(waveforms, lengths, time_mask, emb)
         clean = backbone(waveforms, lengths)
         q, ppl, diversity = GumbelProductQuantizer(self.groups, self.codes, self.final_dim, name="quantizer")(
@@ -346,17 +357,19 @@ class MaskedTask:
         audio, lengths = batch["audio"], batch["lengths"]
         real = real_frames(self.backbone, lengths, audio.shape[1])
         k_mask, k_neg, k_gumbel = jax.random.split(key, 3)
+        k_drop = jax.random.fold_in(key, DROPOUT_STREAM)
         masked = span_mask(k_mask, real, hp["mask_prob"], self.mask_span)
         if self.kind == "wav2vec2":
             ctx, q, ppl, diversity = self.model.apply({"params": params}, audio, lengths, masked, train,
-                                                      rngs={"gumbel": k_gumbel})
+                                                      rngs={"gumbel": k_gumbel, "dropout": k_drop})
             negatives = objectives.sample_negatives(k_neg, masked, self.num_negatives)
             m = objectives.contrastive(ctx, q, masked, negatives, temperature=self.logit_temperature,
                                        num_groups=self.codebook_groups, perplexity=ppl)
             m["diversity"] = diversity
             m["loss"] = m["loss"] + self.diversity_weight * diversity
             return m["loss"], m
-        hidden, _, head = self.model.apply({"params": params}, audio, lengths, masked)
+        hidden, _, head = self.model.apply({"params": params}, audio, lengths, masked, train,
+                                           rngs={"dropout": k_drop})
         if self.kind == "hubert":
             m = objectives.mlm(head, batch["codes"], masked, hp["h_target_bits"], real=real,
                                unmasked_weight=self.unmasked_weight)

@@ -26,7 +26,7 @@ def _apc(config, backbone, ctx):
     m = config.model
     return models.APCTask(backbone.arch, vq_codes=m.vq_codes if config.objective == "vqapc" else 0,
                           vq_temperature=m.vq_temperature, p_psi=config.p_psi, name=config.objective,
-                          past_frames=m.past_frames)
+                          past_frames=m.past_frames, dropout=backbone.dropout)
 
 
 def _masked_settings(config) -> dict:

@@ -123,7 +123,9 @@ def backbone(config):
     otherwise) or ``"conv"`` (the wav2vec2 family of ``config.model.hf_config``; masked only)."""
     m, obj = config.model, table1.objective(config.objective)
     if m.backbone == "logmel":
-        return models.MelBackbone(models.lmt.MelArch(causal=obj.causal, **dict(m.logmel)))
+        # model.dropout: a run's config from before it existed has none
+        return models.MelBackbone(models.lmt.MelArch(causal=obj.causal, **dict(m.logmel)),
+                                  dropout=float(m.get("dropout", 0.0)))
     if m.backbone != "conv":
         raise ValueError(f"config.model.backbone={m.backbone!r}: expected one of {BACKBONES}")
     if obj.causal:

@@ -71,8 +71,10 @@ def base_config() -> ml_collections.ConfigDict:
     # backbone "logmel": the zoo's transformer over stacked log-mel (encoders/logmel_transformer.py;
     # causal for apc/vqapc, bidirectional for the masked objectives), shaped by ``logmel``;
     # "conv": the wav2vec2 family's waveform conv stem, shaped by ``hf_config`` (masked only).
+    # dropout: the log-mel backbone's rate in training steps (its input and each layer's attention
+    # and feed-forward outputs; never exported); 0 = none.
     c.model = ml_collections.ConfigDict(dict(
-        backbone="logmel", logmel=dict(LOGMEL_BACKBONE),
+        backbone="logmel", logmel=dict(LOGMEL_BACKBONE), dropout=0.0,
         vq_codes=32, vq_temperature=1.0, past_frames=0, hf_config=dict(model_type="hubert", **SMALL_BACKBONE, **HUBERT_POS)))
     # HuBERT's targets; unmasked_weight: its loss weight on the unmasked frames (0 = masked only)
     c.targets = ml_collections.ConfigDict(dict(source="mfcc", layer=0, k=50, seed=0, iters=50,
@@ -123,6 +125,7 @@ RANGES = {
     "model.vq_codes": count(2, "codes"),
     "model.vq_temperature": positive(),
     "model.past_frames": count(0, "frames (0 = off)"),
+    "model.dropout": between(0, 1, hi_open=True),
     "model.hf_config.conv_dim": count(1), "model.hf_config.conv_kernel": count(1),
     "model.hf_config.conv_stride": count(1), "model.hf_config.hidden_size": count(1),
     "model.hf_config.num_hidden_layers": count(1),
@@ -166,6 +169,10 @@ def check_settings(config, error=ValueError, causal: bool = False) -> None:
         raise error(f"config key 'model.backbone': {config.model.backbone!r} with objective "
                     f"{config.objective!r}, which trains the causal log-mel backbone; expected 'logmel'")
     crop = int(round(config.crop_seconds * 16000))
+    if config.model.backbone == "conv" and config.model.dropout:
+        raise error(f"config keys 'model.dropout' and 'model.backbone': dropout {config.model.dropout} "
+                    f"with the 'conv' backbone, which has none; expected model.dropout 0 or "
+                    f"model.backbone 'logmel'")
     if config.model.backbone == "logmel":
         mel = config.model.logmel
         hop, layers, section = 160 * mel.stack, mel.num_layers, "model.logmel"
