@@ -114,6 +114,14 @@ def validate_config(config):
     return config
 
 
+def stored_config(stored: dict):
+    """A run's stored config (``pretrain_config.json``, a card's ``config``) as a ConfigDict with
+    every key it predates at its default, which keeps the behaviour the run was trained with."""
+    config = base_config()
+    config.update(stored)
+    return config
+
+
 BACKBONES = ("logmel", "conv")
 
 
@@ -123,9 +131,7 @@ def backbone(config):
     otherwise) or ``"conv"`` (the wav2vec2 family of ``config.model.hf_config``; masked only)."""
     m, obj = config.model, table1.objective(config.objective)
     if m.backbone == "logmel":
-        # model.dropout: a run's config from before it existed has none
-        return models.MelBackbone(models.lmt.MelArch(causal=obj.causal, **dict(m.logmel)),
-                                  dropout=float(m.get("dropout", 0.0)))
+        return models.MelBackbone(models.lmt.MelArch(causal=obj.causal, **dict(m.logmel)), dropout=m.dropout)
     if m.backbone != "conv":
         raise ValueError(f"config.model.backbone={m.backbone!r}: expected one of {BACKBONES}")
     if obj.causal:

@@ -20,7 +20,6 @@ import ml_collections
 import numpy as np
 
 from speechmi_jax import zoo
-from speechmi_jax.configs.pretrain.common import base_config
 from speechmi_jax.data.corpus import load_corpus
 from speechmi_jax.encoders.registry import load_encoder
 from speechmi_jax.ssl import data as data_lib
@@ -73,8 +72,7 @@ def config_for_slice(card: dict) -> ml_collections.ConfigDict:
     """The run's pretraining config narrowed to the shipped member (its own shift, weights),
     its HuBERT target source made loadable here (a zoo name). A key the card's config predates
     reads as its default, which keeps the behaviour the model was trained with."""
-    config = base_config()
-    config.update(card["config"])
+    config = trainer.stored_config(card["config"])
     hp = trainer.population(config)[card.get("member", 0)]  # the lists' broadcast, in one place
     config.population = ml_collections.ConfigDict({k: [v] for k, v in hp.items()})
     if config.objective == "hubert" and card.get("targets_source"):

@@ -75,9 +75,8 @@ def _export_init(config: dict, dst: Path, seed: int) -> None:
     import tempfile
 
     import jax
-    import ml_collections
 
-    cfg = ml_collections.ConfigDict(config)
+    cfg = trainer.stored_config(config)  # a run written before a config key reads its default
     if cfg.objective == "hubert":  # the init does not depend on the targets: K is enough
         task = models.MaskedTask("hubert", trainer.backbone(cfg), num_codes=cfg.targets.k)
     else:
