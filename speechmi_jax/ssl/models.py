@@ -145,22 +145,21 @@ class APCModel(nn.Module):
     """(waveforms, lengths) -> (prediction [B, T, F], stacked log-mel [B, T, F], mask [B, T],
     perplexity, past reconstructions [B, T, M, F] or None); F = stack * 80."""
 
-    arch: lmt.MelArch
+    backbone: MelBackbone  # causal
     vq_codes: int = 0  # 0: plain APC
     vq_temperature: float = 1.0
     past_frames: int = 0  # M > 0: multi-target APC's linear head for the last M frames
-    dropout: float = 0.0  # the backbone's, in training (MelBackbone)
 
     @nn.compact
     def __call__(self, waveforms, lengths, train: bool = False):
-        backbone = MelBackbone(self.arch, self.dropout).module("encoder", return_inputs=True, train=train)
-        out, logmel = backbone(waveforms, lengths)
+        encoder = self.backbone.module("encoder", return_inputs=True, train=train)
+        out, logmel = encoder(waveforms, lengths)
         h = out.hidden_states[-1]
         perplexity = jnp.float32(0.0)
         if self.vq_codes:
-            h, _, perplexity = GumbelVQ(self.vq_codes, self.arch.hidden_size, name="vq")(
+            h, _, perplexity = GumbelVQ(self.vq_codes, self.backbone.hidden_size, name="vq")(
                 h, temperature=self.vq_temperature, train=train, mask=out.mask)
-        pred = nn.Dense(self.arch.input_size, name="head")(h)
+        pred = nn.Dense(self.backbone.arch.input_size, name="head")(h)
         past = None
         if self.past_frames:
             b, t, f = pred.shape
@@ -203,7 +202,7 @@ class APCTask:
 
     @property
     def model(self):
-        return APCModel(self.arch, self.vq_codes, self.vq_temperature, self.past_frames, self.dropout)
+        return APCModel(self.backbone, self.vq_codes, self.vq_temperature, self.past_frames)
 
     def init(self, key):
         n = 10 * self.arch.hop
