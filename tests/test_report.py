@@ -169,6 +169,16 @@ def test_floor_section_decides_from_the_intervals_of_the_measures_present():
     text = "\n".join(floor.section(results.Results(phone + per, meta)))
     assert "| `ctc_per` | 60.0 [55.0, 65.0] (layer 0) | 66.0 [61.0, 71.0] (layer 0) | +6.00 points | **within CIs** |" in text
     assert "does not beat `melhubert-4x256@step0` on `ctc_per` (within CIs)." in text
+    # logmel-past8 (frames t - 8 .. t) is a floor of the causal model (APC) alone.
+    past = [rec("logmel-past8", "phone_mi", 2.2, 0.05), rec("melapc-4x256", "phone_mi", 2.45, 0.05),
+            rec("melapc-4x256@step0", "phone_mi", 2.3, 0.05)]
+    table = floor.rows(results.Results(phone + past, meta))
+    assert [r["floor"] for r in table if r["model"] == "melapc-4x256"] == [
+        "melapc-4x256@step0", "logmel-stack4", "logmel-past8", "logmel"]
+    assert [r["floor"] for r in table if r["model"] == "melhubert-4x256"] == [
+        "melhubert-4x256@step0", "logmel-stack4", "logmel"]
+    assert [r["verdict"] for r in table if r["model"] == "melapc-4x256"] == [
+        "beats", "below", "beats", "beats"]
 
 
 def test_zoo_floor_script_puts_each_runs_best_layers_side_by_side(tmp_path):

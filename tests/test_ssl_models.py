@@ -3,8 +3,9 @@
 does; an utterance gets the same hidden states alone and in a padded batch; both round-trip
 through config.json + model.safetensors and ``smi.load_encoder`` (with the mask embedding the
 masking hook then uses); the earlier causal-only format still loads; a damaged file is refused
-with the key named; the ``logmel-stack4`` baseline is log-mel with its +-4 neighbours; the
-positional conv's own gradient is the convolution's."""
+with the key named; the ``logmel-stack4`` baseline is log-mel with its +-4 neighbours and
+``logmel-past8`` with the 8 frames before; the positional conv's own gradient is the
+convolution's."""
 
 import json
 
@@ -108,14 +109,16 @@ def test_damaged_weights_and_config_are_refused_by_name(tmp_path):
         smi.load_encoder(folder)
 
 
-def test_logmel_stack4_is_logmel_with_its_neighbours():
-    stacked = smi.load_encoder("logmel-stack4")
+@pytest.mark.parametrize("name, offsets", [("logmel-stack4", range(-4, 5)), ("logmel-past8", range(-8, 1))])
+def test_context_baselines_are_logmel_with_its_neighbours(name, offsets):
+    """logmel-stack4: frames t - 4 .. t + 4; logmel-past8 (a causal model's floor): t - 8 .. t."""
+    stacked = smi.load_encoder(name)
     logmel = smi.load_encoder("logmel")
     s = np.asarray(stacked(WAV, [8000, 5000]).hidden_states[0])  # [B, T, 720]
     x = np.asarray(logmel(WAV, [8000, 5000]).hidden_states[0])  # [B, T, 80], zero past the end
-    assert s.shape == (2, 50, 720)
+    assert s.shape == (2, 50, 720) and stacked.hidden_size == 720
     for t in (0, 3, 20, 30, 49):
-        want = np.concatenate([x[:, t + o] if 0 <= t + o < 50 else np.zeros((2, 80)) for o in range(-4, 5)], -1)
+        want = np.concatenate([x[:, t + o] if 0 <= t + o < 50 else np.zeros((2, 80)) for o in offsets], -1)
         np.testing.assert_allclose(s[:, t], want, atol=1e-6)
     alone = np.asarray(stacked(WAV[1:, :5000], [5000]).hidden_states[0])
     np.testing.assert_allclose(s[1, :alone.shape[1]], alone[0], atol=1e-6)

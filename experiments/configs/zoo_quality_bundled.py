@@ -1,9 +1,11 @@
 """The model zoo's quality floor: phone MI and linear-CTC PER at every layer of each shipped zoo
-model, its own random-init control (``<name>@step0``, the run's initialisation), log-mel and
-log-mel with +-4 frames stacked (context alone), on the bundled corpus.
+model, its own random-init control (``<name>@step0``, the run's initialisation), log-mel,
+log-mel with +-4 frames stacked (context alone) and log-mel with the 8 frames before stacked
+(the context a causal model can see: APC's context floor), on the bundled corpus.
 
 Evidence that pretraining learned something: at its best layer a zoo model should beat log-mel
-+-4 stacked and its random-init control on phone MI (probe bound, test split) with
++-4 stacked (a causal model: also log-mel with the 8 frames before) and its random-init control
+on phone MI (probe bound, test split) with
 non-overlapping 95 % CIs, and on PER by at least 10 points. ``corpus_options={'domain': 'real'}``
 runs the same on the bundled corpus's one recorded (real) speaker alone: 77 training, 16 dev and
 17 test utterances; ``corpus_options={'eval_domain': 'real'}`` trains on the whole training split
@@ -35,7 +37,7 @@ _spec = importlib.util.spec_from_file_location("speechmi_experiments_common",
 common = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(common)
 
-BASELINES = ["logmel", "logmel-stack4"]
+BASELINES = ["logmel", "logmel-stack4", "logmel-past8"]
 
 
 def encoders() -> list[str]:

@@ -3,7 +3,9 @@
 A self-supervised model's best layer is compared, on phone MI (the probe bound) and linear-CTC
 PER, with what it could have got without learning: its own random initialisation
 (``<name>@step0``), its input (``logmel``) and its input with context (``logmel-stack4``: the
-log-mel frames t - 4 .. t + 4 side by side). Each comparison is decided from the 95 % CIs of the
+log-mel frames t - 4 .. t + 4 side by side; for a causal model also ``logmel-past8``, frames
+t - 8 .. t: the context it can see, since its frame t never sees the 40 ms after it that
+``logmel-stack4`` holds). Each comparison is decided from the 95 % CIs of the
 two best layers: **beats** when the model's interval lies wholly on the better side of the
 floor's, **below** when wholly on the worse side, **within CIs** otherwise. For PER the margin
 in points is shown too (the zoo's bar: at least 10 points better).
@@ -20,7 +22,8 @@ from speechmi_jax.analysis.formatting import fmt_ci
 from speechmi_jax.analysis.results import as_results
 
 PHONE, PER = "phone_mi", "ctc_per"
-BASELINES = ("logmel-stack4", "logmel")
+BASELINES = ("logmel-stack4", "logmel-past8", "logmel")
+CAUSAL_FLOOR = "logmel-past8"  # a floor for causal models only
 
 
 def verdict(model, floor, higher_is_better: bool) -> str:
@@ -45,10 +48,12 @@ def final_models(res) -> list[str]:
 
 
 def floors_of(res, encoder: str) -> list[str]:
-    """The floors present in the results for a zoo checkpoint: its step 0, then the baselines."""
+    """The floors present in the results for a zoo checkpoint: its step 0, then the baselines
+    (the causal context floor for a causal model only)."""
     name = zoo.parse(encoder)[0]
     step0 = [e for e in res.encoders() if zoo.is_zoo_name(e) and zoo.parse(e) == (name, 0)]
-    return step0 + [b for b in BASELINES if b in res.encoders()]
+    return step0 + [b for b in BASELINES if b in res.encoders()
+                    and (b != CAUSAL_FLOOR or zoo.is_causal(encoder))]
 
 
 def rows(results) -> list[dict]:
@@ -74,7 +79,8 @@ def section(results) -> list[str]:
         return []
     lines = ["## Did pretraining teach the SSL models anything?", "",
              "Each zoo model's best layer against its floors: its own initialisation (`@step0`), "
-             "log-mel with ±4 frames stacked (context alone) and log-mel. **beats**: the 95 % "
+             "log-mel with ±4 frames stacked (context alone), for a causal model log-mel with the "
+             "8 frames before stacked (the context it can see) and log-mel. **beats**: the 95 % "
              "CIs do not overlap, on the better side.", "",
              "| model | floor | measure | model (best layer) | floor (best layer) | margin | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -5,10 +5,14 @@
 * ``logmel-stack4``: the same log-mel with the 4 frames on either side concatenated (frames
   t - 4 .. t + 4, zeros past the utterance's edges), D = 720: context alone, the floor a model
   that sees context must beat (a self-supervised model's best layer is compared with it).
+* ``logmel-past8``: the same log-mel with the 8 frames before concatenated (frames t - 8 .. t,
+  zeros before the utterance), D = 720: the context a causal model (APC) can see at frame t,
+  as many frames as ``logmel-stack4`` but none after t. A causal model's frame t never sees the
+  40 ms after it that ``logmel-stack4`` holds, so this is its context-alone floor.
 * ``mfcc``: 13 MFCCs (DCT-II of the natural-log 80-band mel power, c0 included) with
   regression deltas and delta-deltas (width 2), D = 39.
 
-Both share :mod:`speechmi_jax.encoders.audio_features` with the Whisper front end. They have
+All share :mod:`speechmi_jax.encoders.audio_features` with the Whisper front end. They have
 ``num_layers = 0``: ``hidden_states`` is [1, B, T, D]. Frame ``i`` is centred at ``i * 10 ms``
 (centred STFT: ``frame_rate = 100``, ``frame_offset_s = 0``); an utterance of ``n`` samples has
 ``ceil(n / 160)`` real frames. Samples past an utterance's length are zeroed and the right
@@ -25,26 +29,28 @@ import jax.numpy as jnp
 from speechmi_jax.encoders import audio_features as af
 from speechmi_jax.encoders.base import Encoder, EncoderOutput
 
-STACK_CONTEXT = 4  # logmel-stack4: frames t - 4 .. t + 4
-BASELINE_DIMS = {"logmel": af.N_MELS, "logmel-stack4": (2 * STACK_CONTEXT + 1) * af.N_MELS, "mfcc": 39}
+# name -> (frames before t, frames after t) stacked with frame t
+CONTEXT = {"logmel-stack4": (4, 4), "logmel-past8": (8, 0)}
+BASELINE_DIMS = {"logmel": af.N_MELS, **{name: (before + 1 + after) * af.N_MELS
+                                         for name, (before, after) in CONTEXT.items()}, "mfcc": 39}
 
 
-def stack_context(x, mask, context: int):
-    """x [B, T, D], mask [B, T] -> [B, T, (2 * context + 1) * D]: frames t - context .. t +
-    context side by side, zeros outside the real frames (so padding changes nothing)."""
+def stack_context(x, mask, before: int, after: int):
+    """x [B, T, D], mask [B, T] -> [B, T, (before + 1 + after) * D]: frames t - before .. t +
+    after side by side, zeros outside the real frames (so padding changes nothing)."""
     t = x.shape[1]
-    x = jnp.pad(jnp.where(mask[..., None], x, 0.0), ((0, 0), (context, context), (0, 0)))
-    return jnp.concatenate([x[:, o:o + t] for o in range(2 * context + 1)], axis=-1)
+    x = jnp.pad(jnp.where(mask[..., None], x, 0.0), ((0, 0), (before, after), (0, 0)))
+    return jnp.concatenate([x[:, o:o + t] for o in range(before + 1 + after)], axis=-1)
 
 
 def _features(name: str):
     """(waveforms, lengths, frame_mask [B, T] bool or None) -> [B, T, D]."""
     if name == "logmel":
         return lambda w, n, m=None: af.whisper_log_mel(w, n, frame_mask=m)
-    if name == "logmel-stack4":
+    if name in CONTEXT:
         def stacked(w, n, m=None):
             x = af.whisper_log_mel(w, n, frame_mask=m)
-            return stack_context(x, af.frame_mask(n, x.shape[1]), STACK_CONTEXT)
+            return stack_context(x, af.frame_mask(n, x.shape[1]), *CONTEXT[name])
         return stacked
     if name == "mfcc":
         return lambda w, n, m=None: af.mfcc(w, n, frame_mask=m)
@@ -52,7 +58,7 @@ def _features(name: str):
 
 
 def load_baseline(name: str) -> Encoder:
-    """``"logmel"``, ``"logmel-stack4"`` or ``"mfcc"`` as an :class:`Encoder` with one hidden state [1, B, T, D]."""
+    """A name of :data:`BASELINE_DIMS` (``"logmel"``, ``"logmel-stack4"``, ...) as an :class:`Encoder` with one hidden state [1, B, T, D]."""
     feats = _features(name)
 
     def masked_apply_fn(params, mask_params, waveforms, lengths, frame_mask) -> EncoderOutput:

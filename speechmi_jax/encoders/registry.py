@@ -3,7 +3,8 @@
 Accepted forms:
 
 * ``"logmel"``, ``"mfcc"`` - classic single-layer feature baselines; ``"logmel-stack4"`` -
-  log-mel with the 4 frames on either side stacked (context alone, no learning).
+  log-mel with the 4 frames on either side stacked (context alone, no learning);
+  ``"logmel-past8"`` - with the 8 frames before stacked (the context a causal model can see).
 * ``"whisper-tiny.en"``, ``"whisper-base"`` - real Whisper weights shipped by installed
   packages (the ``demo`` extra); a clear error says what to install when absent.
 * ``"random:<arch>"`` (e.g. ``random:hubert-base``, ``random:whisper-tiny``) - the

@@ -96,6 +96,11 @@ def parse(spec: str) -> tuple[str, int]:
     return spec.partition("@")[0], int(resolve(spec).name[4:])
 
 
+def is_causal(spec: str) -> bool:
+    """True when the checkpoint's model is causal (its frame t sees no later frame: APC)."""
+    return bool(json.loads((resolve(spec) / "config.json").read_text()).get("causal", False))
+
+
 def weights_digest(spec: str) -> str:
     """SHA-256 of the checkpoint's weights file: equal for checkpoints with equal weights
     (two runs with one seed and one architecture share their ``step0``)."""
