@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from speechmi_jax import cli
@@ -178,3 +179,52 @@ def test_whisper_smoke_run(tmp_path):
     records = check_run(tmp_path / "run", encoders, config.measures)
     speakers = {tuple(r["extra"]["speakers"]) for r in records if r["measure"] == "speaker_mi"}
     assert speakers == {("awb", "kal", "ked", "rms", "slt")}  # synthetic voices only
+
+
+def test_more_voices_adds_chunked_recordings_and_leaves_the_base_set_alone(tmp_path, monkeypatch):
+    """``experiments/pretrain_more_voices.py`` on a two-utterance base set, with one fake package
+    file per voice: a 25 s prompt (cut in two chunks), a silent one (left out)."""
+    import soundfile as sf
+    from speechmi_jax.data import build_pretrain as bp
+    more = load_module(ROOT / "experiments" / "pretrain_more_voices.py")
+    base, sounds, docs = tmp_path / "base", tmp_path / "sounds", tmp_path / "doc"
+    (base / "audio" / "s").mkdir(parents=True)
+    (base / "LICENSES").mkdir()
+    (base / "LICENSES" / "README.md").write_text("| package |\n")
+    rows = [{c: "" for c in bp.COLUMNS} | {"id": f"s-{i}", "audio": f"audio/s/{i}.flac", "speaker": "s",
+                                            "split": "train", "domain": "real", "source": "s"}
+            for i in range(2)]
+    for i in range(2):
+        sf.write(base / "audio" / "s" / f"{i}.flac", np.zeros(16000, np.float32) + 0.1 * i, 16000)
+    bp.manifest_lib.write_manifest(base / "manifest.tsv", rows, bp.COLUMNS)
+    (base / "HASH").write_text(bp.content_hash(base) + "\n")
+    before = {p: p.read_bytes() for p in base.rglob("*") if p.is_file()}
+    rng = np.random.default_rng(0)
+    files = {}
+    for source, (package, suffix, *_) in more.VOICES.items():
+        (docs / package).mkdir(parents=True)
+        (docs / package / "copyright").write_text(f"{package} copyright\n")
+        speech, silent = sounds / package / "long.wav", sounds / package / "silent.wav"
+        speech.parent.mkdir(parents=True)
+        sf.write(speech, 0.3 * rng.standard_normal(25 * 8000).astype(np.float32), 8000)
+        sf.write(silent, np.zeros(8000, np.float32), 8000)
+        files[package] = [speech, silent]
+    monkeypatch.setattr(more, "SOUNDS", sounds)
+    monkeypatch.setattr(more, "DOCS", docs)
+    monkeypatch.setattr(more, "package_files", lambda package, suffix: files[package])
+    out = tmp_path / "out"
+    assert more.main(["--base", str(base), "--out", str(out)]) == 0
+    assert {p: p.read_bytes() for p in base.rglob("*") if p.is_file()} == before  # hard links kept safe
+    got = bp.manifest_lib.read_manifest(out / "manifest.tsv")
+    assert [r["id"] for r in got[:2]] == ["s-0", "s-1"]
+    added = got[2:]
+    assert len(added) == 2 * len(more.VOICES)  # the 25 s prompt in two chunks each, the silent one left out
+    assert all(r["channel"] == "telephone-8k" and r["domain"] == "real" for r in added)
+    assert added[1]["id"].endswith("-0012s") and added[1]["origin"].endswith("@12.50s")
+    durations = [sf.info(r["audio"]).duration for r in added[:2]]
+    assert durations == pytest.approx([12.5, 12.5])
+    assert all(Path(r["audio"]).is_relative_to(out) for r in got)
+    assert (out / "HASH").read_text().strip() == bp.content_hash(out)
+    assert "asterisk-prompt-es-co" in (out / "LICENSES" / "README.md").read_text()
+    with pytest.raises(SystemExit, match="exists; expected a new folder"):
+        more.main(["--base", str(base), "--out", str(out)])

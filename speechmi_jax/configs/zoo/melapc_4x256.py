@@ -23,7 +23,8 @@ speaker 71.3 / 70.8 % with probes trained on the whole split). A learning rate o
 predicted the dev split better (dev bound 6.94 / 7.76 bits against 5.46) but read no more:
 bundled PER 46.2 / 57.6 %, real speaker 67.1 / 71.4 % with probes trained on the whole split.
 Nor did the 6-hour pretraining set (``build_pretrain --hours 6``, ``--set corpus=...``): real
-speaker 71.4 %, bundled PER 49.1 %.
+speaker 71.4 %, bundled PER 49.1 %; nor three more recorded voices at 8 kHz
+(``experiments/pretrain_more_voices.py``): real speaker 68.7 %, bundled PER 50.9 %.
 
 Half the training crops are heard through the telephone band (``telephone_prob``: 16 kHz ->
 8 kHz -> 16 kHz, as the bundled corpus reads its real speaker's 8 kHz recordings); dev crops
