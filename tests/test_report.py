@@ -173,6 +173,8 @@ def test_floor_section_decides_from_the_intervals_of_the_measures_present():
     past = [rec("logmel-past8", "phone_mi", 2.2, 0.05), rec("melapc-4x256", "phone_mi", 2.45, 0.05),
             rec("melapc-4x256@step0", "phone_mi", 2.3, 0.05)]
     table = floor.rows(results.Results(phone + past, meta))
+    assert "8 frames before" in "\n".join(floor.section(results.Results(phone + past, meta)))
+    assert "8 frames before" not in "\n".join(floor.section(results.Results(phone, meta)))
     assert [r["floor"] for r in table if r["model"] == "melapc-4x256"] == [
         "melapc-4x256@step0", "logmel-stack4", "logmel-past8", "logmel"]
     assert [r["floor"] for r in table if r["model"] == "melhubert-4x256"] == [
