@@ -217,7 +217,7 @@ def test_dropout_drops_in_training_only_and_keeps_the_causal_model_causal():
         p, aux = jax.jit(without.init)(jax.random.PRNGKey(0))
         loss = lambda task, train, k=key: float(jax.jit(task.loss, static_argnums=5)(p, aux, batch, k, hp, train)[0])
         clean = loss(without, False)
-        assert loss(with_dropout, False) == clean
+        assert loss(with_dropout, False) == clean == loss(without, True)
         drawn = loss(with_dropout, True)
         assert drawn != clean and drawn != loss(with_dropout, True, jax.random.PRNGKey(2))
 
