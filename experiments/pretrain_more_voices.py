@@ -7,7 +7,7 @@ other speakers than the core sounds (8 kHz telephone band, resampled to 16 kHz w
 * ``asterisk-prompt-fr-armelle``: French, Armelle Desjardins (GSM), GPL;
 * ``asterisk-prompt-it-menardi-wav``: Italian, Marco Menardi's prompts (WAV), CC-BY-SA-3.0.
 
-Every file of the three packages over 0.3 s and not silent is added, cut into equal chunks of
+Every file of the three packages of at least ``build_pretrain.MIN_S`` and not silent is added, cut into equal chunks of
 at most ``build_pretrain.MAX_CHUNK_S`` as ``build_pretrain`` cuts its recordings, ~2 % of the
 chunks to ``dev`` by the hash ``build_pretrain`` uses; the base
 set's files are hard-linked, its manifest rewritten with the new rows after its own (in
@@ -42,7 +42,6 @@ VOICES = {"asterisk-es-co": ("asterisk-prompt-es-co", ".gsm", "es", "colombia", 
           "asterisk-fr-armelle": ("asterisk-prompt-fr-armelle", ".gsm", "fr", "armelle", "GPL-2.0+"),
           "asterisk-it-menardi": ("asterisk-prompt-it-menardi-wav", ".wav", "it", "menardi",
                                   "CC-BY-SA-3.0")}
-MIN_SECONDS = 0.3
 
 
 def package_files(package: str, suffix: str) -> list[Path]:
@@ -73,23 +72,17 @@ def main(argv=None) -> int:
         (args.out / name).unlink()
     with open(args.base / "manifest.tsv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))  # as written: paths relative to the set
-    minutes = {}
+    minutes, licence_rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for source, (package, suffix, lang, voice, licence) in VOICES.items():
-            copyright_file = DOCS / package / "copyright"
-            (args.out / "LICENSES" / f"{package}.md").write_text(
-                f"# {package}\n\nLicence: **{licence}**\n\nChanges: decoded to 16 kHz 16-bit FLAC.\n\n"
-                f"Debian's copyright file ({copyright_file}), verbatim:\n\n```\n"
-                f"{copyright_file.read_text(encoding='utf-8', errors='replace')}```\n", encoding="utf-8")
-            table = args.out / "LICENSES" / "README.md"
-            text = table.read_text(encoding="utf-8")
-            table.unlink()  # hard-linked to the base set's
-            table.write_text(text + f"| `{package}` | {licence} | [LICENSES/{package}.md]({package}.md) |\n",
-                             encoding="utf-8")
+            (args.out / "LICENSES" / f"{package}.md").write_text(bp.licence_markdown(
+                package, licence, "Changes: decoded to 16 kHz 16-bit FLAC.", DOCS / package / "copyright"),
+                encoding="utf-8")
+            licence_rows.append(bp.licence_row(package, licence) + "\n")
             total = 0.0
             for path in package_files(package, suffix):
                 audio = decode(path, Path(tmp))
-                if len(audio) < MIN_SECONDS * bp.SAMPLE_RATE or np.abs(audio).max() < 1e-3:
+                if len(audio) < bp.MIN_S * bp.SAMPLE_RATE or np.abs(audio).max() < 1e-3:
                     continue
                 name = path.relative_to(SOUNDS).with_suffix("").as_posix().replace("/", "_")
                 for start, piece in bp._chunks(audio):
@@ -104,6 +97,10 @@ def main(argv=None) -> int:
                         origin=f"{path}@{start / bp.SAMPLE_RATE:.2f}s", stretch="", f0_mean_hz=""))
                 total += len(audio) / bp.SAMPLE_RATE
             minutes[source] = round(total / 60, 1)
+    table = args.out / "LICENSES" / "README.md"
+    text = table.read_text(encoding="utf-8")
+    table.unlink()  # hard-linked to the base set's
+    table.write_text(text + "".join(licence_rows), encoding="utf-8")
     manifest_lib.write_manifest(args.out / "manifest.tsv", rows, bp.COLUMNS)
     (args.out / "more_voices.json").write_text(json.dumps(
         {"base": str(args.base), "base_hash": (args.base / "HASH").read_text().strip(),

@@ -321,6 +321,18 @@ def _synth_batch(source, batch, seed, tmp, pool):
 
 # ---------------------------------------------------------------- the build
 
+def licence_markdown(pkg: str, name: str, note: str, copyright_file: Path) -> str:
+    """``LICENSES/<pkg>.md``: the licence's name, what was changed, Debian's copyright file."""
+    return (f"# {pkg}\n\nLicence: **{name}**\n\n{note}\n\n"
+            f"Debian's copyright file ({copyright_file}), verbatim:\n\n```\n"
+            f"{copyright_file.read_text(encoding='utf-8', errors='replace')}```\n")
+
+
+def licence_row(pkg: str, name: str) -> str:
+    """A package's row of the table in ``LICENSES/README.md``."""
+    return f"| `{pkg}` | {name} | [LICENSES/{pkg}.md]({pkg}.md) |"
+
+
 def _licence_files(out: Path, packages: list[str]) -> None:
     lic = out / "LICENSES"
     lic.mkdir(parents=True, exist_ok=True)
@@ -338,11 +350,9 @@ def _licence_files(out: Path, packages: list[str]) -> None:
         if not copyright_file.exists():
             raise PretrainBuildError(f"{copyright_file} is missing: install the Debian "
                                      f"package {pkg}")
-        text = (f"# {pkg}\n\nLicence: **{name}**\n\n{note}\n\n"
-                f"Debian's copyright file ({copyright_file}), verbatim:\n\n```\n"
-                f"{copyright_file.read_text(encoding='utf-8', errors='replace')}```\n")
-        (lic / f"{pkg}.md").write_text(text, encoding="utf-8")
-        rows.append(f"| `{pkg}` | {name} | [LICENSES/{pkg}.md]({pkg}.md) |")
+        (lic / f"{pkg}.md").write_text(licence_markdown(pkg, name, note, copyright_file),
+                                       encoding="utf-8")
+        rows.append(licence_row(pkg, name))
     (lic / "README.md").write_text(
         "# Licences of the pretraining set\n\nEach utterance's `licence` column in "
         "`manifest.tsv` names the files here that apply to it (a synthetic utterance: its "
