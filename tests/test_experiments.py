@@ -12,6 +12,7 @@ equal shapes).
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,6 +182,7 @@ def test_whisper_smoke_run(tmp_path):
     assert speakers == {("awb", "kal", "ked", "rms", "slt")}  # synthetic voices only
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (Debian package ffmpeg)")
 def test_more_voices_adds_chunked_recordings_and_leaves_the_base_set_alone(tmp_path, monkeypatch):
     """``experiments/pretrain_more_voices.py`` on a two-utterance base set, with one fake package
     file per voice: a 25 s prompt (cut in two chunks), a silent one (left out)."""
